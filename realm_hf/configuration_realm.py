@@ -58,6 +58,9 @@ class RealmConfig(PreTrainedConfig):
             Number of evidence blocks of the knowledge corpus the checkpoint was trained with.
         searcher_beam_size (`int`, *optional*, defaults to 5000):
             Retrieval depth at training time (the retriever loss marginalises over this many blocks).
+        share_query_embedder (`bool`, *optional*, defaults to `True`):
+            Whether queries and documents are embedded by one shared [`RealmEmbedder`] (as in the original code) or
+            by two separate towers (saved under `embedder.` and `query_embedder.`).
         pad_token_id (`int`, *optional*, defaults to 1):
             Kept at 1 for compatibility with the published checkpoints; it is only used as the `padding_idx` of
             the word embeddings (the uncased vocabulary pads with id 0).
@@ -95,6 +98,7 @@ class RealmConfig(PreTrainedConfig):
     reader_seq_len: int = 320
     num_block_records: int = 13353718
     searcher_beam_size: int = 5000
+    share_query_embedder: bool = True
     pad_token_id: int | None = 1
     bos_token_id: int | None = 0
     eos_token_id: int | list[int] | None = 2
@@ -113,3 +117,16 @@ class RealmConfig(PreTrainedConfig):
         for name in ("num_candidates", "reader_beam_size", "searcher_beam_size", "max_span_width", "reader_seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RealmConfig: {name} must be >= 1, got {getattr(self, name)}.")
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """Reads a configuration file, refusing one written for another model type (instead of warning)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type is not None and model_type != cls.model_type:
+            raise ValueError(
+                f"The configuration at {pretrained_model_name_or_path!r} is for model_type={model_type!r}, not "
+                f"{cls.model_type!r}: it is not a REALM checkpoint. To start REALM from a BERT checkpoint use "
+                "`realm_hf.init_from_bert` instead."
+            )
+        return config_dict, kwargs

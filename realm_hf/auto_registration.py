@@ -1,0 +1,28 @@
+"""Registration of the REALM classes with the transformers Auto classes (idempotent)."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from .configuration_realm import RealmConfig
+from .modeling_realm import RealmEmbedder, RealmKnowledgeAugEncoder
+from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
+
+
+def register_auto_classes() -> None:
+    """Registers `RealmConfig` (`model_type="realm"`), the models and the tokenizers with the Auto classes.
+
+    - `AutoConfig`: `"realm"` -> [`RealmConfig`].
+    - `AutoModel`: [`RealmEmbedder`] (the retrieval tower, REALM's base encoder).
+    - `AutoModelForMaskedLM`: [`RealmKnowledgeAugEncoder`].
+    - `AutoTokenizer`: [`RealmTokenizer`] / [`RealmTokenizerFast`], so a `tokenizer_config.json` naming
+      `RealmTokenizer` resolves.
+
+    Calling it again does nothing.
+    """
+    if CONFIG_MAPPING.get("realm", None) is not RealmConfig:
+        AutoConfig.register("realm", RealmConfig, exist_ok=True)
+    AutoModel.register(RealmConfig, RealmEmbedder, exist_ok=True)
+    AutoModelForMaskedLM.register(RealmConfig, RealmKnowledgeAugEncoder, exist_ok=True)
+    AutoTokenizer.register(
+        RealmConfig, slow_tokenizer_class=RealmTokenizer, fast_tokenizer_class=RealmTokenizerFast, exist_ok=True
+    )

@@ -1,0 +1,926 @@
+"""PyTorch REALM models.
+
+One file holds every REALM module, following the transformers single-model-file policy. The BERT trunk is
+transformers' own [`~transformers.BertModel`] (so SDPA, flash and flex attention, gradient checkpointing and output
+capture come from transformers); the REALM heads are defined here with the module names of the original
+transformers implementation, so its checkpoints load key for key.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import BertModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredictionHead, BertOnlyMLMHead
+from transformers.utils import ModelOutput, logging
+
+from .configuration_realm import RealmConfig
+
+
+logger = logging.get_logger(__name__)
+
+# Keys that the published (transformers 4.16) checkpoints carry and that are buffers now.
+_LEGACY_BUFFER_KEYS = [r"embeddings\.position_ids"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RealmEmbedderOutput(ModelOutput):
+    r"""
+    Output of [`RealmEmbedder`].
+
+    Args:
+        projected_score (`torch.FloatTensor` of shape `(batch_size, config.retriever_proj_size)`):
+            The retrieval embedding of each input.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of the trunk, returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of the trunk, returned when `output_attentions=True`.
+    """
+
+    projected_score: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class RealmScorerOutput(ModelOutput):
+    r"""
+    Output of [`RealmScorer`].
+
+    Args:
+        relevance_score (`torch.FloatTensor` of shape `(batch_size, num_candidates)`):
+            Inner products between each query and its candidates (logits of the retrieval distribution).
+        query_score (`torch.FloatTensor` of shape `(batch_size, config.retriever_proj_size)`):
+            Query embeddings.
+        candidate_score (`torch.FloatTensor` of shape `(batch_size, num_candidates, config.retriever_proj_size)`):
+            Candidate embeddings.
+    """
+
+    relevance_score: torch.FloatTensor | None = None
+    query_score: torch.FloatTensor | None = None
+    candidate_score: torch.FloatTensor | None = None
+
+
+@dataclass
+class RealmReaderOutput(ModelOutput):
+    r"""
+    Output of [`RealmReader`].
+
+    For a single question (2-D inputs) the prediction fields have the shapes of the original implementation
+    (`block_idx` is a scalar, `start_pos` and `end_pos` have shape `(1,)`); for a batch of questions (3-D inputs)
+    each field gains a leading `batch_size` dimension.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Retriever loss plus reader loss (averaged over questions), returned when answer labels are given.
+        retriever_loss (`torch.FloatTensor`, *optional*):
+            Marginal log-likelihood loss of the retriever over all `searcher_beam_size` candidates.
+        reader_loss (`torch.FloatTensor`, *optional*):
+            Marginal log-likelihood loss of the reader over the spans of the top `reader_beam_size` blocks.
+        retriever_correct (`torch.BoolTensor` of shape `(..., searcher_beam_size)`, *optional*):
+            Whether each retrieved block contains an answer.
+        reader_correct (`torch.BoolTensor` of shape `(..., reader_beam_size, num_spans)`, *optional*):
+            Whether each candidate span is a gold answer span.
+        block_idx (`torch.LongTensor`):
+            Index (within the reader beam) of the block holding the predicted answer.
+        candidate (`torch.LongTensor`):
+            Index of the predicted span among the enumerated candidate spans.
+        start_pos (`torch.LongTensor`):
+            Start token position of the predicted span in the reader input.
+        end_pos (`torch.LongTensor`):
+            End token position (inclusive) of the predicted span in the reader input.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of the trunk, returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of the trunk, returned when `output_attentions=True`.
+        logits (`torch.FloatTensor` of shape `(..., reader_beam_size, num_spans)`):
+            Span scores (reader logits plus the retriever logit of their block).
+    """
+
+    loss: torch.FloatTensor | None = None
+    retriever_loss: torch.FloatTensor | None = None
+    reader_loss: torch.FloatTensor | None = None
+    retriever_correct: torch.BoolTensor | None = None
+    reader_correct: torch.BoolTensor | None = None
+    block_idx: torch.LongTensor | None = None
+    candidate: torch.LongTensor | None = None
+    start_pos: torch.LongTensor | None = None
+    end_pos: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    logits: torch.FloatTensor | None = None
+
+
+@dataclass
+class RealmForOpenQAOutput(ModelOutput):
+    r"""
+    Output of [`RealmForOpenQA`].
+
+    Args:
+        reader_output (`RealmReaderOutput`):
+            The reader's output (with a leading batch dimension when more than one question was given).
+        predicted_answer_ids (`torch.LongTensor` or `list[torch.LongTensor]`):
+            Token ids of the predicted answer: a 1-D tensor for a single question (as in the original
+            implementation), a list with one 1-D tensor per question for a batch.
+        retrieved_block_ids (`torch.LongTensor` of shape `(batch_size, k)`):
+            Corpus ids of the retrieved blocks, best first.
+        retrieved_logits (`torch.FloatTensor` of shape `(batch_size, k)`):
+            Retrieval scores (query-block inner products) of the retrieved blocks.
+    """
+
+    reader_output: RealmReaderOutput | None = None
+    predicted_answer_ids: torch.LongTensor | list[torch.LongTensor] | None = None
+    retrieved_block_ids: torch.LongTensor | None = None
+    retrieved_logits: torch.FloatTensor | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class RealmScorerProjection(nn.Module):
+    """Projection of the pooled `[CLS]` state to the retrieval space (`cls` of [`RealmEmbedder`]).
+
+    `predictions` is an MLM head that the original checkpoints carry but the embedder never uses; it is kept so that
+    their weights load without unexpected keys.
+    """
+
+    def __init__(self, config: RealmConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.dense = nn.Linear(config.hidden_size, config.retriever_proj_size)
+        self.LayerNorm = nn.LayerNorm(config.retriever_proj_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(hidden_states))
+
+
+class RealmReaderProjection(nn.Module):
+    """Span scorer of [`RealmReader`] (`qa_outputs`): an MLP over the sum of start and end projections."""
+
+    def __init__(self, config: RealmConfig):
+        super().__init__()
+        self.config = config
+        self.dense_intermediate = nn.Linear(config.hidden_size, config.span_hidden_size * 2)
+        self.dense_output = nn.Linear(config.span_hidden_size, 1)
+        self.layer_normalization = nn.LayerNorm(config.span_hidden_size, eps=config.reader_layer_norm_eps)
+        self.relu = nn.ReLU()
+
+    def span_candidates(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start and end positions of every span of width 1..`max_span_width`, enumerated width-major."""
+        widths = range(1, min(self.config.max_span_width, seq_len) + 1)
+        starts = torch.cat([torch.arange(seq_len - w + 1, device=device) for w in widths])
+        ends = torch.cat([torch.arange(w - 1, seq_len, device=device) for w in widths])
+        return starts, ends
+
+    def forward(
+        self, hidden_states: torch.Tensor, block_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            hidden_states (`torch.FloatTensor` of shape `(rows, seq_len, hidden_size)`)
+            block_mask (`torch.Tensor` of shape `(rows, seq_len)`): 1 on evidence tokens.
+
+        Returns:
+            `(logits [rows, num_spans], starts [num_spans], ends [num_spans])`; spans with an endpoint outside the
+            evidence block get the dtype's minimum.
+        """
+        starts, ends = self.span_candidates(hidden_states.size(1), hidden_states.device)
+        start_projection, end_projection = self.dense_intermediate(hidden_states).chunk(2, dim=-1)
+        span_hidden = start_projection.index_select(1, starts) + end_projection.index_select(1, ends)
+        span_hidden = self.layer_normalization(self.relu(span_hidden))
+        logits = self.dense_output(span_hidden).squeeze(-1)
+        span_mask = block_mask.index_select(-1, starts) * block_mask.index_select(-1, ends)
+        logits = logits + _mask_to_score(span_mask, logits.dtype)
+        return logits, starts, ends
+
+
+def _mask_to_score(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (1.0 - mask.to(dtype)) * torch.finfo(dtype).min
+
+
+def _marginal_log_loss(logits: torch.Tensor, is_correct: torch.Tensor) -> torch.Tensor:
+    """`-log sum_{correct} p` over the last dimension: logsumexp(all) - logsumexp(correct)."""
+    log_numerator = torch.logsumexp(logits + _mask_to_score(is_correct, logits.dtype), dim=-1)
+    log_denominator = torch.logsumexp(logits, dim=-1)
+    return log_denominator - log_numerator
+
+
+def _flatten_candidates(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """Views `[batch, num_candidates, seq_len]` inputs as `[batch * num_candidates, seq_len]`."""
+    if tensor is None or tensor.dim() <= 2:
+        return tensor
+    return tensor.reshape(-1, tensor.size(-1))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class RealmPreTrainedModel(PreTrainedModel):
+    """Base class of the REALM models: configuration class, weight initialisation and legacy-key handling."""
+
+    config: RealmConfig
+    config_class = RealmConfig
+    base_model_prefix = "realm"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _keys_to_ignore_on_load_unexpected = _LEGACY_BUFFER_KEYS
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, BertLMPredictionHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads a REALM checkpoint (see [`~transformers.PreTrainedModel.from_pretrained`]).
+
+        Besides the usual behaviour it refuses a checkpoint saved from another REALM class when weights of this
+        class would be left uninitialised (for example a `RealmEmbedder` checkpoint loaded as `RealmReader`).
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *model_args,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+        if info["mismatched_keys"] and not ignore_mismatched_sizes:
+            details = "; ".join(
+                f"{key}: checkpoint {tuple(saved)} vs model {tuple(expected)}"
+                for key, saved, expected in sorted(info["mismatched_keys"])[:5]
+            )
+            raise ValueError(
+                f"The weights at {pretrained_model_name_or_path!r} do not match the configuration "
+                f"({len(info['mismatched_keys'])} tensors of another shape: {details}). Check the config.json "
+                "sizes, or pass ignore_mismatched_sizes=True to re-initialise those weights."
+            )
+        architectures = getattr(model.config, "architectures", None) or []
+        if info["missing_keys"] and architectures and cls.__name__ not in architectures:
+            missing = sorted(info["missing_keys"])
+            raise ValueError(
+                f"The checkpoint at {pretrained_model_name_or_path!r} was saved from {architectures[0]}; loading it "
+                f"as {cls.__name__} leaves {len(missing)} weights uninitialised (e.g. {missing[:3]}). Load it with "
+                f"{architectures[0]}.from_pretrained instead."
+            )
+        return (model, info) if output_loading_info else model
+
+    @staticmethod
+    def _trunk_kwargs(kwargs: dict) -> dict:
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class RealmEmbedder(RealmPreTrainedModel):
+    r"""
+    The REALM query/document embedder: BERT followed by a linear projection of the pooled `[CLS]` state and a layer
+    norm, giving `config.retriever_proj_size`-dimensional retrieval embeddings.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from realm_hf import RealmConfig, RealmEmbedder
+
+    >>> model = RealmEmbedder(RealmConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4))
+    >>> model(torch.tensor([[2, 7, 8, 3]])).projected_score.shape
+    torch.Size([1, 128])
+    ```
+    """
+
+    _tied_weights_keys = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+    def __init__(self, config: RealmConfig):
+        super().__init__(config)
+        self.realm = BertModel(config)
+        self.cls = RealmScorerProjection(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.realm.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.realm.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> RealmEmbedderOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
+                Token ids of `[CLS] text [SEP]` or `[CLS] title [SEP] text [SEP]`.
+            attention_mask, token_type_ids, position_ids, inputs_embeds:
+                As for [`~transformers.BertModel`].
+            head_mask:
+                Not supported by the transformers 5 BERT trunk; passing one raises an error.
+
+        Returns:
+            [`RealmEmbedderOutput`] (or a tuple when `return_dict=False`).
+        """
+        _reject_head_mask(head_mask)
+        outputs = self.realm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **self._trunk_kwargs(
+                {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+            ),
+        )
+        output = RealmEmbedderOutput(
+            projected_score=self.cls(outputs.pooler_output),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+
+class RealmScorer(RealmPreTrainedModel):
+    r"""
+    Scores candidate documents for queries: the inner product of the query embedding and each candidate embedding.
+
+    Args:
+        config ([`RealmConfig`]): Model configuration.
+        query_embedder ([`RealmEmbedder`], *optional*):
+            A separate embedder for queries. By default (`config.share_query_embedder=True`) queries and candidates
+            share one embedder, which is then also reachable as `query_embedder` (and its weights are stored once,
+            under `embedder.`); with `config.share_query_embedder=False` a separate tower is created.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [*_LEGACY_BUFFER_KEYS, r"^query_embedder\."]
+
+    def __init__(self, config: RealmConfig, query_embedder: RealmEmbedder | None = None):
+        super().__init__(config)
+        self.embedder = RealmEmbedder(config)
+        if query_embedder is None and not config.share_query_embedder:
+            query_embedder = RealmEmbedder(config)
+        if query_embedder is not None:
+            # A distinct query tower is saved under `query_embedder.` and must be loaded, not ignored.
+            self._keys_to_ignore_on_load_unexpected = set(_LEGACY_BUFFER_KEYS)
+            self.query_embedder = query_embedder  # nn.Module.__setattr__ registers it as a submodule
+        self.post_init()
+
+    @property
+    def query_embedder(self) -> RealmEmbedder:
+        """The query tower: the separate one if given at construction, else the shared `embedder`."""
+        separate = self._modules.get("query_embedder")
+        return separate if separate is not None else self.embedder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        candidate_input_ids: torch.LongTensor | None = None,
+        candidate_attention_mask: torch.Tensor | None = None,
+        candidate_token_type_ids: torch.LongTensor | None = None,
+        candidate_inputs_embeds: torch.FloatTensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> RealmScorerOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
+                Query token ids.
+            candidate_input_ids (`torch.LongTensor` of shape `(batch_size, num_candidates, candidate_seq_len)`):
+                Candidate token ids, for example from [`RealmTokenizer.batch_encode_candidates`].
+            candidate_attention_mask, candidate_token_type_ids:
+                Same shape as `candidate_input_ids`.
+            candidate_inputs_embeds (`torch.FloatTensor` of shape `(batch_size * num_candidates, len, hidden)`):
+                Alternative to `candidate_input_ids`.
+
+        Returns:
+            [`RealmScorerOutput`] (or a tuple when `return_dict=False`).
+        """
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("RealmScorer: you have to specify either `input_ids` or `inputs_embeds`.")
+        if candidate_input_ids is None and candidate_inputs_embeds is None:
+            raise ValueError(
+                "RealmScorer: you have to specify either `candidate_input_ids` or `candidate_inputs_embeds`."
+            )
+        batch_size = input_ids.size(0) if input_ids is not None else inputs_embeds.size(0)
+        if candidate_input_ids is not None:
+            if candidate_input_ids.dim() != 3 or candidate_input_ids.size(0) != batch_size:
+                raise ValueError(
+                    "RealmScorer: `candidate_input_ids` must have shape (batch_size, num_candidates, seq_len) with "
+                    f"batch_size={batch_size} (the queries' batch size), got {tuple(candidate_input_ids.shape)}."
+                )
+            num_candidates = candidate_input_ids.size(1)
+            for name, tensor in (
+                ("candidate_attention_mask", candidate_attention_mask),
+                ("candidate_token_type_ids", candidate_token_type_ids),
+            ):
+                if tensor is not None and tensor.shape != candidate_input_ids.shape:
+                    raise ValueError(
+                        f"RealmScorer: `{name}` has shape {tuple(tensor.shape)} but `candidate_input_ids` has shape "
+                        f"{tuple(candidate_input_ids.shape)}."
+                    )
+        else:
+            if candidate_inputs_embeds.size(0) % batch_size != 0:
+                raise ValueError(
+                    f"RealmScorer: `candidate_inputs_embeds` has {candidate_inputs_embeds.size(0)} rows, not a "
+                    f"multiple of the batch size {batch_size}."
+                )
+            num_candidates = candidate_inputs_embeds.size(0) // batch_size
+        _reject_head_mask(head_mask)
+        trunk_kwargs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+
+        query_score = self.query_embedder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **trunk_kwargs,
+        ).projected_score
+        candidate_score = self.embedder(
+            input_ids=_flatten_candidates(candidate_input_ids),
+            attention_mask=_flatten_candidates(candidate_attention_mask),
+            token_type_ids=_flatten_candidates(candidate_token_type_ids),
+            position_ids=position_ids,
+            inputs_embeds=candidate_inputs_embeds,
+            return_dict=True,
+            **trunk_kwargs,
+        ).projected_score
+        candidate_score = candidate_score.view(batch_size, num_candidates, -1)
+        relevance_score = torch.einsum("bd,bnd->bn", query_score, candidate_score)
+        output = RealmScorerOutput(
+            relevance_score=relevance_score, query_score=query_score, candidate_score=candidate_score
+        )
+        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+
+class RealmKnowledgeAugEncoder(RealmPreTrainedModel):
+    r"""
+    The knowledge-augmented encoder p(y | z, x) of REALM pre-training: a masked-LM over `[CLS] x [SEP] z [SEP]` for
+    each retrieved document z, whose loss marginalises over the documents with the retrieval distribution p(z | x).
+    The MLM decoder is tied to the input word embeddings.
+    """
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "realm.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: RealmConfig):
+        super().__init__(config)
+        self.realm = BertModel(config)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.realm.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.realm.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        relevance_score: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        mlm_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MaskedLMOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, num_candidates, seq_len)` or
+                `(batch_size * num_candidates, seq_len)`):
+                Joint inputs `[CLS] x [SEP] z_n [SEP]`, with the query first so that label positions line up.
+            relevance_score (`torch.FloatTensor` of shape `(batch_size, num_candidates)`, *optional*):
+                Retrieval logits; required with `labels`.
+            labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+                MLM targets shared by the candidates of a query; -100 marks positions without a target.
+            mlm_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*):
+                Weights of the positions in the mean; defaults to ones (the original behaviour, in which positions
+                labelled -100 count in the denominator). Pass `labels != -100` for a mean over masked tokens.
+
+        Returns:
+            [`~transformers.modeling_outputs.MaskedLMOutput`] with logits of shape
+            `(batch_size * num_candidates, seq_len, vocab_size)` and, with `labels`, the marginal MLM loss.
+        """
+        if labels is not None and relevance_score is None:
+            raise ValueError(
+                "RealmKnowledgeAugEncoder: `relevance_score` is required with `labels` (the loss marginalises "
+                "over the candidates with the retrieval distribution)."
+            )
+        _reject_head_mask(head_mask)
+        joint = self.realm(
+            input_ids=_flatten_candidates(input_ids),
+            attention_mask=_flatten_candidates(attention_mask),
+            token_type_ids=_flatten_candidates(token_type_ids),
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **self._trunk_kwargs(
+                {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+            ),
+        )
+        prediction_scores = self.cls(joint.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = marginal_mlm_loss(prediction_scores, relevance_score, labels, mlm_mask)
+        output = MaskedLMOutput(
+            loss=loss, logits=prediction_scores, hidden_states=joint.hidden_states, attentions=joint.attentions
+        )
+        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+
+def marginal_mlm_loss(
+    prediction_scores: torch.Tensor,
+    relevance_score: torch.Tensor,
+    labels: torch.Tensor,
+    mlm_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""
+    REALM's marginal masked-LM loss: `-sum_t w_t log sum_z p(z|x) p(y_t|z,x) / sum_t w_t`.
+
+    Args:
+        prediction_scores (`torch.FloatTensor` of shape `(batch_size * num_candidates, seq_len, vocab_size)`):
+            MLM logits of every (query, candidate) pair, candidates of a query contiguous.
+        relevance_score (`torch.FloatTensor` of shape `(batch_size, num_candidates)`):
+            Retrieval logits.
+        labels (`torch.LongTensor` of shape `(batch_size, seq_len)`):
+            Targets, -100 where there is none.
+        mlm_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*):
+            Position weights; ones by default.
+    """
+    batch_size, seq_len = labels.shape
+    if relevance_score.dim() != 2 or relevance_score.size(0) != batch_size:
+        raise ValueError(
+            f"relevance_score must have shape (batch_size={batch_size}, num_candidates), got "
+            f"{tuple(relevance_score.shape)}."
+        )
+    num_candidates = relevance_score.size(1)
+    if prediction_scores.shape[:2] != (batch_size * num_candidates, seq_len):
+        raise ValueError(
+            f"The encoder inputs have shape {tuple(prediction_scores.shape[:2])} but labels {tuple(labels.shape)} and "
+            f"relevance_score {tuple(relevance_score.shape)} imply ({batch_size * num_candidates}, {seq_len})."
+        )
+    mlm_mask = torch.ones_like(labels, dtype=torch.float32) if mlm_mask is None else mlm_mask.to(torch.float32)
+    targets = labels.tile(1, num_candidates).view(-1)
+    token_log_prob = -nn.functional.cross_entropy(
+        prediction_scores.view(-1, prediction_scores.size(-1)).float(), targets, reduction="none"
+    ).view(batch_size, num_candidates, seq_len)
+    candidate_log_prob = relevance_score.float().log_softmax(-1).unsqueeze(-1)
+    marginal = (candidate_log_prob + token_log_prob).logsumexp(1)
+    return -torch.nansum(torch.sum(marginal * mlm_mask) / torch.sum(mlm_mask))
+
+
+class RealmReader(RealmPreTrainedModel):
+    r"""
+    The REALM/ORQA span reader: scores every span of width up to `config.max_span_width` inside the evidence block of
+    each of the top `config.reader_beam_size` retrieved blocks, adds the block's retrieval logit, and trains with the
+    marginal log-likelihood of the gold spans (reader loss) and of the blocks containing an answer (retriever loss).
+
+    Inputs are either one question (`input_ids` of shape `(reader_beam_size, seq_len)`, `relevance_score` of shape
+    `(searcher_beam_size,)`, as in the original implementation) or a batch of questions (`(batch_size,
+    reader_beam_size, seq_len)` and `(batch_size, searcher_beam_size)`), which runs the trunk once over all rows.
+    """
+
+    _tied_weights_keys = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+    def __init__(self, config: RealmConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.realm = BertModel(config)
+        self.cls = BertOnlyMLMHead(config)
+        self.qa_outputs = RealmReaderProjection(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.realm.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.realm.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        relevance_score: torch.FloatTensor | None = None,
+        block_mask: torch.BoolTensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        has_answers: torch.BoolTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> RealmReaderOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `([batch_size,] reader_beam_size, seq_len)`):
+                `[CLS] question [SEP] block [SEP]` rows of the top retrieved blocks.
+            relevance_score (`torch.FloatTensor` of shape `([batch_size,] searcher_beam_size)`):
+                Retrieval logits of all retrieved blocks, best first; the first `reader_beam_size` belong to the rows.
+            block_mask (`torch.BoolTensor` of shape like `input_ids`):
+                True on evidence tokens (the block, without `[SEP]` and padding).
+            start_positions, end_positions (`torch.LongTensor` of shape `([batch_size,] searcher_beam_size,
+                max_answers)`, *optional*):
+                Gold answer spans per block, padded with -1.
+            has_answers (`torch.BoolTensor` of shape `([batch_size,] searcher_beam_size)`, *optional*):
+                Whether each retrieved block contains an answer.
+
+        Returns:
+            [`RealmReaderOutput`] (or a tuple when `return_dict=False`).
+        """
+        if relevance_score is None:
+            raise ValueError("RealmReader: you have to specify `relevance_score` to calculate logits and loss.")
+        if block_mask is None:
+            raise ValueError(
+                "RealmReader: you have to specify `block_mask` to separate the question from the evidence block."
+            )
+        reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        single = reference.dim() == 2
+        if single:
+            input_ids, attention_mask, token_type_ids, block_mask, inputs_embeds = (
+                t.unsqueeze(0) if t is not None else None
+                for t in (input_ids, attention_mask, token_type_ids, block_mask, inputs_embeds)
+            )
+            relevance_score = relevance_score.unsqueeze(0)
+            start_positions, end_positions, has_answers = (
+                t.unsqueeze(0) if t is not None else None for t in (start_positions, end_positions, has_answers)
+            )
+        rows_ids = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        batch_size, num_rows, seq_len = rows_ids.shape
+        beam = min(self.config.reader_beam_size, num_rows)
+        if seq_len < self.config.max_span_width:
+            raise ValueError(
+                f"RealmReader: the input sequence length ({seq_len}) must be >= config.max_span_width "
+                f"({self.config.max_span_width})."
+            )
+        if relevance_score.dim() != 2 or relevance_score.size(0) != batch_size or relevance_score.size(1) < beam:
+            raise ValueError(
+                f"RealmReader: `relevance_score` must have shape ([batch_size={batch_size},] k) with k >= {beam}, got "
+                f"{tuple(relevance_score.shape)}."
+            )
+        if block_mask.shape[:2] != (batch_size, num_rows) or block_mask.size(-1) != seq_len:
+            raise ValueError(
+                f"RealmReader: `block_mask` has shape {tuple(block_mask.shape)}, expected the shape of `input_ids` "
+                f"{tuple(rows_ids.shape)}."
+            )
+        _reject_head_mask(head_mask)
+
+        def rows(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, :beam].reshape(batch_size * beam, *t.shape[2:])
+
+        outputs = self.realm(
+            input_ids=rows(input_ids),
+            attention_mask=rows(attention_mask),
+            token_type_ids=rows(token_type_ids),
+            position_ids=position_ids,
+            inputs_embeds=rows(inputs_embeds),
+            **self._trunk_kwargs(
+                {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+            ),
+        )
+        logits, starts, ends = self.qa_outputs(outputs.last_hidden_state, rows(block_mask))
+        logits = logits.view(batch_size, beam, -1) + relevance_score[:, :beam].unsqueeze(-1)
+
+        block_idx = logits.max(dim=2).values.argmax(dim=1)
+        candidate = logits.max(dim=1).values.argmax(dim=1)
+        start_pos, end_pos = starts[candidate], ends[candidate]
+
+        loss = retriever_loss = reader_loss = retriever_correct = reader_correct = None
+        if start_positions is not None and end_positions is not None and has_answers is not None:
+            start_positions = start_positions[:, :beam].clamp(-1, seq_len)
+            end_positions = end_positions[:, :beam].clamp(-1, seq_len)
+            # [batch, beam, max_answers, num_spans] -> [batch, beam, num_spans]
+            reader_correct = (
+                (starts.view(1, 1, 1, -1) == start_positions.unsqueeze(-1))
+                & (ends.view(1, 1, 1, -1) == end_positions.unsqueeze(-1))
+            ).any(dim=2)
+            retriever_correct = has_answers.bool()
+            retriever_loss = _marginal_log_loss(relevance_score, retriever_correct)
+            retriever_loss = retriever_loss * retriever_correct.any(dim=-1).to(retriever_loss.dtype)
+            reader_loss = _marginal_log_loss(logits.view(batch_size, -1), reader_correct.view(batch_size, -1))
+            reader_loss = reader_loss * reader_correct.view(batch_size, -1).any(dim=-1).to(reader_loss.dtype)
+            loss = (retriever_loss + reader_loss).mean()
+            if single:
+                retriever_loss, reader_loss = retriever_loss[0], reader_loss[0]
+                retriever_correct, reader_correct = retriever_correct[0], reader_correct[0]
+
+        if single:
+            block_idx, candidate, logits = block_idx[0], candidate[0], logits[0]
+            start_pos, end_pos = start_pos[:1], end_pos[:1]
+        output = RealmReaderOutput(
+            loss=loss,
+            retriever_loss=retriever_loss,
+            reader_loss=reader_loss,
+            retriever_correct=retriever_correct,
+            reader_correct=reader_correct,
+            block_idx=block_idx,
+            candidate=candidate,
+            start_pos=start_pos,
+            end_pos=end_pos,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            logits=logits,
+        )
+        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+
+class RealmForOpenQA(RealmPreTrainedModel):
+    r"""
+    End-to-end open-domain question answering: embed the questions, retrieve blocks from the knowledge index, read
+    the top `config.reader_beam_size` blocks and extract an answer span.
+
+    The corpus and its embeddings are data, not weights: they live in the retriever ([`RealmRetriever`] over a
+    [`RealmIndex`]), which is passed at construction or set later with [`~RealmForOpenQA.set_retriever`]. As in the
+    paper, the block embeddings stay fixed; gradients reach the query embedder through the retrieval logits, which
+    are recomputed from the retrieved block embeddings. Checkpoints of the original implementation, whose state dict
+    holds the corpus embeddings as `block_emb`, load without that tensor; read it with
+    [`~realm_hf.load_legacy_block_emb`].
+
+    Args:
+        config ([`RealmConfig`]): Model configuration.
+        retriever ([`RealmRetriever`], *optional*): Retriever used by `forward`.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [*_LEGACY_BUFFER_KEYS, r"^block_emb$"]
+
+    def __init__(self, config: RealmConfig, retriever=None):
+        super().__init__(config)
+        self.embedder = RealmEmbedder(config)
+        self.reader = RealmReader(config)
+        self.retriever = retriever
+        self.post_init()
+
+    def set_retriever(self, retriever) -> None:
+        """Sets the [`RealmRetriever`] used by `forward`."""
+        self.retriever = retriever
+
+    @property
+    def searcher_beam_size(self) -> int:
+        """Retrieval depth: `config.searcher_beam_size` in training, `config.reader_beam_size` in evaluation."""
+        return self.config.searcher_beam_size if self.training else self.config.reader_beam_size
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        answer_ids: list | None = None,
+        return_dict: bool | None = None,
+    ) -> RealmForOpenQAOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, question_len)`):
+                Tokenized questions `[CLS] question [SEP]` (padded).
+            attention_mask, token_type_ids:
+                As for [`RealmEmbedder`].
+            answer_ids (`list`, *optional*):
+                Gold answers as token ids without special tokens: for each question, a list of answers, each a list
+                of ids. For a single question, the original flat form (a list of answers) is accepted too.
+
+        Returns:
+            [`RealmForOpenQAOutput`] (or a tuple when `return_dict=False`).
+        """
+        if self.retriever is None:
+            raise ValueError(
+                "RealmForOpenQA needs a retriever: pass `retriever=RealmRetriever(index, tokenizer)` to "
+                "`from_pretrained`/`__init__` or call `model.set_retriever(...)`."
+            )
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError("RealmForOpenQA: `input_ids` must have shape (batch_size, question_len).")
+        batch_size = input_ids.size(0)
+        answer_ids = _normalise_answer_ids(answer_ids, batch_size)
+
+        query = self.embedder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+        ).projected_score
+        retrieval = self.retriever(
+            query,
+            question_input_ids=input_ids,
+            question_attention_mask=attention_mask,
+            answer_ids=answer_ids,
+            num_retrieved=self.searcher_beam_size,
+            num_read=self.config.reader_beam_size,
+            max_length=self.config.reader_seq_len,
+        )
+        device = query.device
+        retrieved_emb = retrieval["retrieved_embeddings"].to(device=device, dtype=query.dtype)
+        # Recomputed with torch so that the gradient reaches the query embedder; block embeddings stay fixed.
+        retrieved_logits = torch.einsum("bd,bkd->bk", query, retrieved_emb)
+        labels = {}
+        if answer_ids is not None:
+            labels = {
+                "has_answers": retrieval["has_answers"].to(device),
+                "start_positions": retrieval["start_positions"].to(device),
+                "end_positions": retrieval["end_positions"].to(device),
+            }
+        reader_output = self.reader(
+            input_ids=retrieval["input_ids"].to(device),
+            attention_mask=retrieval["attention_mask"].to(device),
+            token_type_ids=retrieval["token_type_ids"].to(device),
+            relevance_score=retrieved_logits,
+            block_mask=retrieval["block_mask"].to(device),
+            return_dict=True,
+            **labels,
+        )
+        reader_input_ids = retrieval["input_ids"]
+        predicted = [
+            reader_input_ids[b, reader_output.block_idx[b], reader_output.start_pos[b] : reader_output.end_pos[b] + 1]
+            for b in range(batch_size)
+        ]
+        if batch_size == 1:
+            reader_output = _squeeze_reader_output(reader_output)
+            predicted = predicted[0]
+        output = RealmForOpenQAOutput(
+            reader_output=reader_output,
+            predicted_answer_ids=predicted,
+            retrieved_block_ids=retrieval["retrieved_block_ids"],
+            retrieved_logits=retrieved_logits,
+        )
+        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+
+def _squeeze_reader_output(output: RealmReaderOutput) -> RealmReaderOutput:
+    """Drops the batch dimension of a one-question batched reader output (shapes of the original implementation)."""
+    squeezed = RealmReaderOutput(**{k: v for k, v in output.items()})
+    for name in ("retriever_loss", "reader_loss", "retriever_correct", "reader_correct", "block_idx", "candidate"):
+        value = getattr(output, name)
+        if value is not None:
+            squeezed[name] = value[0]
+    squeezed["logits"] = output.logits[0]
+    return squeezed
+
+
+def _normalise_answer_ids(answer_ids: list | None, batch_size: int) -> list[list[list[int]]] | None:
+    """Returns answers as `[question][answer][token]`, accepting the original flat form for one question."""
+    if answer_ids is None:
+        return None
+    if isinstance(answer_ids, torch.Tensor):
+        answer_ids = answer_ids.tolist()
+    if len(answer_ids) > 0 and all(len(a) > 0 and isinstance(a[0], int) for a in answer_ids):
+        if batch_size != 1:
+            raise ValueError(
+                "RealmForOpenQA: `answer_ids` is a flat list of answers, which is only allowed for one question; "
+                f"for a batch of {batch_size} questions give one list of answers per question."
+            )
+        return [answer_ids]
+    if len(answer_ids) != batch_size:
+        raise ValueError(
+            f"RealmForOpenQA: `answer_ids` has answers for {len(answer_ids)} questions but the batch has {batch_size}."
+        )
+    return [[list(a) for a in answers] for answers in answer_ids]
+
+
+def _use_return_dict(return_dict: bool | None, config: RealmConfig) -> bool:
+    return return_dict if return_dict is not None else config.return_dict
+
+
+def _reject_head_mask(head_mask: torch.Tensor | None) -> None:
+    if head_mask is not None:
+        raise ValueError(
+            "`head_mask` is not supported: the transformers 5 BERT trunk removed head masking. Prune heads instead."
+        )

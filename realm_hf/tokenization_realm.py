@@ -1,0 +1,96 @@
+"""Tokenizers of REALM: BERT WordPiece tokenizers with `batch_encode_candidates`.
+
+The published `google/realm-*` repositories ship only `vocab.txt` and a `tokenizer_config.json` naming
+`RealmTokenizer`; both classes below load them. `RealmTokenizerFast` is backed by the `tokenizers` library,
+`RealmTokenizer` is the pure-Python implementation.
+"""
+
+from transformers import BatchEncoding
+from transformers.models.bert.tokenization_bert import BertTokenizer
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+from transformers.utils import PaddingStrategy
+
+
+class _CandidateEncodingMixin:
+    """Adds `batch_encode_candidates` to a BERT tokenizer."""
+
+    def batch_encode_candidates(self, text, **kwargs) -> BatchEncoding:
+        r"""
+        Encodes a batch of candidate lists, padding every candidate to `max_length`, for [`RealmScorer`] and
+        [`RealmKnowledgeAugEncoder`].
+
+        Args:
+            text (`list[list[str]]`):
+                For each example, its candidate texts. Every example must have the same number of candidates.
+            text_pair (`list[list[str]]`, *optional*):
+                Second segments, in the same nested layout as `text`.
+            max_length (`int`):
+                Length every candidate is padded to; required.
+            return_tensors (`str`, *optional*):
+                `"pt"`, `"np"` or `None` (lists).
+            **kwargs:
+                Passed to `__call__` for every example (for example `truncation=True`).
+
+        Returns:
+            [`~transformers.BatchEncoding`] whose `input_ids`, `attention_mask` and `token_type_ids` have shape
+            `(batch_size, num_candidates, max_length)`.
+
+        Example:
+
+        ```python
+        >>> batch = tokenizer.batch_encode_candidates(
+        ...     [["Hello world!", "Nice to meet you!"], ["The cute cat.", "The adorable dog."]],
+        ...     max_length=10,
+        ...     return_tensors="pt",
+        ... )
+        >>> batch.input_ids.shape
+        torch.Size([2, 2, 10])
+        ```
+        """
+        if kwargs.get("max_length") is None:
+            raise ValueError("batch_encode_candidates pads every candidate to `max_length`, which must be given.")
+        kwargs["padding"] = PaddingStrategy.MAX_LENGTH
+        kwargs.setdefault("return_token_type_ids", True)
+        kwargs.setdefault("return_attention_mask", True)
+        batch_text_pair = kwargs.pop("text_pair", None)
+        return_tensors = kwargs.pop("return_tensors", None)
+        if batch_text_pair is not None and len(batch_text_pair) != len(text):
+            raise ValueError(
+                f"batch_encode_candidates: `text` has {len(text)} examples but `text_pair` has {len(batch_text_pair)}."
+            )
+        counts = {len(candidates) for candidates in text}
+        if len(counts) > 1:
+            raise ValueError(
+                f"batch_encode_candidates: every example must have the same number of candidates, got {sorted(counts)}."
+            )
+        output = {"input_ids": [], "attention_mask": [], "token_type_ids": []}
+        for idx, candidate_text in enumerate(text):
+            candidate_pair = batch_text_pair[idx] if batch_text_pair is not None else None
+            encoded = super().__call__(candidate_text, candidate_pair, return_tensors=None, **kwargs)
+            for key in output:
+                if key in encoded:
+                    output[key].append(encoded[key])
+            lengths = {len(ids) for ids in encoded["input_ids"]}
+            if lengths != {kwargs["max_length"]}:
+                raise ValueError(
+                    f"batch_encode_candidates: a candidate of example {idx} is longer than max_length="
+                    f"{kwargs['max_length']}; pass truncation=True or a larger max_length."
+                )
+        output = {key: value for key, value in output.items() if len(value) > 0}
+        return BatchEncoding(output, tensor_type=return_tensors)
+
+
+class RealmTokenizerFast(_CandidateEncodingMixin, BertTokenizer):
+    r"""
+    REALM tokenizer backed by the `tokenizers` library: BERT WordPiece (`[CLS] A [SEP] B [SEP]`, token types 0/1)
+    plus [`~RealmTokenizerFast.batch_encode_candidates`]. See [`~transformers.BertTokenizer`] for the arguments.
+    """
+
+
+class RealmTokenizer(_CandidateEncodingMixin, BertTokenizerLegacy):
+    r"""
+    Pure-Python REALM tokenizer: BERT WordPiece plus [`~RealmTokenizer.batch_encode_candidates`]. See
+    [`~transformers.models.bert.tokenization_bert_legacy.BertTokenizerLegacy`] for the arguments.
+    """
+
+    model_input_names = ["input_ids", "token_type_ids", "attention_mask"]

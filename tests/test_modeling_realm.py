@@ -1,0 +1,367 @@
+"""Model tests on tiny random configurations: shapes, round trips, gradients, batching and bad input."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, BertConfig, BertModel
+
+from realm_hf import (
+    RealmConfig,
+    RealmEmbedder,
+    RealmForOpenQA,
+    RealmKnowledgeAugEncoder,
+    RealmReader,
+    RealmScorer,
+)
+from realm_hf.modeling_realm import RealmReaderProjection
+
+
+torch.manual_seed(0)
+B, N, L = 2, 3, 9
+
+
+def _inputs(config, *shape):
+    return torch.randint(5, config.vocab_size, shape)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_match_reference():
+    config = RealmConfig()
+    expected = {
+        "vocab_size": 30522,
+        "hidden_size": 768,
+        "retriever_proj_size": 128,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "num_candidates": 8,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu_new",
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "span_hidden_size": 256,
+        "max_span_width": 10,
+        "reader_layer_norm_eps": 1e-3,
+        "reader_beam_size": 5,
+        "reader_seq_len": 320,
+        "num_block_records": 13353718,
+        "searcher_beam_size": 5000,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "tie_word_embeddings": True,
+    }
+    assert {k: getattr(config, k) for k in expected} == expected
+    assert config.model_type == "realm"
+
+
+def test_config_round_trip_keeps_legacy_keys(tmp_path, tiny_config):
+    config = RealmConfig(searcher_seq_len=64, use_scann=False, **{**tiny_config.to_diff_dict()})
+    config.save_pretrained(tmp_path)
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(reloaded, RealmConfig)
+    assert reloaded.searcher_seq_len == 64 and reloaded.use_scann is False
+    assert reloaded.to_diff_dict() == config.to_diff_dict()
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="multiple of num_attention_heads"):
+        RealmConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ValueError, match="reader_beam_size"):
+        RealmConfig(reader_beam_size=0)
+    with pytest.raises(Exception, match="hidden_size"):
+        RealmConfig(hidden_size="big")
+
+
+def test_config_of_another_model_type_is_refused(tmp_path):
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type='bert'"):
+        RealmConfig.from_pretrained(tmp_path)
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    ).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a REALM checkpoint"):
+        RealmEmbedder.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Shapes and outputs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_embedder_shapes_and_tuple_output(tiny_config):
+    model = RealmEmbedder._from_config(tiny_config, attn_implementation="eager").eval()
+    ids = _inputs(tiny_config, 4, L)
+    out = model(ids, output_hidden_states=True, output_attentions=True)
+    assert out.projected_score.shape == (4, tiny_config.retriever_proj_size)
+    assert len(out.hidden_states) == tiny_config.num_hidden_layers + 1
+    assert len(out.attentions) == tiny_config.num_hidden_layers
+    as_tuple = model(ids, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], out.projected_score)
+
+
+def test_scorer_shapes_and_inner_product(tiny_config):
+    model = RealmScorer(tiny_config).eval()
+    assert model.query_embedder is model.embedder
+    query, candidates = _inputs(tiny_config, B, L), _inputs(tiny_config, B, N, L)
+    out = model(query, candidate_input_ids=candidates)
+    assert out.relevance_score.shape == (B, N)
+    assert out.query_score.shape == (B, tiny_config.retriever_proj_size)
+    assert out.candidate_score.shape == (B, N, tiny_config.retriever_proj_size)
+    expected = (out.query_score.unsqueeze(1) * out.candidate_score).sum(-1)
+    torch.testing.assert_close(out.relevance_score, expected)
+    # The candidate embeddings are those of the embedder on each candidate alone.
+    alone = model.embedder(candidates[1, 2:3]).projected_score
+    torch.testing.assert_close(out.candidate_score[1, 2:3], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_logits_and_marginal_loss(tiny_config):
+    model = RealmKnowledgeAugEncoder(tiny_config).eval()
+    ids = _inputs(tiny_config, B, N, L)
+    relevance = torch.randn(B, N)
+    labels = torch.full((B, L), -100)
+    labels[:, 2:4] = _inputs(tiny_config, B, 2)
+    out = model(ids, relevance_score=relevance, labels=labels, mlm_mask=labels != -100)
+    assert out.logits.shape == (B * N, L, tiny_config.vocab_size)
+    # Recompute the marginal likelihood by hand.
+    log_probs = out.logits.log_softmax(-1).view(B, N, L, -1)
+    prior = relevance.log_softmax(-1)
+    total, count = 0.0, 0
+    for b in range(B):
+        for t in range(L):
+            if labels[b, t] == -100:
+                continue
+            total += torch.logsumexp(prior[b] + log_probs[b, :, t, labels[b, t]], 0)
+            count += 1
+    torch.testing.assert_close(out.loss, -total / count)
+
+
+def test_encoder_decoder_is_tied_to_word_embeddings(tiny_config):
+    model = RealmKnowledgeAugEncoder(tiny_config)
+    assert model.cls.predictions.decoder.weight is model.realm.embeddings.word_embeddings.weight
+    embedder = RealmEmbedder(tiny_config)
+    assert embedder.cls.predictions.decoder.weight is not embedder.realm.embeddings.word_embeddings.weight
+
+
+def _reader_batch(config, rows=3, seq_len=12, k=5):
+    ids = _inputs(config, rows, seq_len)
+    token_type_ids = torch.zeros_like(ids)
+    token_type_ids[:, 4:] = 1
+    block_mask = torch.zeros_like(ids, dtype=torch.bool)
+    block_mask[:, 4:-1] = True
+    start = torch.full((k, 2), -1)
+    end = torch.full((k, 2), -1)
+    start[1, 0], end[1, 0] = 5, 6
+    start[2, :], end[2, :] = torch.tensor([4, 8]), torch.tensor([4, 9])
+    has_answers = start[:, 0] >= 0
+    return {
+        "input_ids": ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": torch.ones_like(ids),
+        "block_mask": block_mask,
+        "relevance_score": torch.randn(k),
+        "start_positions": start,
+        "end_positions": end,
+        "has_answers": has_answers,
+    }
+
+
+def test_reader_span_enumeration_is_width_major(tiny_config):
+    head = RealmReaderProjection(tiny_config)
+    starts, ends = head.span_candidates(6, torch.device("cpu"))
+    expected = [(s, s + w - 1) for w in range(1, tiny_config.max_span_width + 1) for s in range(6 - w + 1)]
+    assert list(zip(starts.tolist(), ends.tolist())) == expected
+
+
+def test_reader_prediction_and_loss(tiny_config):
+    model = RealmReader(tiny_config).eval()
+    batch = _reader_batch(tiny_config)
+    out = model(**batch)
+    assert out.block_idx.shape == () and out.start_pos.shape == (1,) and out.end_pos.shape == (1,)
+    # The prediction is the argmax span, inside the evidence block.
+    flat = out.logits.argmax()
+    row, span = divmod(flat.item(), out.logits.size(1))
+    assert out.block_idx.item() == row and out.candidate.item() == span
+    assert batch["block_mask"][row, out.start_pos].all() and batch["block_mask"][row, out.end_pos].all()
+    assert out.reader_correct.shape == out.logits.shape
+    assert out.reader_correct.sum() == 3  # three gold spans inside the reader beam
+    torch.testing.assert_close(out.loss, out.retriever_loss + out.reader_loss)
+
+
+def test_reader_batched_equals_one_question_at_a_time(tiny_config):
+    model = RealmReader(tiny_config).eval()
+    batches = [_reader_batch(tiny_config) for _ in range(3)]
+    stacked = {k: torch.stack([b[k] for b in batches]) for k in batches[0]}
+    together = model(**stacked)
+    losses = []
+    for i, batch in enumerate(batches):
+        alone = model(**batch)
+        assert together.block_idx[i] == alone.block_idx
+        assert together.start_pos[i] == alone.start_pos[0] and together.end_pos[i] == alone.end_pos[0]
+        torch.testing.assert_close(together.logits[i], alone.logits, atol=1e-5, rtol=1e-5)
+        losses.append(alone.loss)
+    torch.testing.assert_close(together.loss, torch.stack(losses).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_sdpa_matches_eager(tiny_config):
+    eager = RealmEmbedder._from_config(tiny_config, attn_implementation="eager").eval()
+    sdpa = RealmEmbedder._from_config(tiny_config, attn_implementation="sdpa").eval()
+    sdpa.load_state_dict(eager.state_dict())
+    ids = _inputs(tiny_config, 3, L)
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    torch.testing.assert_close(
+        eager(ids, attention_mask=mask).projected_score,
+        sdpa(ids, attention_mask=mask).projected_score,
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Round trips and Auto classes
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_class", [RealmEmbedder, RealmScorer, RealmKnowledgeAugEncoder, RealmReader])
+def test_save_and_reload_gives_identical_outputs(tmp_path, tiny_config, model_class):
+    model = model_class(tiny_config).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "pytorch_model.bin").exists()
+    reloaded = model_class.from_pretrained(tmp_path).eval()
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    ids = _inputs(tiny_config, 2, L)
+    if model_class is RealmReader:
+        batch = _reader_batch(tiny_config)
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+    elif model_class is RealmScorer:
+        cand = _inputs(tiny_config, 2, N, L)
+        assert torch.equal(model(ids, candidate_input_ids=cand)[0], reloaded(ids, candidate_input_ids=cand)[0])
+    else:
+        assert torch.equal(model(ids)[0], reloaded(ids)[0])
+
+
+def test_auto_classes(tmp_path, tiny_config):
+    RealmEmbedder(tiny_config).save_pretrained(tmp_path / "embedder")
+    RealmKnowledgeAugEncoder(tiny_config).save_pretrained(tmp_path / "encoder")
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "embedder"), RealmEmbedder)
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path / "encoder"), RealmKnowledgeAugEncoder)
+    assert json.loads((tmp_path / "embedder" / "config.json").read_text())["model_type"] == "realm"
+
+
+def test_separate_query_embedder_round_trip(tmp_path, tiny_config):
+    tiny_config.share_query_embedder = False
+    model = RealmScorer(tiny_config).eval()
+    assert model.query_embedder is not model.embedder
+    model.save_pretrained(tmp_path)
+    reloaded = RealmScorer.from_pretrained(tmp_path).eval()
+    assert reloaded.query_embedder is not reloaded.embedder
+    ids, cand = _inputs(tiny_config, 2, L), _inputs(tiny_config, 2, N, L)
+    assert torch.equal(model(ids, candidate_input_ids=cand)[0], reloaded(ids, candidate_input_ids=cand)[0])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Gradients
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _assert_all_grads(model, skip=("cls.predictions", "pooler")):
+    for name, param in model.named_parameters():
+        if any(s in name for s in skip):
+            continue
+        assert param.grad is not None and param.grad.abs().sum() > 0, f"no gradient reached {name}"
+
+
+def test_gradients_reach_every_head(tiny_config):
+    embedder = RealmEmbedder(tiny_config)
+    embedder(_inputs(tiny_config, 2, L)).projected_score.pow(2).sum().backward()
+    _assert_all_grads(embedder, skip=("cls.predictions",))
+
+    scorer = RealmScorer(tiny_config)
+    out = scorer(_inputs(tiny_config, 2, L), candidate_input_ids=_inputs(tiny_config, 2, N, L))
+    out.relevance_score.log_softmax(-1)[:, 0].sum().backward()
+    _assert_all_grads(scorer, skip=("cls.predictions",))
+
+    encoder = RealmKnowledgeAugEncoder(tiny_config)
+    relevance = torch.randn(B, N, requires_grad=True)
+    labels = torch.full((B, L), -100)
+    labels[:, 3] = 7
+    encoder(_inputs(tiny_config, B, N, L), relevance_score=relevance, labels=labels).loss.backward()
+    _assert_all_grads(encoder, skip=("pooler",))
+    assert relevance.grad is not None and relevance.grad.abs().sum() > 0
+
+    reader = RealmReader(tiny_config)
+    batch = _reader_batch(tiny_config)
+    batch["relevance_score"].requires_grad_(True)
+    reader(**batch).loss.backward()
+    _assert_all_grads(reader)
+    assert batch["relevance_score"].grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_get_clear_errors(tiny_config):
+    scorer = RealmScorer(tiny_config)
+    with pytest.raises(ValueError, match="candidate_input_ids"):
+        scorer(_inputs(tiny_config, 2, L), candidate_input_ids=_inputs(tiny_config, 3, N, L))
+    with pytest.raises(ValueError, match="candidate_attention_mask"):
+        scorer(
+            _inputs(tiny_config, 2, L),
+            candidate_input_ids=_inputs(tiny_config, 2, N, L),
+            candidate_attention_mask=torch.ones(2, N, L - 1),
+        )
+    with pytest.raises(ValueError, match="input_ids"):
+        scorer(candidate_input_ids=_inputs(tiny_config, 2, N, L))
+
+    encoder = RealmKnowledgeAugEncoder(tiny_config)
+    with pytest.raises(ValueError, match="relevance_score"):
+        encoder(_inputs(tiny_config, B, N, L), labels=torch.zeros(B, L, dtype=torch.long))
+    with pytest.raises(ValueError, match="relevance_score"):
+        encoder(_inputs(tiny_config, B, N, L), relevance_score=torch.randn(B, N + 1), labels=torch.zeros(B, L).long())
+
+    reader = RealmReader(tiny_config)
+    batch = _reader_batch(tiny_config)
+    with pytest.raises(ValueError, match="block_mask"):
+        reader(**{**batch, "block_mask": None})
+    with pytest.raises(ValueError, match="relevance_score"):
+        reader(**{**batch, "relevance_score": None})
+    with pytest.raises(ValueError, match="max_span_width"):
+        reader(
+            **{
+                k: (v[:, :2] if v.dim() == 2 and k != "start_positions" and k != "end_positions" else v)
+                for k, v in batch.items()
+            }
+        )
+
+    with pytest.raises(ValueError, match="head_mask"):
+        RealmEmbedder(tiny_config)(_inputs(tiny_config, 1, L), head_mask=torch.ones(2, 4))
+
+
+def test_checkpoint_of_another_realm_class_is_refused(tmp_path, tiny_config):
+    RealmEmbedder(tiny_config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="saved from RealmEmbedder"):
+        RealmReader.from_pretrained(tmp_path)
+
+
+def test_config_that_does_not_match_weights_is_refused(tmp_path, tiny_config):
+    RealmEmbedder(tiny_config).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["retriever_proj_size"] = 8
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception, match="cls.dense"):
+        RealmEmbedder.from_pretrained(tmp_path)
+
+
+def test_open_qa_without_retriever_is_refused(tiny_config):
+    model = RealmForOpenQA(tiny_config)
+    with pytest.raises(ValueError, match="needs a retriever"):
+        model(_inputs(tiny_config, 1, 6))

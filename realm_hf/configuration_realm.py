@@ -61,6 +61,11 @@ class RealmConfig(PreTrainedConfig):
         share_query_embedder (`bool`, *optional*, defaults to `True`):
             Whether queries and documents are embedded by one shared [`RealmEmbedder`] (as in the original code) or
             by two separate towers (saved under `embedder.` and `query_embedder.`).
+        block_seq_len (`int`, *optional*, defaults to 288):
+            Maximum length of a document-tower input `[CLS] title [SEP] block [SEP]` (pre-training and indexing).
+        use_null_document (`bool`, *optional*, defaults to `True`):
+            Whether pre-training puts the null (empty) document first among the retrieved candidates, "a consistent
+            sink when no retrieval is necessary" (paper, section 3.4).
         pad_token_id (`int`, *optional*, defaults to 1):
             Kept at 1 for compatibility with the published checkpoints; it is only used as the `padding_idx` of
             the word embeddings (the uncased vocabulary pads with id 0).
@@ -99,6 +104,8 @@ class RealmConfig(PreTrainedConfig):
     num_block_records: int = 13353718
     searcher_beam_size: int = 5000
     share_query_embedder: bool = True
+    block_seq_len: int = 288
+    use_null_document: bool = True
     pad_token_id: int | None = 1
     bos_token_id: int | None = 0
     eos_token_id: int | list[int] | None = 2

@@ -141,6 +141,35 @@ class RealmForOpenQAOutput(ModelOutput):
     retrieved_logits: torch.FloatTensor | None = None
 
 
+@dataclass
+class RealmForPreTrainingOutput(ModelOutput):
+    r"""
+    Output of [`RealmForPreTraining`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Marginal masked-LM loss `-log sum_z p(z|x) p(y_t|z,x)`, averaged over masked tokens; returned with `labels`.
+        relevance_score (`torch.FloatTensor` of shape `(batch_size, num_candidates)`):
+            Retrieval logits of the candidates, recomputed with the current embedders.
+        retrieved_block_ids (`torch.LongTensor` of shape `(batch_size, num_candidates)`, *optional*):
+            Corpus ids of the candidates (-1 for the null document), when the model retrieved them itself.
+        masked_lm_correct (`torch.BoolTensor` of shape `(num_masked_tokens,)`, *optional*):
+            Whether the marginal prediction at each masked token is the label.
+        retrieval_utility (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean over masked tokens of `log p(y|x) - log p(y|null, x)` (paper, App. D), when candidate 0 is the null
+            document.
+        null_document_probability (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean retrieval probability of the null document (candidate 0), when it is among the candidates.
+    """
+
+    loss: torch.FloatTensor | None = None
+    relevance_score: torch.FloatTensor | None = None
+    retrieved_block_ids: torch.LongTensor | None = None
+    masked_lm_correct: torch.BoolTensor | None = None
+    retrieval_utility: torch.FloatTensor | None = None
+    null_document_probability: torch.FloatTensor | None = None
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Heads
 # --------------------------------------------------------------------------------------------------------------------
@@ -390,8 +419,7 @@ class RealmScorer(RealmPreTrainedModel):
     @property
     def query_embedder(self) -> RealmEmbedder:
         """The query tower: the separate one if given at construction, else the shared `embedder`."""
-        separate = self._modules.get("query_embedder")
-        return separate if separate is not None else self.embedder
+        return _query_tower(self)
 
     def forward(
         self,
@@ -610,6 +638,180 @@ def marginal_mlm_loss(
     candidate_log_prob = relevance_score.float().log_softmax(-1).unsqueeze(-1)
     marginal = (candidate_log_prob + token_log_prob).logsumexp(1)
     return -torch.nansum(torch.sum(marginal * mlm_mask) / torch.sum(mlm_mask))
+
+
+def _query_tower(model: nn.Module) -> "RealmEmbedder":
+    separate = model._modules.get("query_embedder")
+    return separate if separate is not None else model.embedder
+
+
+class RealmForPreTraining(RealmPreTrainedModel):
+    r"""
+    REALM pre-training: masked-LM with a latent retrieval step, trained end to end through the retrieval.
+
+    For a batch of masked sentences x, the model embeds x with the query tower, takes `config.num_candidates`
+    documents z from the knowledge index (the null document first, the sentence's own document excluded), re-embeds
+    them with the current document tower, so that the gradient reaches both towers through the retrieval logits
+    p(z|x), and returns the marginal masked-LM loss `-log sum_z p(z|x) p(y_t|z,x)` per masked token. Vocabulary logits
+    are computed at the masked positions only.
+
+    Like RAG, `forward` also accepts already-retrieved candidates (`candidate_input_ids` and `joint_input_ids`), so the
+    model runs without an index.
+
+    Args:
+        config ([`RealmConfig`]): Model configuration (`share_query_embedder`, `use_null_document`, `num_candidates`,
+            `block_seq_len`).
+        retriever ([`RealmRetriever`], *optional*): Retriever over the knowledge corpus.
+    """
+
+    def __init__(self, config: RealmConfig, retriever=None):
+        super().__init__(config)
+        self.embedder = RealmEmbedder(config)
+        if not config.share_query_embedder:
+            self.query_embedder = RealmEmbedder(config)
+        self.encoder = RealmKnowledgeAugEncoder(config)
+        self.retriever = retriever
+        self.post_init()
+
+    @property
+    def query_embedder(self) -> RealmEmbedder:
+        """The query tower: a separate one when `config.share_query_embedder=False`, else the document `embedder`."""
+        return _query_tower(self)
+
+    def set_retriever(self, retriever) -> None:
+        """Sets the [`RealmRetriever`] used by `forward` (for example after an index refresh)."""
+        self.retriever = retriever
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        mlm_mask: torch.Tensor | None = None,
+        doc_ids: torch.LongTensor | None = None,
+        candidate_input_ids: torch.LongTensor | None = None,
+        candidate_attention_mask: torch.Tensor | None = None,
+        candidate_token_type_ids: torch.LongTensor | None = None,
+        joint_input_ids: torch.LongTensor | None = None,
+        joint_attention_mask: torch.Tensor | None = None,
+        joint_token_type_ids: torch.LongTensor | None = None,
+        null_document_first: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> RealmForPreTrainingOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, query_len)`):
+                Masked sentences `[CLS] x [SEP]`.
+            labels (`torch.LongTensor` of shape `(batch_size, query_len)`, *optional*):
+                Original ids at masked positions, -100 elsewhere.
+            mlm_mask (`torch.Tensor` of shape `(batch_size, query_len)`, *optional*):
+                Weights of the masked positions in the mean (ones by default).
+            doc_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Source document of each sentence; its blocks are never retrieved (trivial retrievals).
+            candidate_input_ids (`torch.LongTensor` of shape `(batch_size, num_candidates, block_len)`, *optional*):
+                Document-tower inputs `[CLS] title [SEP] block [SEP]` of already-retrieved candidates.
+            joint_input_ids (`torch.LongTensor` of shape `(batch_size, num_candidates, joint_len)`, *optional*):
+                Encoder inputs `[CLS] x [SEP] block [SEP]` of the same candidates; required with
+                `candidate_input_ids`.
+            null_document_first (`bool`, *optional*):
+                Whether candidate 0 is the null document (for the diagnostics); defaults to
+                `config.use_null_document` when the model retrieves, else `False`.
+
+        Returns:
+            [`RealmForPreTrainingOutput`] (or a tuple when `return_dict=False`).
+        """
+        if input_ids is None:
+            raise ValueError("RealmForPreTraining: `input_ids` (the masked sentences) are required.")
+        query = self.query_embedder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+        ).projected_score
+        retrieved_block_ids = None
+        if candidate_input_ids is None:
+            if self.retriever is None:
+                raise ValueError(
+                    "RealmForPreTraining needs a retriever (`set_retriever`) or already-retrieved candidates "
+                    "(`candidate_input_ids` and `joint_input_ids`)."
+                )
+            retrieved = self.retriever.retrieve_for_pretraining(
+                query,
+                self.retriever.question_token_ids(input_ids, attention_mask),
+                exclude_doc_ids=doc_ids,
+                num_candidates=self.config.num_candidates,
+                null_document=self.config.use_null_document,
+                max_block_length=self.config.block_seq_len,
+            )
+            device = input_ids.device
+            candidate_input_ids, candidate_attention_mask, candidate_token_type_ids = (
+                retrieved[f"candidate_{k}"].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")
+            )
+            joint_input_ids, joint_attention_mask, joint_token_type_ids = (
+                retrieved[f"joint_{k}"].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")
+            )
+            retrieved_block_ids = retrieved["retrieved_block_ids"]
+            null_document_first = self.config.use_null_document if null_document_first is None else null_document_first
+        elif joint_input_ids is None:
+            raise ValueError("RealmForPreTraining: `joint_input_ids` are required with `candidate_input_ids`.")
+        if candidate_input_ids.dim() != 3 or candidate_input_ids.size(0) != input_ids.size(0):
+            raise ValueError(
+                "RealmForPreTraining: `candidate_input_ids` must have shape (batch_size, num_candidates, len) with "
+                f"batch_size={input_ids.size(0)}, got {tuple(candidate_input_ids.shape)}."
+            )
+        if joint_input_ids.shape[:2] != candidate_input_ids.shape[:2]:
+            raise ValueError(
+                f"RealmForPreTraining: `joint_input_ids` {tuple(joint_input_ids.shape)} and `candidate_input_ids` "
+                f"{tuple(candidate_input_ids.shape)} must agree on (batch_size, num_candidates)."
+            )
+        batch_size, num_candidates = candidate_input_ids.shape[:2]
+        candidates = self.embedder(
+            input_ids=_flatten_candidates(candidate_input_ids),
+            attention_mask=_flatten_candidates(candidate_attention_mask),
+            token_type_ids=_flatten_candidates(candidate_token_type_ids),
+            return_dict=True,
+        ).projected_score.view(batch_size, num_candidates, -1)
+        relevance_score = torch.einsum("bd,bkd->bk", query, candidates)
+
+        loss = masked_lm_correct = retrieval_utility = null_document_probability = None
+        if null_document_first:
+            null_document_probability = relevance_score.detach().softmax(-1)[:, 0].mean()
+        if labels is not None:
+            joint_len = joint_input_ids.size(-1)
+            if labels.shape != input_ids.shape or labels.size(1) > joint_len:
+                raise ValueError(
+                    f"RealmForPreTraining: `labels` must have the shape of `input_ids` {tuple(input_ids.shape)} and "
+                    f"fit in the joint inputs (length {joint_len}), got {tuple(labels.shape)}."
+                )
+            hidden = self.encoder.realm(
+                input_ids=_flatten_candidates(joint_input_ids),
+                attention_mask=_flatten_candidates(joint_attention_mask),
+                token_type_ids=_flatten_candidates(joint_token_type_ids),
+            ).last_hidden_state
+            hidden = hidden.view(batch_size, num_candidates, joint_len, -1)
+            rows, positions = (labels != -100).nonzero(as_tuple=True)
+            if rows.numel() == 0:
+                raise ValueError("RealmForPreTraining: `labels` mark no masked token (all are -100).")
+            # Vocabulary logits at the masked positions only: [num_masked, num_candidates, vocab].
+            token_log_probs = self.encoder.cls(hidden[rows, :, positions]).float().log_softmax(-1)
+            targets = labels[rows, positions]
+            gold = token_log_probs.gather(-1, targets.view(-1, 1, 1).expand(-1, num_candidates, 1)).squeeze(-1)
+            prior = relevance_score.float().log_softmax(-1)[rows]
+            marginal = (prior + gold).logsumexp(-1)
+            weights = torch.ones_like(marginal) if mlm_mask is None else mlm_mask[rows, positions].to(marginal.dtype)
+            loss = -(marginal * weights).sum() / weights.sum()
+            with torch.no_grad():
+                prediction = (prior.unsqueeze(-1) + token_log_probs).logsumexp(1).argmax(-1)
+                masked_lm_correct = prediction == targets
+                if null_document_first:
+                    retrieval_utility = (marginal - gold[:, 0]).mean()
+        output = RealmForPreTrainingOutput(
+            loss=loss,
+            relevance_score=relevance_score,
+            retrieved_block_ids=retrieved_block_ids,
+            masked_lm_correct=masked_lm_correct,
+            retrieval_utility=retrieval_utility,
+            null_document_probability=null_document_probability,
+        )
+        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
 
 
 class RealmReader(RealmPreTrainedModel):

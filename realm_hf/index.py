@@ -1,0 +1,1183 @@
+"""`RealmIndex`: a knowledge corpus (`datasets.Dataset`), its block embeddings and a FAISS MIPS index.
+
+Design notes (measured with faiss-cpu 1.15.1, datasets 5.2):
+
+* **Metric.** Always `faiss.METRIC_INNER_PRODUCT` (REALM scores a block by the inner product of the query and block
+  embeddings). `datasets.Dataset.add_faiss_index` defaults to L2, which is one reason the FAISS object is managed
+  here instead of being attached to the corpus.
+* **Embeddings** are stored once, as `embeddings.npy`, and loaded with `np.load(mmap_mode="r")`: a 13.35M x 128
+  float32 corpus (6.8 GB) then lives in the page cache, not twice in process memory. `get_embeddings` and the
+  `refine_factor` re-scoring read exact vectors from it even when the FAISS index is compressed (PQ/SQ).
+* **Flat (exact) indexes store no `index.faiss`**: exact search runs `faiss.knn(..., METRIC_INNER_PRODUCT)`
+  directly on the (memory-mapped) embedding matrix. This is the same kernel as `IndexFlatIP.search`
+  (`knn_inner_product`, BLAS for batches of >= 20 queries), without a second 6.8 GB copy on disk or in RAM.
+* **Other indexes** are written with `faiss.write_index` and read back with
+  `faiss.read_index(path, IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY)`. With faiss 1.15.1 this memory-maps the codes of
+  `IndexFlatCodes` descendants (PQ, SQ), the storage of HNSW indexes (the graph itself is read into memory) and the
+  inverted lists of IVF indexes; a 1M x 128 IVF256,Flat file (496 MB) loads with a 3 MB RSS increase. (The older
+  `IO_FLAG_MMAP` only maps IVF inverted lists and fails when combined with `IO_FLAG_MMAP_IFC`.) FAISS still checks
+  the file length while reading, so a truncated file raises instead of faulting later.
+* **No pickle anywhere.** The corpus is written with `Dataset.save_to_disk` (Arrow), the config as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+logger = logging.getLogger(__name__)
+
+INDEX_CONFIG_NAME = "index_config.json"
+CORPUS_DIR_NAME = "corpus"
+EMBEDDINGS_NAME = "embeddings.npy"
+FAISS_INDEX_NAME = "index.faiss"
+INDEX_FORMAT_VERSION = 1
+
+_DEFAULT_HNSW_EF_SEARCH = 128
+_TORCH_SCORE_BUDGET = 1 << 26  # floats in one [queries, blocks] score chunk of `exact_search_torch` (256 MB)
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - faiss is a dependency
+        raise ImportError(
+            "RealmIndex needs FAISS: `pip install faiss-cpu` (or a GPU build such as `faiss-gpu-cu12`)."
+        ) from err
+    return faiss
+
+
+def _realm_hf_version() -> str:
+    try:
+        from realm_hf import __version__
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    return __version__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RealmIndexConfig:
+    """Description of a saved [`RealmIndex`], written as `index_config.json`.
+
+    Args:
+        dim (`int`):
+            Embedding dimension.
+        num_blocks (`int`):
+            Number of blocks (rows of the corpus, of the embeddings and of the FAISS index).
+        index_factory (`str`, *optional*, defaults to `"Flat"`):
+            FAISS factory string the index was built with. `"Flat"` means exact search over the embeddings.
+        metric (`str`, *optional*, defaults to `"inner_product"`):
+            Always `"inner_product"` (maximum inner product search).
+        nprobe (`int`, *optional*):
+            Number of inverted lists visited per query by IVF indexes.
+        hnsw_ef_search (`int`, *optional*):
+            Search-time beam width of HNSW indexes (`efSearch`).
+        refine_factor (`int`, *optional*):
+            If > 1, approximate searches fetch `refine_factor * k` candidates and re-score them exactly with the
+            stored embeddings.
+        embedder_fingerprint (`str`, *optional*):
+            [`compute_embedder_fingerprint`] of the model that embedded the blocks, to detect a stale index.
+        realm_hf_version (`str`, *optional*):
+            Version of `realm_hf` that wrote the index.
+        format_version (`int`, *optional*, defaults to 1):
+            Version of the on-disk layout.
+        corpus_dir (`str`, *optional*, defaults to `"corpus"`):
+            Relative path of the `datasets.save_to_disk` folder.
+        embeddings_file (`str`, *optional*, defaults to `"embeddings.npy"`):
+            Relative path of the float32 embedding matrix.
+        index_file (`str`, *optional*):
+            Relative path of the FAISS index (`None` for `"Flat"`, which searches the embeddings directly).
+        file_sizes (`dict[str, int]`, *optional*):
+            Byte size of each file, checked on load to catch truncated downloads.
+    """
+
+    dim: int
+    num_blocks: int
+    index_factory: str = "Flat"
+    metric: str = "inner_product"
+    nprobe: int | None = None
+    hnsw_ef_search: int | None = None
+    refine_factor: int | None = None
+    embedder_fingerprint: str | None = None
+    realm_hf_version: str = dataclasses.field(default_factory=_realm_hf_version)
+    format_version: int = INDEX_FORMAT_VERSION
+    corpus_dir: str = CORPUS_DIR_NAME
+    embeddings_file: str = EMBEDDINGS_NAME
+    index_file: str | None = FAISS_INDEX_NAME
+    file_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-serializable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any]) -> RealmIndexConfig:
+        """Build a config from a dict; unknown keys are ignored with a warning.
+
+        Args:
+            config_dict (`dict[str, Any]`):
+                The content of an `index_config.json`.
+
+        Returns:
+            [`RealmIndexConfig`]
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config_dict) - names)
+        if unknown:
+            logger.warning("Ignoring unknown keys in %s: %s.", INDEX_CONFIG_NAME, unknown)
+        missing = [n for n in ("dim", "num_blocks") if n not in config_dict]
+        if missing:
+            raise ValueError(f"{INDEX_CONFIG_NAME} is missing required key(s) {missing}.")
+        return cls(**{k: v for k, v in config_dict.items() if k in names})
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        """Write the config as indented JSON to `path`."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> RealmIndexConfig:
+        """Read a config from the JSON file at `path`."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                config_dict = json.load(f)
+        except FileNotFoundError as err:
+            raise ValueError(f"{path} not found: this is not a saved RealmIndex directory.") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}).") from err
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"{path} must contain a JSON object.")
+        try:
+            return cls.from_dict(config_dict)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Embedder fingerprint
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def compute_embedder_fingerprint(model: torch.nn.Module, chunk_numel: int = 1 << 24) -> str:
+    """Hash the weights of the model that embeds the blocks, to detect a stale index.
+
+    The SHA-256 covers the sorted `state_dict` names, shapes, dtypes and raw values. Tensors are streamed in
+    chunks of `chunk_numel` elements (moved to CPU one chunk at a time), so no large concatenation is made.
+
+    Args:
+        model (`torch.nn.Module`):
+            The document embedder (for example `RealmEmbedder`).
+        chunk_numel (`int`, *optional*, defaults to 2**24):
+            Elements per hashed chunk.
+
+    Returns:
+        `str`: `"sha256:<hex digest>"`.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if tensor.device.type == "meta":
+            raise ValueError(f"Cannot fingerprint {name!r}: it is on the meta device (no values).")
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
+        flat = tensor.detach().reshape(-1)
+        for start in range(0, flat.numel(), chunk_numel):
+            chunk = flat[start : start + chunk_numel].cpu().contiguous()
+            digest.update(chunk.view(torch.uint8).numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Index
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class RealmIndex:
+    """A REALM knowledge corpus with its block embeddings and a FAISS maximum-inner-product index.
+
+    Build one with [`RealmIndex.build`] (or [`RealmIndex.from_legacy`] for an old transformers REALM
+    `block_records.npy`), search it with [`RealmIndex.search`], save it with [`RealmIndex.save_pretrained`] and load
+    it with [`RealmIndex.from_pretrained`]. After the embedder has been trained, [`RealmIndex.refresh`] returns a new
+    index over the same corpus.
+
+    Args:
+        corpus (`datasets.Dataset`):
+            One row per block (row index = block id), typically from [`split_documents_into_blocks`]. It must not
+            have `datasets` search indexes attached.
+        embeddings (`np.ndarray` of shape `(num_blocks, dim)`, float32):
+            Block embeddings (may be a read-only memory map; it is not copied).
+        faiss_index (`faiss.Index`, *optional*):
+            The FAISS index over `embeddings`; `None` when `config.index_factory == "Flat"`.
+        config ([`RealmIndexConfig`]):
+            The index description.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from datasets import Dataset
+    >>> from realm_hf.index import RealmIndex
+
+    >>> corpus = Dataset.from_dict({"title": ["a", "b", "c"], "text": ["x", "y", "z"]})
+    >>> embeddings = np.eye(3, 4, dtype=np.float32)
+    >>> index = RealmIndex.build(corpus, embeddings, show_progress=False)
+    >>> scores, ids = index.search(np.array([[0.0, 1.0, 0.0, 0.0]], dtype=np.float32), k=2)
+    >>> ids[0, 0]
+    np.int64(1)
+    ```
+    """
+
+    def __init__(
+        self,
+        corpus: datasets.Dataset,
+        embeddings: np.ndarray,
+        faiss_index: Any | None,
+        config: RealmIndexConfig,
+    ) -> None:
+        _check_corpus(corpus)
+        _check_embedding_matrix(embeddings, name="embeddings")
+        if embeddings.dtype != np.float32:
+            raise ValueError(f"`embeddings` must be float32, got {embeddings.dtype}.")
+        num_blocks, dim = embeddings.shape
+        if len(corpus) != num_blocks:
+            raise ValueError(f"The corpus has {len(corpus)} rows but there are {num_blocks} embeddings.")
+        if (config.num_blocks, config.dim) != (num_blocks, dim):
+            raise ValueError(
+                f"The config describes {config.num_blocks} blocks of dim {config.dim}, but the embeddings have "
+                f"shape {embeddings.shape}."
+            )
+        if faiss_index is not None:
+            _check_faiss_index(faiss_index, num_blocks, dim, name="faiss_index")
+        elif not _is_flat(config.index_factory):
+            raise ValueError(f"A FAISS index is required for index_factory={config.index_factory!r}.")
+        self._corpus = corpus
+        self._embeddings = embeddings
+        self._faiss_index = faiss_index
+        self.config = config
+        self._apply_search_parameters()
+
+    # -- construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        corpus: datasets.Dataset | None,
+        embeddings: np.ndarray | torch.Tensor,
+        index_factory: str = "Flat",
+        train_size: int | None = None,
+        nprobe: int | None = None,
+        hnsw_ef_search: int | None = None,
+        refine_factor: int | None = None,
+        embedder_fingerprint: str | None = None,
+        batch_size: int = 65536,
+        show_progress: bool = True,
+        seed: int = 0,
+    ) -> RealmIndex:
+        """Build an index over `embeddings` (row `i` embeds block `i` of `corpus`).
+
+        Args:
+            corpus (`datasets.Dataset`, *optional*):
+                The blocks. `None` creates a bare vector index whose corpus has a single `block_id` column.
+            embeddings (`np.ndarray` or `torch.Tensor` of shape `(num_blocks, dim)`):
+                Block embeddings; converted to float32 (a C-contiguous float32 array is used without copying).
+                NaN or infinite values are rejected.
+            index_factory (`str`, *optional*, defaults to `"Flat"`):
+                A `faiss.index_factory` string built with `METRIC_INNER_PRODUCT`: `"Flat"` (exact), `"IVF4096,Flat"`,
+                `"HNSW32"`, `"IVF4096,PQ32"`, `"IVF16384_HNSW32,PQ32"`, ...
+            train_size (`int`, *optional*):
+                Number of randomly sampled embeddings used to train indexes that need training (IVF, PQ, SQ).
+                Defaults to `max(65536, 50 * nlist)`, capped at `num_blocks`.
+            nprobe (`int`, *optional*):
+                Inverted lists visited per query (IVF). Defaults to `round(sqrt(nlist))`.
+            hnsw_ef_search (`int`, *optional*):
+                HNSW `efSearch`. Defaults to 128.
+            refine_factor (`int`, *optional*):
+                For approximate indexes: fetch `refine_factor * k` candidates and re-rank them with exact scores.
+            embedder_fingerprint (`str`, *optional*):
+                [`compute_embedder_fingerprint`] of the embedder, recorded for [`check_embedder`].
+            batch_size (`int`, *optional*, defaults to 65536):
+                Vectors added to FAISS per call (progress-bar granularity).
+            show_progress (`bool`, *optional*, defaults to `True`):
+                Show a tqdm progress bar while adding vectors.
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the training sample.
+
+        Returns:
+            [`RealmIndex`]
+        """
+        embeddings = _as_float32_matrix(embeddings, name="embeddings")
+        _check_finite(embeddings, name="embeddings")
+        num_blocks, dim = embeddings.shape
+        if corpus is None:
+            corpus = datasets.Dataset.from_dict({"block_id": np.arange(num_blocks, dtype=np.int64)})
+        _check_corpus(corpus)
+        if len(corpus) != num_blocks:
+            raise ValueError(f"The corpus has {len(corpus)} rows but `embeddings` has {num_blocks} rows.")
+        if refine_factor is not None and refine_factor < 1:
+            raise ValueError(f"`refine_factor` must be >= 1, got {refine_factor}.")
+        faiss_index = None
+        if not _is_flat(index_factory):
+            faiss_index = _build_faiss_index(
+                embeddings,
+                index_factory,
+                train_size=train_size,
+                batch_size=batch_size,
+                show_progress=show_progress,
+                seed=seed,
+            )
+            nprobe, hnsw_ef_search = _default_search_parameters(faiss_index, nprobe, hnsw_ef_search)
+        config = RealmIndexConfig(
+            dim=dim,
+            num_blocks=num_blocks,
+            index_factory=index_factory,
+            nprobe=nprobe,
+            hnsw_ef_search=hnsw_ef_search,
+            refine_factor=refine_factor,
+            embedder_fingerprint=embedder_fingerprint,
+            index_file=None if faiss_index is None else FAISS_INDEX_NAME,
+        )
+        return cls(corpus, embeddings, faiss_index, config)
+
+    def refresh(
+        self,
+        new_embeddings: np.ndarray | torch.Tensor,
+        embedder_fingerprint: str | None = None,
+        train_size: int | None = None,
+        show_progress: bool = True,
+        seed: int = 0,
+    ) -> RealmIndex:
+        """Return a new index over the same corpus with `new_embeddings` (the REALM index refresh).
+
+        The FAISS index is rebuilt (and retrained) from scratch with the same factory string and search parameters;
+        `self` is left unchanged.
+
+        Args:
+            new_embeddings (`np.ndarray` or `torch.Tensor` of shape `(num_blocks, dim)`):
+                Embeddings of the same blocks by the updated embedder.
+            embedder_fingerprint (`str`, *optional*):
+                Fingerprint of the updated embedder.
+            train_size (`int`, *optional*):
+                See [`RealmIndex.build`].
+            show_progress (`bool`, *optional*, defaults to `True`):
+                Show a progress bar.
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the training sample.
+
+        Returns:
+            [`RealmIndex`]
+        """
+        rows = new_embeddings.shape[0] if getattr(new_embeddings, "ndim", 0) >= 1 else None
+        if rows != len(self):
+            raise ValueError(f"`new_embeddings` has {rows} rows but the corpus has {len(self)} blocks.")
+        return type(self).build(
+            self._corpus,
+            new_embeddings,
+            index_factory=self.config.index_factory,
+            train_size=train_size,
+            nprobe=self.config.nprobe,
+            hnsw_ef_search=self.config.hnsw_ef_search,
+            refine_factor=self.config.refine_factor,
+            embedder_fingerprint=embedder_fingerprint,
+            show_progress=show_progress,
+            seed=seed,
+        )
+
+    replace_embeddings = refresh
+
+    @classmethod
+    def from_legacy(
+        cls,
+        block_records_path: str | os.PathLike,
+        block_emb: np.ndarray | torch.Tensor,
+        tokenizer: Any,
+        allow_pickle: bool = False,
+        titles: Sequence[str] | None = None,
+        num_proc: int | None = None,
+        index_factory: str = "Flat",
+        **build_kwargs: Any,
+    ) -> RealmIndex:
+        """Import the corpus of the old transformers REALM (`block_records.npy` + the `block_emb` buffer).
+
+        `block_records.npy` is a 1-D numpy object array of UTF-8 `bytes` written with `np.save`, i.e. a **pickle**:
+        loading it can execute arbitrary code. It is only read when `allow_pickle=True`. Convert it once and keep the
+        pickle-free result of [`save_pretrained`].
+
+        Args:
+            block_records_path (`str` or `os.PathLike`):
+                Path of `block_records.npy`.
+            block_emb (`np.ndarray` or `torch.Tensor` of shape `(num_blocks, dim)`):
+                The block embeddings (the `block_emb` buffer of `RealmForOpenQA` / the ORQA `encoded.ckpt`).
+            tokenizer ([`PreTrainedTokenizerBase`]):
+                The BERT tokenizer used to pre-tokenize the blocks into `token_ids`.
+            allow_pickle (`bool`, *optional*, defaults to `False`):
+                Explicit opt-in to unpickle `block_records.npy`. Only do this for files you trust.
+            titles (`Sequence[str]`, *optional*):
+                One title per block; the legacy blocks have none, so titles default to empty strings.
+            num_proc (`int`, *optional*):
+                Processes for tokenization.
+            index_factory (`str`, *optional*, defaults to `"Flat"`):
+                See [`RealmIndex.build`].
+            build_kwargs:
+                Further arguments for [`RealmIndex.build`].
+
+        Returns:
+            [`RealmIndex`]
+        """
+        from .corpus import tokenize_blocks
+
+        records = _load_legacy_block_records(block_records_path, allow_pickle=allow_pickle)
+        num_emb = block_emb.shape[0] if getattr(block_emb, "ndim", 0) >= 1 else None
+        if len(records) != num_emb:
+            raise ValueError(
+                f"{block_records_path} holds {len(records)} blocks but `block_emb` has {num_emb} rows; they must match."
+            )
+        if titles is not None and len(titles) != len(records):
+            raise ValueError(f"Got {len(titles)} titles for {len(records)} blocks.")
+        texts = [_decode_legacy_record(record, i, block_records_path) for i, record in enumerate(records)]
+        del records
+        corpus = datasets.Dataset.from_dict(
+            {
+                "title": list(titles) if titles is not None else [""] * len(texts),
+                "text": texts,
+                "doc_id": np.arange(len(texts), dtype=np.int64),
+            }
+        )
+        corpus = tokenize_blocks(corpus, tokenizer, num_proc=num_proc)
+        return cls.build(corpus, block_emb, index_factory=index_factory, **build_kwargs)
+
+    # -- properties --------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.config.num_blocks
+
+    def __repr__(self) -> str:
+        return (
+            f"RealmIndex(num_blocks={len(self)}, embedding_dim={self.embedding_dim}, "
+            f"index_factory={self.config.index_factory!r}, columns={self._corpus.column_names})"
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        """`int`: dimension of the block embeddings."""
+        return self.config.dim
+
+    @property
+    def corpus(self) -> datasets.Dataset:
+        """`datasets.Dataset`: the blocks (row index = block id)."""
+        return self._corpus
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """`np.ndarray` of shape `(num_blocks, dim)`: the float32 block embeddings (possibly a read-only memmap)."""
+        return self._embeddings
+
+    @property
+    def faiss_index(self) -> Any | None:
+        """The `faiss.Index`, or `None` for `"Flat"` indexes (exact search over [`embeddings`])."""
+        return self._faiss_index
+
+    @property
+    def is_exact(self) -> bool:
+        """`bool`: whether [`search`] is exact (a `"Flat"` index)."""
+        return self._faiss_index is None
+
+    # -- search ------------------------------------------------------------------------------------------------
+
+    def set_search_parameters(
+        self, nprobe: int | None = None, hnsw_ef_search: int | None = None, refine_factor: int | None = None
+    ) -> None:
+        """Change search-time parameters (a `None` argument keeps the current value).
+
+        Args:
+            nprobe (`int`, *optional*):
+                Inverted lists visited per query (IVF indexes).
+            hnsw_ef_search (`int`, *optional*):
+                HNSW `efSearch`.
+            refine_factor (`int`, *optional*):
+                Candidates per result re-scored exactly (approximate indexes); 1 disables re-scoring.
+        """
+        if refine_factor is not None and refine_factor < 1:
+            raise ValueError(f"`refine_factor` must be >= 1, got {refine_factor}.")
+        for name, value in (("nprobe", nprobe), ("hnsw_ef_search", hnsw_ef_search), ("refine_factor", refine_factor)):
+            if value is not None:
+                setattr(self.config, name, int(value))
+        self._apply_search_parameters()
+
+    def search(
+        self,
+        query_embeddings: np.ndarray | torch.Tensor,
+        k: int,
+        batch_size: int = 4096,
+        exact: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Maximum-inner-product search.
+
+        Args:
+            query_embeddings (`np.ndarray` or `torch.Tensor` of shape `(batch_size, dim)`):
+                Query embeddings (converted to float32). NaN or infinite values are rejected.
+            k (`int`):
+                Number of blocks per query, `1 <= k <= len(self)`.
+            batch_size (`int`, *optional*, defaults to 4096):
+                Queries per FAISS call.
+            exact (`bool`, *optional*, defaults to `False`):
+                Use [`exact_search_torch`] (brute force `torch` matmul + `topk`, the old transformers REALM path)
+                instead of the FAISS index.
+
+        Returns:
+            `tuple(np.ndarray, np.ndarray)`: `scores` (float32) and `ids` (int64), both of shape `(batch_size, k)`,
+            sorted by decreasing score. Approximate indexes may return fewer than `k` hits for a query (for example
+            IVF with a small `nprobe`); missing hits have id `-1` and score `-inf`, and a warning is logged.
+        """
+        if exact:
+            return self.exact_search_torch(query_embeddings, k)
+        queries = self._prepare_queries(query_embeddings, k)
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        ids = np.empty((len(queries), k), dtype=np.int64)
+        for start in range(0, len(queries), batch_size):
+            end = min(start + batch_size, len(queries))
+            scores[start:end], ids[start:end] = self._search_batch(queries[start:end], k)
+        missing = int((ids < 0).sum())
+        if missing:
+            logger.warning(
+                "%d of %d requested hits are missing (id -1); increase nprobe / hnsw_ef_search.", missing, ids.size
+            )
+        return scores, ids
+
+    def exact_search_torch(self, query_embeddings: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search with `torch`: `einsum("BD,QD->QB")` + `topk`, as the old transformers `RealmForOpenQA`.
+
+        The blocks are processed in chunks (merged with a second `topk`) so the `[queries, blocks]` score matrix
+        never exceeds 256 MB. Use it as an oracle for the FAISS paths.
+
+        Args:
+            query_embeddings (`np.ndarray` or `torch.Tensor` of shape `(batch_size, dim)`):
+                Query embeddings.
+            k (`int`):
+                Number of blocks per query.
+
+        Returns:
+            `tuple(np.ndarray, np.ndarray)`: float32 `scores` and int64 `ids` of shape `(batch_size, k)`.
+        """
+        queries = torch.from_numpy(self._prepare_queries(query_embeddings, k))
+        chunk = max(k, _TORCH_SCORE_BUDGET // max(1, len(queries)))
+        best_scores = best_ids = None
+        with torch.no_grad(), warnings.catch_warnings():
+            # Memory-mapped embeddings are read-only; torch warns about that but never writes to them here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for start in range(0, len(self), chunk):
+                blocks = torch.from_numpy(self._embeddings[start : start + chunk])
+                scores = torch.einsum("BD,QD->QB", blocks, queries)
+                top_scores, top_ids = torch.topk(scores, k=min(k, scores.shape[1]), dim=-1)
+                top_ids = top_ids + start
+                if best_scores is not None:
+                    top_scores = torch.cat([best_scores, top_scores], dim=1)
+                    top_ids = torch.cat([best_ids, top_ids], dim=1)
+                    top_scores, order = torch.topk(top_scores, k=min(k, top_scores.shape[1]), dim=-1)
+                    top_ids = torch.gather(top_ids, 1, order)
+                best_scores, best_ids = top_scores, top_ids
+        return best_scores.numpy().astype(np.float32, copy=False), best_ids.numpy().astype(np.int64, copy=False)
+
+    # -- lookup ------------------------------------------------------------------------------------------------
+
+    def get_embeddings(self, ids: np.ndarray | torch.Tensor | Sequence[int]) -> np.ndarray:
+        """Exact embeddings of blocks.
+
+        Args:
+            ids (array-like of int, any shape):
+                Block ids.
+
+        Returns:
+            `np.ndarray` of shape `ids.shape + (dim,)`, float32 (a copy).
+        """
+        flat, shape = self._check_ids(ids)
+        return np.asarray(self._embeddings[flat]).reshape(*shape, self.embedding_dim)
+
+    def get_blocks(
+        self, ids: np.ndarray | torch.Tensor | Sequence[int] | int, columns: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Corpus rows of blocks.
+
+        Args:
+            ids (`int` or array-like of int):
+                Block ids. For an array of shape `(B, k)` every column is a `B`-long list of `k`-long lists.
+            columns (`Sequence[str]`, *optional*):
+                Columns to return (all by default).
+
+        Returns:
+            `dict[str, Any]`: column name -> values, nested like `ids`.
+        """
+        flat, shape = self._check_ids(ids)
+        corpus = self._corpus if columns is None else self._corpus.select_columns(list(columns))
+        rows = corpus[flat.tolist()]
+        return {name: _unflatten(list(values), shape) for name, values in rows.items()}
+
+    # -- staleness ---------------------------------------------------------------------------------------------
+
+    def check_embedder(self, model_or_fingerprint: torch.nn.Module | str, dim: int | None = None) -> bool:
+        """Check that this index was built with (the current weights of) an embedder.
+
+        Args:
+            model_or_fingerprint (`torch.nn.Module` or `str`):
+                The embedder, or its [`compute_embedder_fingerprint`].
+            dim (`int`, *optional*):
+                The embedder's output dimension. For a model it defaults to `model.config.retriever_proj_size` when
+                that exists.
+
+        Returns:
+            `bool`: `True` if the fingerprints match. A mismatch (stale index) or an index without a recorded
+            fingerprint logs a warning and returns `False`.
+
+        Raises:
+            `ValueError`: if `dim` differs from the index's embedding dimension.
+        """
+        if isinstance(model_or_fingerprint, torch.nn.Module):
+            if dim is None:
+                dim = getattr(getattr(model_or_fingerprint, "config", None), "retriever_proj_size", None)
+            fingerprint = compute_embedder_fingerprint(model_or_fingerprint)
+        elif isinstance(model_or_fingerprint, str):
+            fingerprint = model_or_fingerprint
+        else:
+            raise TypeError(f"Expected a torch.nn.Module or a fingerprint string, got {type(model_or_fingerprint)}.")
+        if dim is not None and int(dim) != self.embedding_dim:
+            raise ValueError(
+                f"The embedder produces {dim}-dimensional embeddings but the index has dim {self.embedding_dim}."
+            )
+        if self.config.embedder_fingerprint is None:
+            logger.warning("This index records no embedder fingerprint; cannot tell whether it is stale.")
+            return False
+        if fingerprint != self.config.embedder_fingerprint:
+            logger.warning(
+                "Stale index: it was built with embedder %s but the current embedder is %s. Re-embed the corpus and "
+                "call `RealmIndex.refresh`.",
+                self.config.embedder_fingerprint,
+                fingerprint,
+            )
+            return False
+        return True
+
+    # -- persistence -------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Save the index atomically to `save_directory`.
+
+        Layout: `index_config.json` (relative file names only), `corpus/` (`Dataset.save_to_disk`),
+        `embeddings.npy`, and `index.faiss` (not for `"Flat"`). Everything is written into a temporary sibling
+        directory that then replaces `save_directory`; if writing fails, the temporary directory is removed and a
+        previous index at `save_directory` is left as it was. An existing non-empty directory that is not a saved
+        `RealmIndex` is never replaced.
+
+        Args:
+            save_directory (`str` or `os.PathLike`):
+                Target directory (upload it with `huggingface_hub.upload_folder(..., repo_type="dataset")`).
+        """
+        target = Path(save_directory).absolute()
+        _check_replaceable(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            self._write_files(tmp)
+            _replace_directory(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("Saved %r to %s.", self, target)
+
+    def _write_files(self, directory: Path) -> None:
+        config = dataclasses.replace(self.config, file_sizes={}, realm_hf_version=_realm_hf_version())
+        _write_corpus(self._corpus, directory / config.corpus_dir)
+        _write_embeddings(self._embeddings, directory / config.embeddings_file)
+        config.file_sizes[config.embeddings_file] = (directory / config.embeddings_file).stat().st_size
+        if self._faiss_index is not None:
+            config.index_file = FAISS_INDEX_NAME
+            _write_faiss_index(self._faiss_index, directory / config.index_file)
+            config.file_sizes[config.index_file] = (directory / config.index_file).stat().st_size
+        else:
+            config.index_file = None
+        # The config is written last: a directory with a config is a complete one.
+        config.to_json_file(directory / INDEX_CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_index_name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        repo_type: str = "dataset",
+        subfolder: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        mmap: bool = True,
+    ) -> RealmIndex:
+        """Load an index saved with [`save_pretrained`] from a local directory or a Hub repository.
+
+        Args:
+            pretrained_index_name_or_path (`str` or `os.PathLike`):
+                A local directory, or a Hub repo id (downloaded with `huggingface_hub.snapshot_download`).
+            revision (`str`, *optional*):
+                Hub revision (branch, tag or commit).
+            repo_type (`str`, *optional*, defaults to `"dataset"`):
+                Hub repository type.
+            subfolder (`str`, *optional*):
+                Folder inside the directory or repository that holds the index.
+            cache_dir (`str` or `os.PathLike`, *optional*):
+                Hub cache directory.
+            token (`str` or `bool`, *optional*):
+                Hub token.
+            local_files_only (`bool`, *optional*, defaults to `False`):
+                Only use the local Hub cache.
+            mmap (`bool`, *optional*, defaults to `True`):
+                Memory-map `embeddings.npy` and `index.faiss` instead of reading them into memory.
+
+        Returns:
+            [`RealmIndex`]
+
+        Raises:
+            `ValueError`: naming the offending file if a file is missing, truncated, corrupt, or if row counts or
+            dimensions disagree.
+        """
+        directory = _resolve_directory(
+            pretrained_index_name_or_path,
+            revision=revision,
+            repo_type=repo_type,
+            subfolder=subfolder,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+        )
+        config = RealmIndexConfig.from_json_file(directory / INDEX_CONFIG_NAME)
+        _check_file_sizes(directory, config)
+        corpus = _read_corpus(_safe_join(directory, config.corpus_dir))
+        embeddings = _read_embeddings(_safe_join(directory, config.embeddings_file), mmap=mmap)
+        faiss_index = None
+        if config.index_file is not None:
+            faiss_index = _read_faiss_index(_safe_join(directory, config.index_file), mmap=mmap)
+        _check_loaded(directory, config, corpus, embeddings, faiss_index)
+        return cls(corpus, embeddings, faiss_index, config)
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _apply_search_parameters(self) -> None:
+        if self._faiss_index is None:
+            return
+        faiss = _import_faiss()
+        space = faiss.ParameterSpace()
+        for faiss_name, value in (("nprobe", self.config.nprobe), ("efSearch", self.config.hnsw_ef_search)):
+            if value is None:
+                continue
+            try:
+                space.set_index_parameter(self._faiss_index, faiss_name, int(value))
+            except RuntimeError:
+                logger.debug("Index %s has no parameter %s.", self.config.index_factory, faiss_name)
+
+    def _prepare_queries(self, query_embeddings: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"`k` must be an int, got {type(k).__name__}.")
+        if k < 1:
+            raise ValueError(f"`k` must be >= 1, got k={k}.")
+        if k > len(self):
+            raise ValueError(f"k={k} is larger than the number of blocks in the index ({len(self)}).")
+        queries = _as_float32_matrix(query_embeddings, name="query_embeddings")
+        if queries.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"`query_embeddings` has dim {queries.shape[1]} but the index has dim {self.embedding_dim}."
+            )
+        _check_finite(queries, name="query_embeddings")
+        return queries
+
+    def _search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _import_faiss()
+        if self._faiss_index is None:
+            return faiss.knn(queries, self._embeddings, k, metric=faiss.METRIC_INNER_PRODUCT)
+        refine = self.config.refine_factor or 1
+        num_candidates = min(len(self), k * refine)
+        scores, ids = self._faiss_index.search(queries, num_candidates)
+        if refine > 1:
+            scores, ids = self._rescore(queries, ids, k)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def _rescore(self, queries: np.ndarray, candidate_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Re-rank candidates with exact inner products against the stored embeddings."""
+        valid = candidate_ids >= 0
+        vectors = self._embeddings[np.where(valid, candidate_ids, 0).reshape(-1)].reshape(*candidate_ids.shape, -1)
+        exact = np.einsum("qcd,qd->qc", vectors, queries).astype(np.float32, copy=False)
+        exact[~valid] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(candidate_ids, order, axis=1)
+
+    def _check_ids(self, ids: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.detach().cpu().numpy()
+        array = np.asarray(ids)
+        if array.size and not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"Block ids must be integers, got dtype {array.dtype}.")
+        flat = array.reshape(-1).astype(np.int64, copy=False)
+        bad = flat[(flat < 0) | (flat >= len(self))]
+        if len(bad):
+            raise ValueError(f"Block id {int(bad[0])} is out of range [0, {len(self)}).")
+        return flat, array.shape
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: validation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _is_flat(index_factory: str) -> bool:
+    return index_factory.replace(" ", "") == "Flat"
+
+
+def _check_corpus(corpus: Any) -> None:
+    if not isinstance(corpus, datasets.Dataset):
+        raise TypeError(f"`corpus` must be a datasets.Dataset, got {type(corpus).__name__}.")
+    if corpus.list_indexes():
+        raise ValueError(
+            f"The corpus has datasets search indexes attached ({corpus.list_indexes()}); drop them with "
+            "`corpus.drop_index(name)` first (RealmIndex manages its own FAISS index)."
+        )
+
+
+def _as_float32_matrix(array: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().to("cpu", torch.float32).numpy()
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"`{name}` must be numeric, got dtype {array.dtype}.")
+    if array.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D (num_vectors, dim), got shape {array.shape}.")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty (shape {array.shape}).")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _check_embedding_matrix(array: Any, name: str) -> None:
+    if not isinstance(array, np.ndarray) or array.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D numpy array, got {type(array).__name__} {getattr(array, 'shape', '')}."
+        )
+
+
+def _check_finite(array: np.ndarray, name: str, chunk_rows: int = 1 << 16) -> None:
+    """Raise if `array` has NaN/inf values (checked in row chunks, so no full-size temporary)."""
+    for start in range(0, len(array), chunk_rows):
+        finite = np.isfinite(array[start : start + chunk_rows])
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite.all(axis=1))[0])
+            raise ValueError(f"`{name}` contains NaN or infinite values (first in row {row}).")
+
+
+def _check_faiss_index(faiss_index: Any, num_blocks: int, dim: int, name: str) -> None:
+    if faiss_index.ntotal != num_blocks:
+        raise ValueError(f"{name} holds {faiss_index.ntotal} vectors but there are {num_blocks} blocks.")
+    if faiss_index.d != dim:
+        raise ValueError(f"{name} has dim {faiss_index.d} but the embeddings have dim {dim}.")
+    faiss = _import_faiss()
+    if faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"{name} must use METRIC_INNER_PRODUCT, got metric {faiss_index.metric_type}.")
+
+
+def _unflatten(values: list, shape: tuple[int, ...]) -> Any:
+    if len(shape) == 0:
+        return values[0]
+    for size in reversed(shape[1:]):
+        values = [values[i : i + size] for i in range(0, len(values), size)]
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: FAISS build
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _build_faiss_index(
+    embeddings: np.ndarray, index_factory: str, train_size: int | None, batch_size: int, show_progress: bool, seed: int
+) -> Any:
+    faiss = _import_faiss()
+    num_blocks, dim = embeddings.shape
+    try:
+        index = faiss.index_factory(dim, index_factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(f"Invalid FAISS index_factory {index_factory!r} for dim {dim}: {_faiss_error(err)}") from err
+    if not index.is_trained:
+        sample = _training_sample(embeddings, _nlist(index), train_size, seed)
+        logger.info("Training FAISS index %r on %d of %d vectors.", index_factory, len(sample), num_blocks)
+        index.train(sample)
+        del sample
+    progress = tqdm(total=num_blocks, desc=f"Adding to FAISS {index_factory}", unit="vec", disable=not show_progress)
+    with progress:
+        for start in range(0, num_blocks, batch_size):
+            chunk = np.ascontiguousarray(embeddings[start : start + batch_size])
+            index.add(chunk)
+            progress.update(len(chunk))
+    return index
+
+
+def _nlist(index: Any) -> int:
+    faiss = _import_faiss()
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except RuntimeError:
+        return 0
+
+
+def _training_sample(embeddings: np.ndarray, nlist: int, train_size: int | None, seed: int) -> np.ndarray:
+    num_blocks = len(embeddings)
+    size = max(65536, 50 * nlist) if train_size is None else int(train_size)
+    size = min(size, num_blocks)
+    if nlist and size < nlist:
+        raise ValueError(f"train_size={size} is smaller than the number of IVF lists ({nlist}).")
+    if size == num_blocks:
+        return np.ascontiguousarray(embeddings)
+    rows = np.sort(np.random.default_rng(seed).choice(num_blocks, size=size, replace=False))
+    return np.ascontiguousarray(embeddings[rows])
+
+
+def _default_search_parameters(
+    index: Any, nprobe: int | None, hnsw_ef_search: int | None
+) -> tuple[int | None, int | None]:
+    nlist = _nlist(index)
+    if nlist and nprobe is None:
+        nprobe = max(1, round(math.sqrt(nlist)))
+    if not nlist:
+        nprobe = None
+    if hnsw_ef_search is None and "HNSW" in type(_import_faiss().downcast_index(index)).__name__:
+        hnsw_ef_search = _DEFAULT_HNSW_EF_SEARCH
+    return nprobe, hnsw_ef_search
+
+
+def _faiss_error(err: Exception) -> str:
+    """The informative last line of a FAISS C++ exception message."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else repr(err)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_replaceable(target: Path) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ValueError(f"{target} exists and is not a directory.")
+    if any(target.iterdir()) and not (target / INDEX_CONFIG_NAME).is_file():
+        raise ValueError(
+            f"{target} is a non-empty directory without {INDEX_CONFIG_NAME}; refusing to replace it. "
+            "Save the index into its own (new or empty) directory."
+        )
+
+
+def _replace_directory(tmp: Path, target: Path) -> None:
+    """Move `tmp` to `target`. An existing `target` is renamed aside first and removed after the swap."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(target, backup)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _write_corpus(corpus: datasets.Dataset, path: Path) -> None:
+    corpus.save_to_disk(str(path))
+
+
+def _write_embeddings(embeddings: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as f:
+        np.save(f, embeddings, allow_pickle=False)
+
+
+def _write_faiss_index(faiss_index: Any, path: Path) -> None:
+    faiss = _import_faiss()
+    faiss.write_index(faiss_index, str(path))
+
+
+def _safe_join(directory: Path, relative: str) -> Path:
+    """Join a relative file name from `index_config.json`, refusing absolute paths and `..`."""
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts or not parts:
+        raise ValueError(
+            f"{directory / INDEX_CONFIG_NAME}: file name {relative!r} must be relative and inside the index directory."
+        )
+    return directory / relative
+
+
+def _check_file_sizes(directory: Path, config: RealmIndexConfig) -> None:
+    for relative, expected in config.file_sizes.items():
+        path = _safe_join(directory, relative)
+        if not path.is_file():
+            raise ValueError(f"{path} is missing.")
+        actual = path.stat().st_size
+        if actual != expected:
+            raise ValueError(f"{path} has {actual} bytes but {expected} were written: it is truncated or corrupt.")
+
+
+def _read_corpus(path: Path) -> datasets.Dataset:
+    if not path.is_dir():
+        raise ValueError(f"{path} (the corpus saved with `Dataset.save_to_disk`) is missing.")
+    try:
+        corpus = datasets.load_from_disk(str(path))
+    except Exception as err:  # datasets raises several types for damaged folders
+        raise ValueError(f"Could not load the corpus from {path}: {err}") from err
+    if not isinstance(corpus, datasets.Dataset):
+        raise ValueError(f"{path} holds a {type(corpus).__name__}, expected a single datasets.Dataset.")
+    return corpus
+
+
+def _read_embeddings(path: Path, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise ValueError(f"{path} is missing.")
+    try:
+        embeddings = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"Could not read the embeddings from {path} (truncated or corrupt?): {err}") from err
+    if embeddings.ndim != 2 or embeddings.dtype != np.float32:
+        raise ValueError(f"{path} must hold a 2-D float32 array, got {embeddings.dtype} of shape {embeddings.shape}.")
+    return embeddings
+
+
+def _read_faiss_index(path: Path, mmap: bool) -> Any:
+    faiss = _import_faiss()
+    if not path.is_file():
+        raise ValueError(f"{path} is missing.")
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    try:
+        return faiss.read_index(str(path), flags)
+    except RuntimeError as err:
+        raise ValueError(
+            f"Could not read the FAISS index {path} (truncated or corrupt?): {_faiss_error(err)}"
+        ) from err
+
+
+def _check_loaded(
+    directory: Path, config: RealmIndexConfig, corpus: datasets.Dataset, embeddings: np.ndarray, faiss_index: Any
+) -> None:
+    if config.metric != "inner_product":
+        raise ValueError(f"{directory / INDEX_CONFIG_NAME}: unsupported metric {config.metric!r}.")
+    if len(corpus) != config.num_blocks:
+        raise ValueError(
+            f"{directory / config.corpus_dir} has {len(corpus)} rows but {INDEX_CONFIG_NAME} says {config.num_blocks}."
+        )
+    if embeddings.shape != (config.num_blocks, config.dim):
+        raise ValueError(
+            f"{directory / config.embeddings_file} has shape {embeddings.shape} but {INDEX_CONFIG_NAME} says "
+            f"({config.num_blocks}, {config.dim})."
+        )
+    if faiss_index is not None:
+        try:
+            _check_faiss_index(faiss_index, config.num_blocks, config.dim, name=str(directory / config.index_file))
+        except ValueError as err:
+            raise ValueError(f"{err} (see {INDEX_CONFIG_NAME})") from err
+
+
+def _resolve_directory(
+    name_or_path: str | os.PathLike,
+    revision: str | None,
+    repo_type: str,
+    subfolder: str | None,
+    cache_dir: str | os.PathLike | None,
+    token: str | bool | None,
+    local_files_only: bool,
+) -> Path:
+    if os.path.isdir(name_or_path):
+        directory = Path(name_or_path)
+    elif _looks_like_local_path(name_or_path):
+        raise ValueError(f"{name_or_path} is not a directory (and not a Hub repo id).")
+    else:
+        from huggingface_hub import snapshot_download
+
+        directory = Path(
+            snapshot_download(
+                str(name_or_path),
+                repo_type=repo_type,
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+                local_files_only=local_files_only,
+                allow_patterns=None if subfolder is None else [f"{subfolder.strip('/')}/*"],
+                library_name="realm_hf",
+                library_version=_realm_hf_version(),
+            )
+        )
+    return directory if subfolder is None else _safe_join(directory, subfolder)
+
+
+def _looks_like_local_path(name_or_path: str | os.PathLike) -> bool:
+    """Hub repo ids are `name` or `owner/name`; anything else with a path shape is a missing local path."""
+    text = os.fspath(name_or_path)
+    return (
+        isinstance(name_or_path, os.PathLike)
+        or os.path.isabs(text)
+        or text.startswith((".", "~"))
+        or text.count("/") > 1
+        or os.sep != "/"
+        and os.sep in text
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: legacy `block_records.npy`
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _load_legacy_block_records(path: str | os.PathLike, allow_pickle: bool) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is missing.")
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = readers[version](f, max_header_size=1 << 20)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a readable .npy file: {err}") from err
+    if dtype.hasobject and not allow_pickle:
+        raise ValueError(
+            f"{path} is a numpy object array, i.e. a pickle (the legacy transformers REALM `block_records.npy` "
+            "format); unpickling can execute arbitrary code. If you trust the file, pass `allow_pickle=True` to "
+            "convert it once, then use `save_pretrained`, whose output has no pickle."
+        )
+    records = np.load(path, allow_pickle=allow_pickle)
+    if records.ndim != 1:
+        raise ValueError(f"{path} must hold a 1-D array of blocks, got shape {shape}.")
+    return records
+
+
+def _decode_legacy_record(record: Any, row: int, path: str | os.PathLike) -> str:
+    if isinstance(record, (bytes, np.bytes_)):
+        try:
+            return bytes(record).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: block {row} is not valid UTF-8 ({err}).") from err
+    if isinstance(record, str):
+        return record
+    raise ValueError(f"{path}: block {row} is a {type(record).__name__}, expected UTF-8 bytes.")

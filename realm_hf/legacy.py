@@ -1,0 +1,77 @@
+"""Reading the files of the original transformers REALM checkpoints (`google/realm-*`).
+
+Model weights of those checkpoints load directly with `from_pretrained`; this module reads what is not a weight any
+more: the corpus embeddings `block_emb` that `RealmForOpenQA` checkpoints stored in their state dict.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+BLOCK_EMB_KEY = "block_emb"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _resolve_weights_file(path: str | os.PathLike, **hub_kwargs) -> Path:
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in _WEIGHT_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"No {' or '.join(_WEIGHT_FILES)} in {path}.")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for name in _WEIGHT_FILES:
+        try:
+            return Path(hf_hub_download(str(path), name, **hub_kwargs))
+        except EntryNotFoundError:
+            continue
+    raise FileNotFoundError(f"The repository {str(path)!r} has neither {' nor '.join(_WEIGHT_FILES)}.")
+
+
+def load_legacy_block_emb(path: str | os.PathLike, **hub_kwargs) -> torch.Tensor:
+    r"""
+    Reads the corpus embeddings (`block_emb`, shape `(num_block_records, retriever_proj_size)`) of a checkpoint of the
+    original `RealmForOpenQA`.
+
+    `pytorch_model.bin` files are read with torch's weights-only unpickler (no code from the file runs) and
+    memory-mapped, so the 6.8 GB tensor of the published checkpoints is not copied into RAM.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A weights file, a checkpoint directory, or a Hub repository id (downloaded with `hf_hub_download`).
+        hub_kwargs:
+            Passed to `hf_hub_download` (`revision`, `token`, `cache_dir`, ...).
+
+    Returns:
+        `torch.FloatTensor` of shape `(num_block_records, dim)`.
+    """
+    weights_file = _resolve_weights_file(path, **hub_kwargs)
+    if weights_file.suffix == ".safetensors":
+        with safe_open(weights_file, framework="pt") as handle:
+            if BLOCK_EMB_KEY not in handle.keys():
+                raise KeyError(
+                    f"{weights_file} has no {BLOCK_EMB_KEY!r} tensor: it is not a RealmForOpenQA checkpoint."
+                )
+            return handle.get_tensor(BLOCK_EMB_KEY)
+    try:
+        state_dict = torch.load(weights_file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        # Files in torch's pre-1.6 (non-zip) format cannot be memory-mapped.
+        state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+    if BLOCK_EMB_KEY not in state_dict:
+        raise KeyError(f"{weights_file} has no {BLOCK_EMB_KEY!r} tensor: it is not a RealmForOpenQA checkpoint.")
+    block_emb = state_dict[BLOCK_EMB_KEY]
+    if block_emb.dim() != 2:
+        raise ValueError(f"{weights_file}: {BLOCK_EMB_KEY} must be 2-D, got shape {tuple(block_emb.shape)}.")
+    logger.info(f"Read {BLOCK_EMB_KEY} {tuple(block_emb.shape)} from {weights_file}.")
+    return block_emb

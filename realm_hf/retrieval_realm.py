@@ -1,0 +1,457 @@
+"""REALM retriever: search the knowledge index, build reader inputs from pre-tokenized blocks, label answers.
+
+Unlike the original implementation, which decoded every retrieved block back to text and re-tokenized it with the
+question (5,000 blocks per training step), the retriever works on the block token ids stored in the index's corpus:
+inputs `[CLS] question [SEP] block [SEP]` are assembled from ids, with the tokenizer's longest-first truncation, and
+answer spans are found with vectorised matching over all retrieved blocks at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging
+
+
+if TYPE_CHECKING:
+    from .index import RealmIndex
+
+logger = logging.get_logger(__name__)
+
+INDEX_SUBFOLDER = "index"
+
+
+def longest_first_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """Lengths two segments keep under the `tokenizers` library's longest-first pair truncation.
+
+    Args:
+        len_a, len_b: Lengths of the first and second segment (without special tokens).
+        budget: Tokens available for both segments (`max_length` minus the special tokens).
+    """
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    n1, n2, swap = len_a, len_b, False
+    if n1 > n2:  # n1 is the shorter segment
+        n1, n2, swap = n2, n1, True
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    if swap:
+        n1, n2 = n2, n1
+    return min(n1, len_a), min(n2, len_b)
+
+
+def find_answer_spans(
+    blocks: Sequence[Sequence[int]] | tuple[np.ndarray, np.ndarray], answers: Sequence[Sequence[int]]
+) -> list[list[tuple[int, int]]]:
+    """Finds every occurrence of every answer in every block.
+
+    Occurrences are listed answer by answer, then by position, as the original `block_has_answer` did.
+
+    Args:
+        blocks: Token ids of each block, as a list of lists or as `(values, offsets)` of a flattened list array.
+        answers: Token ids of each acceptable answer (empty answers are ignored).
+
+    Returns:
+        For each block, a list of `(start, end)` token positions (end inclusive) relative to the block start.
+    """
+    if isinstance(blocks, tuple):
+        values, offsets = blocks
+    else:
+        offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in blocks])
+        values = np.fromiter((t for b in blocks for t in b), dtype=np.int64, count=int(offsets[-1]))
+    num_blocks = len(offsets) - 1
+    spans: list[list[tuple[int, int]]] = [[] for _ in range(num_blocks)]
+    values = np.asarray(values, dtype=np.int64)
+    for answer in answers:
+        width = len(answer)
+        if width == 0 or width > len(values):
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(values, width)
+        hits = np.flatnonzero((windows == np.asarray(answer, dtype=np.int64)).all(axis=1))
+        if hits.size == 0:
+            continue
+        block_of_hit = np.searchsorted(offsets, hits, side="right") - 1
+        in_block = hits + width <= offsets[block_of_hit + 1]
+        for block, start in zip(block_of_hit[in_block].tolist(), (hits - offsets[block_of_hit])[in_block].tolist()):
+            spans[block].append((start, start + width - 1))
+    return spans
+
+
+class RealmRetriever:
+    r"""
+    Retrieves evidence blocks for questions and prepares them for [`RealmReader`] or [`RealmForOpenQA`].
+
+    The retriever is data, not weights: it pairs a [`RealmIndex`] (corpus + embeddings + FAISS index) with the
+    tokenizer whose ids the corpus stores.
+
+    Args:
+        index ([`RealmIndex`]): The knowledge index. Its corpus must have a `token_ids` column.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]): The tokenizer that produced the corpus token ids.
+
+    Example:
+
+    ```python
+    >>> retriever = RealmRetriever(index, tokenizer)
+    >>> batch = retriever(query_embeddings, question_input_ids=questions.input_ids, num_retrieved=5, num_read=5)
+    >>> batch["input_ids"].shape  # (num_questions, num_read, seq_len)
+    ```
+    """
+
+    def __init__(self, index: RealmIndex, tokenizer: PreTrainedTokenizerBase):
+        if "token_ids" not in index.corpus.column_names:
+            raise ValueError(
+                "RealmRetriever needs a corpus with pre-tokenized blocks (a `token_ids` column); build it with "
+                "`realm_hf.corpus.split_documents_into_blocks`."
+            )
+        self.index = index
+        self.tokenizer = tokenizer
+        self._token_ids: pa.ChunkedArray = index.corpus.data.column("token_ids")
+        specials = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+        if any(s is None for s in specials):
+            raise ValueError("RealmRetriever needs a tokenizer with [CLS], [SEP] and [PAD] tokens.")
+        self.cls_token_id, self.sep_token_id, self.pad_token_id = specials
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Persistence
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Saves the tokenizer files and the index (in the `index/` subfolder)."""
+        os.makedirs(save_directory, exist_ok=True)
+        self.tokenizer.save_pretrained(save_directory)
+        self.index.save_pretrained(os.path.join(save_directory, INDEX_SUBFOLDER))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_path: str | os.PathLike, **kwargs) -> RealmRetriever:
+        """Loads a retriever saved with [`~RealmRetriever.save_pretrained`] (a local directory)."""
+        from .index import RealmIndex
+
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_path, **kwargs)
+        index = RealmIndex.from_pretrained(os.path.join(pretrained_path, INDEX_SUBFOLDER))
+        return cls(index, tokenizer)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Retrieval
+    # ---------------------------------------------------------------------------------------------------------------
+
+    def block_token_ids(self, block_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of the given blocks as `(values, offsets)` of a flattened list array (no Python lists)."""
+        return self._gather_ragged(self._token_ids, block_ids)
+
+    def question_token_ids(
+        self, question_input_ids: torch.Tensor | Sequence[Sequence[int]], attention_mask: torch.Tensor | None = None
+    ) -> list[list[int]]:
+        """Question token ids without `[CLS]`, `[SEP]` and padding."""
+        if isinstance(question_input_ids, torch.Tensor):
+            mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(question_input_ids).bool()
+            rows = [ids[m].tolist() for ids, m in zip(question_input_ids, mask)]
+        else:
+            rows = [list(ids) for ids in question_input_ids]
+        drop = {self.cls_token_id, self.sep_token_id, self.pad_token_id}
+        return [[t for t in row if t not in drop] for row in rows]
+
+    def __call__(
+        self,
+        query_embeddings: torch.Tensor | np.ndarray,
+        question_input_ids: torch.Tensor | Sequence[Sequence[int]],
+        question_attention_mask: torch.Tensor | None = None,
+        answer_ids: list[list[list[int]]] | None = None,
+        num_retrieved: int = 5,
+        num_read: int | None = None,
+        max_length: int = 320,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        Retrieves the top `num_retrieved` blocks for each question and builds the reader inputs of the first
+        `num_read`.
+
+        Args:
+            query_embeddings (`torch.Tensor` of shape `(batch_size, dim)`): Question embeddings.
+            question_input_ids: Tokenized questions (with or without special tokens and padding).
+            question_attention_mask (`torch.Tensor`, *optional*): Marks real tokens of `question_input_ids`.
+            answer_ids (`list`, *optional*): For each question, its answers as token id lists.
+            num_retrieved (`int`): Retrieval depth k (capped at the corpus size, with a warning).
+            num_read (`int`, *optional*): Blocks turned into reader inputs; defaults to `num_retrieved`.
+            max_length (`int`): Maximum reader input length.
+
+        Returns:
+            `dict` with `retrieved_block_ids` and `retrieval_scores` (`(batch, k)`), `retrieved_embeddings`
+            (`(batch, k, dim)`), the reader inputs `input_ids`, `attention_mask`, `token_type_ids`, `block_mask`
+            (`(batch, num_read, seq_len)`) and, with answers, `has_answers` (`(batch, k)`), `start_positions` and
+            `end_positions` (`(batch, num_read, max_answers)`, padded with -1).
+        """
+        queries = (
+            query_embeddings.detach().float().cpu().numpy() if torch.is_tensor(query_embeddings) else query_embeddings
+        )
+        num_blocks = len(self.index)
+        if num_retrieved > num_blocks:
+            logger.warning_once(
+                f"Asked for {num_retrieved} blocks per question but the corpus has {num_blocks}; retrieving {num_blocks}."
+            )
+            num_retrieved = num_blocks
+        scores, block_ids = self.index.search(queries, num_retrieved)
+        embeddings = self.index.get_embeddings(block_ids)
+        batch = self.encode_candidates(
+            block_ids,
+            self.question_token_ids(question_input_ids, question_attention_mask),
+            answer_ids=answer_ids,
+            num_read=num_read,
+            max_length=max_length,
+        )
+        batch["retrieved_block_ids"] = torch.from_numpy(np.asarray(block_ids, dtype=np.int64))
+        batch["retrieval_scores"] = torch.from_numpy(np.asarray(scores, dtype=np.float32))
+        batch["retrieved_embeddings"] = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+        return batch
+
+    def encode_candidates(
+        self,
+        block_ids: np.ndarray,
+        question_token_ids: Sequence[Sequence[int]],
+        answer_ids: list[list[list[int]]] | None = None,
+        num_read: int | None = None,
+        max_length: int = 320,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        Builds `[CLS] question [SEP] block [SEP]` reader inputs from pre-tokenized blocks and labels answer spans,
+        with the semantics of the original `RealmRetriever.__call__` + `block_has_answer`: truncation is longest
+        first to `max_length`, rows are padded to the longest row, and an answer counts only inside the (truncated)
+        block.
+
+        Args:
+            block_ids (`np.ndarray` of shape `(batch_size, k)`): Retrieved block ids, best first.
+            question_token_ids: For each question, its token ids without special tokens.
+            answer_ids (`list`, *optional*): For each question, its answers as token id lists.
+            num_read (`int`, *optional*): Number of leading blocks turned into reader inputs (default: all k).
+            max_length (`int`): Maximum length of a reader input.
+
+        Returns:
+            `dict` of tensors, see [`~RealmRetriever.__call__`].
+        """
+        block_ids = np.asarray(block_ids, dtype=np.int64)
+        if block_ids.ndim != 2:
+            raise ValueError(f"block_ids must have shape (batch_size, k), got {block_ids.shape}.")
+        batch_size, k = block_ids.shape
+        if len(question_token_ids) != batch_size:
+            raise ValueError(f"Got {len(question_token_ids)} questions for {batch_size} rows of block ids.")
+        if answer_ids is not None and len(answer_ids) != batch_size:
+            raise ValueError(f"Got answers for {len(answer_ids)} questions but {batch_size} questions.")
+        if max_length < 4:
+            raise ValueError(f"max_length must leave room for [CLS] q [SEP] b [SEP], got {max_length}.")
+        num_read = k if num_read is None else min(num_read, k)
+        values, offsets = self.block_token_ids(block_ids)
+        block_lengths = np.diff(offsets).reshape(batch_size, k)
+
+        # Truncated lengths of every (question, block) pair.
+        kept = np.zeros((batch_size, k, 2), dtype=np.int64)
+        for b, question in enumerate(question_token_ids):
+            for j in range(k):
+                kept[b, j] = longest_first_lengths(len(question), int(block_lengths[b, j]), max_length - 3)
+        row_lengths = kept[:, :num_read].sum(-1) + 3
+        seq_len = int(row_lengths.max()) if num_read > 0 else 0
+
+        input_ids = np.full((batch_size, num_read, seq_len), self.pad_token_id, dtype=np.int64)
+        token_type_ids = np.zeros_like(input_ids)
+        attention_mask = np.zeros_like(input_ids)
+        block_mask = np.zeros(input_ids.shape, dtype=bool)
+        for b, question in enumerate(question_token_ids):
+            for j in range(num_read):
+                n_q, n_b = kept[b, j]
+                start = offsets[b * k + j]
+                row = [self.cls_token_id, *question[:n_q], self.sep_token_id]
+                block_start = len(row)
+                row.extend(values[start : start + n_b].tolist())
+                row.append(self.sep_token_id)
+                input_ids[b, j, : len(row)] = row
+                attention_mask[b, j, : len(row)] = 1
+                token_type_ids[b, j, block_start : len(row)] = 1
+                block_mask[b, j, block_start : block_start + n_b] = True
+
+        batch = {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "token_type_ids": torch.from_numpy(token_type_ids),
+            "block_mask": torch.from_numpy(block_mask),
+        }
+        if answer_ids is not None:
+            batch.update(self._label_answers(values, offsets, kept, answer_ids, num_read))
+        return batch
+
+    def retrieve_for_pretraining(
+        self,
+        query_embeddings: torch.Tensor | np.ndarray,
+        query_token_ids: Sequence[Sequence[int]],
+        exclude_doc_ids: torch.Tensor | Sequence[int] | None = None,
+        num_candidates: int = 8,
+        null_document: bool = True,
+        max_block_length: int = 288,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        Retrieves pre-training candidates for masked sentences, as the original `postprocess_candidates` did: the
+        blocks of each sentence's own document are excluded (trivial retrievals) and the null document comes first.
+
+        Args:
+            query_embeddings (`torch.Tensor` of shape `(batch_size, dim)`): Embeddings of the masked sentences.
+            query_token_ids: For each sentence, its (masked) token ids without special tokens.
+            exclude_doc_ids (*optional*): Source document id of each sentence (the corpus' `doc_id` column).
+            num_candidates (`int`): Candidates per sentence, the null document included.
+            null_document (`bool`): Whether candidate 0 is the null (empty) document.
+            max_block_length (`int`): Maximum length of a document-tower input.
+
+        Returns:
+            `dict` with `candidate_input_ids`, `candidate_attention_mask`, `candidate_token_type_ids`
+            (`[CLS] title [SEP] block [SEP]`, shape `(batch, K, block_len)`), `joint_input_ids`,
+            `joint_attention_mask`, `joint_token_type_ids` (`[CLS] x [SEP] block [SEP]`, shape `(batch, K, joint_len)`)
+            and `retrieved_block_ids` (`(batch, K)`, -1 for the null document).
+        """
+        queries = _as_numpy(query_embeddings)
+        batch_size = queries.shape[0]
+        if len(query_token_ids) != batch_size:
+            raise ValueError(f"Got {len(query_token_ids)} query token lists for {batch_size} query embeddings.")
+        num_retrieve = num_candidates - int(null_document)
+        if num_retrieve < 0:
+            raise ValueError("num_candidates must be >= 1 (>= 2 to retrieve anything besides the null document).")
+        block_ids = np.zeros((batch_size, 0), dtype=np.int64)
+        if num_retrieve > 0:
+            block_ids = self._search_excluding(queries, num_retrieve, exclude_doc_ids)
+        if null_document:
+            block_ids = np.concatenate([np.full((batch_size, 1), -1, dtype=np.int64), block_ids], axis=1)
+        num_k = block_ids.shape[1]
+        real = block_ids[block_ids >= 0]
+        values, offsets = self.block_token_ids(real)
+        title_values, title_offsets = self._gather_ragged(self._title_ids, real)
+
+        candidates, joints = [], []
+        position = 0
+        for b in range(batch_size):
+            query = list(query_token_ids[b])
+            for j in range(num_k):
+                if block_ids[b, j] < 0:
+                    title, body = [], []
+                else:
+                    title = title_values[title_offsets[position] : title_offsets[position + 1]].tolist()
+                    body = values[offsets[position] : offsets[position + 1]].tolist()
+                    position += 1
+                title = title[: max(0, max_block_length // 2 - 2)]
+                body_budget = max(0, max_block_length - 3 - len(title))
+                candidates.append(self._pair(title, body[:body_budget]))
+                joints.append(self._pair(query, body[:body_budget]))
+        out = {"retrieved_block_ids": torch.from_numpy(block_ids)}
+        for prefix, rows in (("candidate", candidates), ("joint", joints)):
+            for key, tensor in _pad_pairs(rows, self.pad_token_id).items():
+                out[f"{prefix}_{key}"] = tensor.view(batch_size, num_k, -1)
+        return out
+
+    def _pair(self, first: list[int], second: list[int]) -> tuple[list[int], int]:
+        """`[CLS] first [SEP] second [SEP]` and the position where segment B (token type 1) starts."""
+        return [self.cls_token_id, *first, self.sep_token_id, *second, self.sep_token_id], len(first) + 2
+
+    def _search_excluding(
+        self, queries: np.ndarray, num_retrieve: int, exclude_doc_ids: torch.Tensor | Sequence[int] | None
+    ) -> np.ndarray:
+        num_blocks = len(self.index)
+        if exclude_doc_ids is None:
+            k = min(num_retrieve, num_blocks)
+            if k < num_retrieve:
+                logger.warning_once(f"The corpus has {num_blocks} blocks; retrieving {k} per query.")
+            return self.index.search(queries, k)[1]
+        exclude = np.asarray(
+            exclude_doc_ids.cpu() if torch.is_tensor(exclude_doc_ids) else exclude_doc_ids, dtype=np.int64
+        )
+        if exclude.shape != (queries.shape[0],):
+            raise ValueError(f"exclude_doc_ids must have one id per query, got shape {exclude.shape}.")
+        doc_ids = self._doc_ids
+        margin = 8
+        while True:
+            k = min(num_retrieve + margin, num_blocks)
+            ids = self.index.search(queries, k)[1]
+            keep = doc_ids[ids] != exclude[:, None]
+            available = int(keep.sum(axis=1).min())
+            if available >= num_retrieve or k == num_blocks:
+                break
+            margin *= 4
+        if available < num_retrieve:
+            logger.warning_once(
+                f"Only {available} blocks remain after excluding the source documents; retrieving {available}."
+            )
+        count = min(available, num_retrieve)
+        return np.stack([row[mask][:count] for row, mask in zip(ids, keep)])
+
+    @property
+    def _doc_ids(self) -> np.ndarray:
+        if getattr(self, "_doc_ids_cache", None) is None:
+            if "doc_id" not in self.index.corpus.column_names:
+                raise ValueError("Excluding source documents needs a `doc_id` column in the corpus.")
+            self._doc_ids_cache = self.index.corpus.data.column("doc_id").to_numpy().astype(np.int64)
+        return self._doc_ids_cache
+
+    @property
+    def _title_ids(self) -> pa.ChunkedArray | None:
+        if "title_token_ids" in self.index.corpus.column_names:
+            return self.index.corpus.data.column("title_token_ids")
+        return None
+
+    @staticmethod
+    def _gather_ragged(column: pa.ChunkedArray | None, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if column is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(len(ids) + 1, dtype=np.int64)
+        taken = column.take(pa.array(np.asarray(ids, dtype=np.int64).ravel()))
+        taken = taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
+        offsets = taken.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        values = taken.values.to_numpy(zero_copy_only=False)
+        return values[offsets[0] : offsets[-1]], offsets - offsets[0]
+
+    @staticmethod
+    def _label_answers(
+        values: np.ndarray, offsets: np.ndarray, kept: np.ndarray, answer_ids: list, num_read: int
+    ) -> dict[str, torch.Tensor]:
+        batch_size, k = kept.shape[:2]
+        has_answers = np.zeros((batch_size, k), dtype=bool)
+        read_spans: list[list[list[tuple[int, int]]]] = []
+        for b, answers in enumerate(answer_ids):
+            # Only the kept (truncated) part of each block can hold an answer.
+            starts = offsets[b * k : (b + 1) * k]
+            truncated_offsets = np.concatenate([[0], np.cumsum(kept[b, :, 1])])
+            gather = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, kept[b, :, 1])]).astype(np.int64)
+            spans = find_answer_spans((values[gather], truncated_offsets), answers)
+            has_answers[b] = [len(s) > 0 for s in spans]
+            shift = kept[b, :num_read, 0] + 2  # [CLS] question [SEP]
+            read_spans.append([[(s + shift[j], e + shift[j]) for s, e in spans[j]] for j in range(num_read)])
+        max_answers = max((len(s) for rows in read_spans for s in rows), default=0)
+        start_positions = np.full((batch_size, num_read, max_answers), -1, dtype=np.int64)
+        end_positions = np.full_like(start_positions, -1)
+        for b, rows in enumerate(read_spans):
+            for j, spans in enumerate(rows):
+                for a, (s, e) in enumerate(spans):
+                    start_positions[b, j, a], end_positions[b, j, a] = s, e
+        return {
+            "has_answers": torch.from_numpy(has_answers),
+            "start_positions": torch.from_numpy(start_positions),
+            "end_positions": torch.from_numpy(end_positions),
+        }
+
+
+def _as_numpy(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
+    if torch.is_tensor(embeddings):
+        return embeddings.detach().float().cpu().numpy()
+    return np.asarray(embeddings, dtype=np.float32)
+
+
+def _pad_pairs(rows: list[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pads `[CLS] a [SEP] b [SEP]` rows (with the start of segment b) to the longest row."""
+    length = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, (ids, second_start) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+        token_type_ids[i, second_start : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -1,0 +1,179 @@
+"""RealmForPreTraining and corpus embedding on the synthetic knowledge corpus."""
+
+import numpy as np
+import pytest
+import torch
+
+from realm_hf import RealmConfig, RealmKnowledgeAugEncoder, RealmTokenizerFast
+from realm_hf.corpus import tokenize_blocks
+from realm_hf.embedding import document_tower_inputs, embed_corpus
+from realm_hf.index import RealmIndex
+from realm_hf.modeling_realm import RealmForPreTraining, marginal_mlm_loss
+from realm_hf.retrieval_realm import RealmRetriever
+from realm_hf.synthetic import make_synthetic_knowledge
+
+from .conftest import tiny_config_kwargs
+
+
+@pytest.fixture(scope="module")
+def knowledge():
+    return make_synthetic_knowledge(num_people=16, num_cities=5, num_countries=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def synthetic_tokenizer(knowledge, tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic_tokenizer")
+    (path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
+    return RealmTokenizerFast.from_pretrained(str(path))
+
+
+@pytest.fixture(scope="module")
+def corpus(knowledge, synthetic_tokenizer):
+    return tokenize_blocks(knowledge.documents, synthetic_tokenizer)
+
+
+def make_config(tokenizer, **overrides):
+    kwargs = {**tiny_config_kwargs(), "vocab_size": len(tokenizer), "num_candidates": 4, "block_seq_len": 48}
+    return RealmConfig(**{**kwargs, **overrides})
+
+
+def masked_batch(tokenizer, knowledge, rows=(0, 3, 7)):
+    facts = knowledge.facts.select(rows)
+    batch = tokenizer(list(facts["sentence"]), padding=True, return_tensors="pt")
+    labels = torch.full_like(batch.input_ids, -100)
+    for i, answer in enumerate(list(facts["answer"])):
+        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+        row = batch.input_ids[i].tolist()
+        start = next(p for p in range(len(row)) if row[p : p + len(answer_ids)] == answer_ids)
+        labels[i, start : start + len(answer_ids)] = batch.input_ids[i, start : start + len(answer_ids)]
+        batch.input_ids[i, start : start + len(answer_ids)] = tokenizer.mask_token_id
+    return batch, labels, torch.tensor(list(facts["doc_id"]))
+
+
+def test_pretraining_loss_equals_scorer_plus_encoder(synthetic_tokenizer, knowledge):
+    torch.manual_seed(0)
+    config = make_config(synthetic_tokenizer)
+    model = RealmForPreTraining(config).eval()
+    batch, labels, _ = masked_batch(synthetic_tokenizer, knowledge)
+    bsz, k = labels.size(0), config.num_candidates
+    candidates = document_tower_inputs(
+        [[7, 8]] * (bsz * k), [list(range(10, 14 + i % 5)) for i in range(bsz * k)], 2, 3, 0, max_length=32
+    )
+    joint_len = labels.size(1) + 8
+    joint_ids = torch.randint(5, config.vocab_size, (bsz, k, joint_len))
+    joint_ids[:, :, : labels.size(1)] = batch.input_ids.unsqueeze(1)
+    out = model(
+        **batch,
+        labels=labels,
+        candidate_input_ids=candidates["input_ids"].view(bsz, k, -1),
+        candidate_attention_mask=candidates["attention_mask"].view(bsz, k, -1),
+        candidate_token_type_ids=candidates["token_type_ids"].view(bsz, k, -1),
+        joint_input_ids=joint_ids,
+    )
+    # The same computation with the reference building blocks.
+    query = model.embedder(**batch).projected_score
+    cand = model.embedder(**{k_: v for k_, v in candidates.items()}).projected_score.view(bsz, k, -1)
+    relevance = torch.einsum("bd,bkd->bk", query, cand)
+    torch.testing.assert_close(out.relevance_score, relevance, atol=1e-5, rtol=0)
+    encoder = RealmKnowledgeAugEncoder(config).eval()
+    encoder.load_state_dict(model.encoder.state_dict())
+    padded_labels = torch.full((bsz, joint_len), -100)
+    padded_labels[:, : labels.size(1)] = labels
+    logits = encoder(joint_ids).logits
+    expected = marginal_mlm_loss(logits, relevance, padded_labels, mlm_mask=padded_labels != -100)
+    torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=0)
+    assert out.masked_lm_correct.numel() == int((labels != -100).sum())
+
+
+def test_pretraining_retrieves_excludes_source_and_backpropagates(synthetic_tokenizer, knowledge, corpus):
+    torch.manual_seed(0)
+    config = make_config(synthetic_tokenizer)
+    model = RealmForPreTraining(config)
+    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, batch_size=8, show_progress=False)
+    model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer))
+    batch, labels, doc_ids = masked_batch(synthetic_tokenizer, knowledge)
+    out = model(**batch, labels=labels, doc_ids=doc_ids)
+    ids = out.retrieved_block_ids
+    assert ids.shape == (3, config.num_candidates)
+    assert (ids[:, 0] == -1).all() and (ids[:, 1:] >= 0).all()
+    source = np.asarray(corpus["doc_id"])
+    for row, doc in zip(ids[:, 1:].tolist(), doc_ids.tolist()):
+        assert doc not in source[row].tolist()
+        assert len(set(row)) == len(row)
+    assert 0 < out.null_document_probability < 1 and out.retrieval_utility is not None
+    out.loss.backward()
+    for name in ("embedder.cls.dense.weight", "embedder.realm.encoder.layer.0.attention.self.query.weight",
+                 "encoder.realm.encoder.layer.1.output.dense.weight", "encoder.cls.predictions.transform.dense.weight"):  # fmt: skip
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_pretraining_without_null_document_and_separate_towers(synthetic_tokenizer, knowledge, corpus):
+    config = make_config(synthetic_tokenizer, use_null_document=False, share_query_embedder=False)
+    model = RealmForPreTraining(config)
+    assert model.query_embedder is not model.embedder
+    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
+    model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer))
+    batch, labels, doc_ids = masked_batch(synthetic_tokenizer, knowledge)
+    out = model(**batch, labels=labels, doc_ids=doc_ids)
+    assert (out.retrieved_block_ids >= 0).all() and out.null_document_probability is None
+    out.loss.backward()
+    assert model.query_embedder.cls.dense.weight.grad.abs().sum() > 0
+    assert model.embedder.cls.dense.weight.grad.abs().sum() > 0
+
+
+def test_pretraining_save_and_reload(tmp_path, synthetic_tokenizer):
+    model = RealmForPreTraining(make_config(synthetic_tokenizer)).eval()
+    model.save_pretrained(tmp_path)
+    reloaded = RealmForPreTraining.from_pretrained(tmp_path).eval()
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert reloaded.encoder.cls.predictions.decoder.weight is reloaded.encoder.realm.embeddings.word_embeddings.weight
+
+
+def test_pretraining_bad_inputs(synthetic_tokenizer, knowledge):
+    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    batch, labels, _ = masked_batch(synthetic_tokenizer, knowledge)
+    with pytest.raises(ValueError, match="needs a retriever"):
+        model(**batch, labels=labels)
+    with pytest.raises(ValueError, match="joint_input_ids"):
+        model(**batch, candidate_input_ids=torch.ones(3, 2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="no masked token"):
+        model(
+            **batch,
+            labels=torch.full_like(labels, -100),
+            candidate_input_ids=torch.ones(3, 2, 5, dtype=torch.long),
+            joint_input_ids=torch.ones(3, 2, labels.size(1) + 2, dtype=torch.long),
+        )
+
+
+def test_embed_corpus_matches_embedder_and_resumes(tmp_path, synthetic_tokenizer, corpus, monkeypatch):
+    torch.manual_seed(0)
+    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    embedder = model.embedder.eval()
+    embeddings = embed_corpus(embedder, corpus, synthetic_tokenizer, batch_size=4, chunk_size=6, show_progress=False)
+    assert embeddings.shape == (len(corpus), embedder.config.retriever_proj_size)
+    for row in (0, 5, len(corpus) - 1):
+        inputs = document_tower_inputs(
+            [corpus[row]["title_token_ids"]], [corpus[row]["token_ids"]], 2, 3, 0, max_length=48
+        )
+        expected = embedder(**inputs).projected_score[0].detach().numpy()
+        np.testing.assert_allclose(embeddings[row], expected, atol=1e-5)
+
+    out = tmp_path / "chunks"
+    first = embed_corpus(embedder, corpus, synthetic_tokenizer, chunk_size=6, output_dir=out, show_progress=False)
+    np.testing.assert_allclose(first, embeddings, atol=1e-5)
+    chunk_files = sorted(out.glob("chunk-*.npy"))
+    assert len(chunk_files) == -(-len(corpus) // 6)
+    chunk_files[1].unlink()
+    calls = []
+    original_forward = type(embedder).forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls.append(kwargs.get("input_ids", args[0] if args else None).shape[0])
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(embedder), "forward", counting_forward)
+    resumed = embed_corpus(embedder, corpus, synthetic_tokenizer, chunk_size=6, output_dir=out, show_progress=False)
+    assert sum(calls) == 6  # only the missing chunk was recomputed
+    np.testing.assert_array_equal(resumed, first)

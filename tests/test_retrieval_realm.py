@@ -1,0 +1,288 @@
+"""RealmRetriever and RealmForOpenQA end to end: reference semantics, parity and batching."""
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+from realm_hf import RealmConfig, RealmForOpenQA, RealmTokenizerFast
+from realm_hf.corpus import tokenize_blocks
+from realm_hf.index import RealmIndex
+from realm_hf.legacy import load_legacy_block_emb
+from realm_hf.retrieval_realm import RealmRetriever, find_answer_spans, longest_first_lengths
+
+
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
+
+
+def make_retriever(texts, tokenizer, embeddings=None):
+    corpus = tokenize_blocks(datasets.Dataset.from_dict({"text": list(texts)}), tokenizer)
+    if embeddings is None:
+        embeddings = np.eye(len(texts), dtype=np.float32)
+    index = RealmIndex.build(corpus, np.asarray(embeddings, dtype=np.float32), show_progress=False)
+    return RealmRetriever(index, tokenizer)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The original transformers tests of RealmRetriever (test_retrieval_realm.py), ported.
+# ------------------------------------------------------------------------------------------------------------------
+
+ORIGINAL_VOCAB = (
+    "[UNK] [CLS] [SEP] [PAD] [MASK] test question this is the first second third fourth fifth record want ##want "
+    "##ed wa un runn ##ing , low lowest"
+).split()
+ORIGINAL_RECORDS = [
+    "This is the first record",
+    "This is the second record",
+    "This is the third record",
+    "This is the fourth record",
+    "This is the fifth record",
+    "This is a longer longer longer record",
+]
+
+
+@pytest.fixture
+def original_retriever(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(ORIGINAL_VOCAB) + "\n")
+    tokenizer = RealmTokenizerFast.from_pretrained(str(tmp_path))
+    return make_retriever(ORIGINAL_RECORDS, tokenizer), tokenizer
+
+
+def test_original_retrieve(original_retriever):
+    retriever, tokenizer = original_retriever
+    question = tokenizer(["Test question"]).input_ids
+    answers = [tokenizer(["the fourth"], add_special_tokens=False).input_ids]
+    out = retriever.encode_candidates(
+        np.array([[0, 3]]), retriever.question_token_ids(question), answer_ids=answers, max_length=320
+    )
+    for key in ("input_ids", "attention_mask", "token_type_ids", "block_mask"):
+        assert out[key].shape == (1, 2, 10)
+    tokens = [tokenizer.convert_ids_to_tokens(row) for row in out["input_ids"][0].tolist()]
+    assert tokens[0] == "[CLS] test question [SEP] this is the first record [SEP]".split()
+    assert tokens[1] == "[CLS] test question [SEP] this is the fourth record [SEP]".split()
+
+
+def test_original_block_has_answer(original_retriever):
+    retriever, tokenizer = original_retriever
+    question = tokenizer(["Test question"]).input_ids
+    answers = [tokenizer(["the fourth", "longer longer"], add_special_tokens=False).input_ids]
+    out = retriever.encode_candidates(
+        np.array([[0, 3, 5]]), retriever.question_token_ids(question), answer_ids=answers, max_length=320
+    )
+    assert out["has_answers"][0].tolist() == [False, True, True]
+    assert out["start_positions"][0].tolist() == [[-1, -1, -1], [6, -1, -1], [6, 7, 8]]
+    assert out["end_positions"][0].tolist() == [[-1, -1, -1], [7, -1, -1], [7, 8, 9]]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reader inputs and labels against the reference retriever's output (fixture)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openqa_tokenizer():
+    return RealmTokenizerFast.from_pretrained(str(REFERENCE / "openqa" / "safetensors"))
+
+
+@pytest.fixture(scope="module")
+def blocks():
+    return json.loads((REFERENCE / "openqa" / "blocks.json").read_text())
+
+
+def test_reader_inputs_match_reference_retriever(openqa_tokenizer, blocks):
+    expected = json.loads((REFERENCE / "retriever" / "expected.json").read_text())
+    retriever = make_retriever(blocks, openqa_tokenizer)
+    out = retriever.encode_candidates(
+        np.array([expected["block_ids"]]),
+        retriever.question_token_ids(expected["question_input_ids"]),
+        answer_ids=[expected["answer_ids"]],
+        max_length=expected["max_length"],
+    )
+    assert out["input_ids"][0].tolist() == expected["input_ids"]
+    assert out["attention_mask"][0].tolist() == expected["attention_mask"]
+    assert out["token_type_ids"][0].tolist() == expected["token_type_ids"]
+    special = torch.tensor(expected["special_tokens_mask"]).bool()
+    assert torch.equal(out["block_mask"][0], ~special & torch.tensor(expected["token_type_ids"]).bool())
+    assert out["has_answers"][0].tolist() == expected["has_answers"]
+    assert out["start_positions"][0].tolist() == expected["start_pos"]
+    assert out["end_positions"][0].tolist() == expected["end_pos"]
+
+    truncated = expected["truncation_example"]
+    out = retriever.encode_candidates(
+        np.array([truncated["block_ids"]]),
+        retriever.question_token_ids(expected["question_input_ids"]),
+        max_length=truncated["max_length"],
+    )
+    assert out["input_ids"][0].tolist() == truncated["input_ids"]
+    assert out["token_type_ids"][0].tolist() == truncated["token_type_ids"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 60), st.integers(1, 80))
+def test_longest_first_truncation_matches_tokenizers(len_a, len_b, budget):
+    # The tokenizers library keeps at least one token... compare only where both segments exist.
+    tokenizer = _digits_tokenizer()
+    a, b = " ".join(["1"] * len_a), " ".join(["2"] * len_b)
+    if len_a == 0 or len_b == 0:
+        return
+    encoded = tokenizer(a, b, truncation="longest_first", max_length=budget + 3, add_special_tokens=True)
+    ids = encoded["input_ids"]
+    assert longest_first_lengths(len_a, len_b, budget) == (
+        ids.count(tokenizer.convert_tokens_to_ids("1")),
+        ids.count(tokenizer.convert_tokens_to_ids("2")),
+    )
+
+
+_DIGITS = {}
+
+
+def _digits_tokenizer():
+    if "tok" not in _DIGITS:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp())
+        (path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n1\n2\n")
+        _DIGITS["tok"] = RealmTokenizerFast.from_pretrained(str(path))
+    return _DIGITS["tok"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 5), max_size=12), min_size=1, max_size=6),
+    st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=3), max_size=3),
+)
+def test_answer_spans_match_brute_force(blocks_ids, answers):
+    found = find_answer_spans(blocks_ids, answers)
+    for block, spans in zip(blocks_ids, found):
+        expected = [
+            (i, i + len(a) - 1) for a in answers for i in range(len(block) - len(a) + 1) if block[i : i + len(a)] == a
+        ]
+        assert spans == expected
+        assert all(0 <= s <= e < len(block) for s, e in spans)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# RealmForOpenQA against the reference
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def openqa_retriever(tokenizer, blocks, source="legacy_bin"):
+    block_emb = load_legacy_block_emb(REFERENCE / "openqa" / source)
+    return make_retriever(blocks, tokenizer, embeddings=block_emb.numpy())
+
+
+@pytest.mark.parametrize("checkpoint_format", ["safetensors", "legacy_bin"])
+def test_open_qa_matches_reference(openqa_tokenizer, blocks, checkpoint_format):
+    data = load_file(REFERENCE / "openqa" / "inputs_outputs.safetensors")
+    questions = json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"]
+    retriever = openqa_retriever(openqa_tokenizer, blocks, checkpoint_format)
+    model = RealmForOpenQA.from_pretrained(
+        REFERENCE / "openqa" / checkpoint_format, retriever=retriever, attn_implementation="eager"
+    ).eval()
+    for i, question in enumerate(questions):
+        with torch.no_grad():
+            out = model(
+                data[f"q{i}.input_ids"],
+                attention_mask=data[f"q{i}.attention_mask"],
+                token_type_ids=data[f"q{i}.token_type_ids"],
+                answer_ids=question["answer_ids"],
+            )
+        assert out.retrieved_block_ids[0].tolist() == question["retrieved_block_ids"]
+        torch.testing.assert_close(out.retrieved_logits[0], data[f"q{i}.retrieved_logits"], atol=1e-5, rtol=0)
+        assert out.predicted_answer_ids.tolist() == question["predicted_answer_ids"]
+        assert out.reader_output.block_idx == data[f"q{i}.block_idx"]
+        assert torch.equal(out.reader_output.start_pos, data[f"q{i}.start_pos"])
+        assert out.reader_output.retriever_correct.tolist() == question["has_answers"]
+        for key in ("loss", "retriever_loss", "reader_loss"):
+            torch.testing.assert_close(out.reader_output[key], data[f"q{i}.{key}"], atol=1e-5, rtol=0)
+
+
+def test_open_qa_training_step_matches_reference(openqa_tokenizer, blocks):
+    data = load_file(REFERENCE / "openqa" / "inputs_outputs.safetensors")
+    train = json.loads((REFERENCE / "openqa" / "expected.json").read_text())["train"]
+    question = json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"][train["question_index"]]
+    model = RealmForOpenQA.from_pretrained(
+        REFERENCE / "openqa" / "legacy_bin",
+        retriever=openqa_retriever(openqa_tokenizer, blocks),
+        attn_implementation="eager",
+        **train["config_overrides"],
+    ).train()
+    out = model(
+        data["train.input_ids"],
+        attention_mask=data["train.attention_mask"],
+        token_type_ids=data["train.token_type_ids"],
+        answer_ids=question["answer_ids"],
+    )
+    assert out.retrieved_block_ids[0].tolist() == train["retrieved_block_ids"]
+    assert out.reader_output.retriever_correct.tolist() == train["has_answers"]
+    torch.testing.assert_close(out.reader_output.loss, data["train.loss"], atol=1e-5, rtol=0)
+    out.reader_output.loss.backward()
+    params = dict(model.named_parameters())
+    for key in train["grads_stored"]:
+        name = key.removeprefix("train.grad.")
+        torch.testing.assert_close(params[name].grad, data[key], atol=1e-5, rtol=1e-4)
+
+
+def test_legacy_block_records_import(openqa_tokenizer, blocks):
+    block_emb = load_legacy_block_emb(REFERENCE / "openqa" / "legacy_bin")
+    records = REFERENCE / "openqa" / "legacy_bin" / "block_records.npy"
+    with pytest.raises(ValueError, match="allow_pickle"):
+        RealmIndex.from_legacy(records, block_emb, openqa_tokenizer)
+    index = RealmIndex.from_legacy(records, block_emb, openqa_tokenizer, allow_pickle=True, show_progress=False)
+    assert list(index.corpus["text"]) == blocks
+    assert RealmRetriever(index, openqa_tokenizer).index is index
+
+
+def test_batch_of_four_gives_the_same_answers_as_one_at_a_time(openqa_tokenizer, blocks):
+    data = load_file(REFERENCE / "openqa" / "inputs_outputs.safetensors")
+    questions = json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"][:4]
+    model = RealmForOpenQA.from_pretrained(
+        REFERENCE / "openqa" / "safetensors", retriever=openqa_retriever(openqa_tokenizer, blocks, "safetensors")
+    ).eval()
+    texts = [q["question"] for q in questions]
+    batch = openqa_tokenizer(texts, padding=True, return_tensors="pt")
+    answers = [q["answer_ids"] for q in questions]
+    with torch.no_grad():
+        together = model(**batch, answer_ids=answers)
+        assert len(together.predicted_answer_ids) == 4
+        for i, question in enumerate(questions):
+            single = openqa_tokenizer([question["question"]], return_tensors="pt")
+            alone = model(**single, answer_ids=[question["answer_ids"]])
+            assert together.predicted_answer_ids[i].tolist() == alone.predicted_answer_ids.tolist()
+            assert together.retrieved_block_ids[i].tolist() == alone.retrieved_block_ids[0].tolist()
+            assert together.predicted_answer_ids[i].tolist() == question["predicted_answer_ids"]
+    torch.testing.assert_close(
+        together.reader_output.loss,
+        torch.stack([data[f"q{i}.loss"] for i in range(4)]).mean(),
+        atol=1e-4,
+        rtol=0,
+    )
+
+
+def test_open_qa_gradients_reach_query_embedder_and_reader(openqa_tokenizer, blocks):
+    config = RealmConfig.from_pretrained(REFERENCE / "openqa" / "safetensors", searcher_beam_size=len(blocks))
+    model = RealmForOpenQA(config, retriever=openqa_retriever(openqa_tokenizer, blocks)).train()
+    batch = openqa_tokenizer(["what is the capital of france?", "what is the capital of germany?"], padding=True,
+                             return_tensors="pt")  # fmt: skip
+    answers = [openqa_tokenizer(["paris"], add_special_tokens=False).input_ids,
+               openqa_tokenizer(["berlin"], add_special_tokens=False).input_ids]  # fmt: skip
+    out = model(**batch, answer_ids=answers)
+    out.reader_output.loss.backward()
+    assert model.embedder.cls.dense.weight.grad.abs().sum() > 0
+    assert model.reader.qa_outputs.dense_output.weight.grad.abs().sum() > 0
+
+
+def test_open_qa_bad_answer_format(openqa_tokenizer, blocks, tiny_config):
+    config = RealmConfig.from_pretrained(REFERENCE / "openqa" / "safetensors")
+    model = RealmForOpenQA(config, retriever=openqa_retriever(openqa_tokenizer, blocks)).eval()
+    batch = openqa_tokenizer(["who?", "what?"], padding=True, return_tensors="pt")
+    with pytest.raises(ValueError, match="one list of answers per question"):
+        model(**batch, answer_ids=[[5, 6], [7]])
+    with pytest.raises(ValueError, match="answers for 1 questions"):
+        model(**batch, answer_ids=[[[5, 6]]])

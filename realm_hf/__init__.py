@@ -9,11 +9,22 @@ __version__ = "0.1.0.dev0"
 
 from .auto_registration import register_auto_classes
 from .configuration_realm import RealmConfig
+from .data_collator import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
+from .embedding import embed_corpus
+from .hub import load_realm, publish_realm, push_index_to_hub, save_realm
+from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
+from .index import RealmIndex, RealmIndexConfig, compute_embedder_fingerprint
+from .index_refresh import AsyncIndexRefresher, IndexRefreshCallback, IndexRefreshSchedule, refresh_index
+from .legacy import load_legacy_block_emb
+from .masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
+from .model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics
 from .modeling_realm import (
     RealmEmbedder,
     RealmEmbedderOutput,
     RealmForOpenQA,
     RealmForOpenQAOutput,
+    RealmForPreTraining,
+    RealmForPreTrainingOutput,
     RealmKnowledgeAugEncoder,
     RealmPreTrainedModel,
     RealmReader,
@@ -21,25 +32,60 @@ from .modeling_realm import (
     RealmScorer,
     RealmScorerOutput,
 )
+from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
+from .retrieval_realm import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 
 
 register_auto_classes()
 
 __all__ = [
+    "AsyncIndexRefresher",
+    "DataCollatorForInverseClozeTask",
+    "DataCollatorForRealmPreTraining",
+    "IndexRefreshCallback",
+    "IndexRefreshSchedule",
+    "InverseClozeTaskArguments",
     "RealmConfig",
     "RealmEmbedder",
     "RealmEmbedderOutput",
     "RealmForOpenQA",
     "RealmForOpenQAOutput",
+    "RealmForPreTraining",
+    "RealmForPreTrainingOutput",
+    "RealmIndex",
+    "RealmIndexConfig",
     "RealmKnowledgeAugEncoder",
+    "RealmModelCardCallback",
+    "RealmModelCardData",
     "RealmPreTrainedModel",
+    "RealmPreTrainingArguments",
     "RealmReader",
     "RealmReaderOutput",
+    "RealmRetriever",
     "RealmScorer",
     "RealmScorerOutput",
     "RealmTokenizer",
     "RealmTokenizerFast",
+    "RuleBasedTagger",
+    "SpacyTagger",
+    "TransformersNERTagger",
     "__version__",
+    "compute_embedder_fingerprint",
+    "embed_corpus",
+    "generate_model_card",
+    "load_legacy_block_emb",
+    "load_realm",
+    "make_accelerator",
+    "prepare_ict_examples",
+    "publish_realm",
+    "push_index_to_hub",
+    "refresh_index",
     "register_auto_classes",
+    "save_realm",
+    "split_sentences",
+    "tag_salient_spans",
+    "train_inverse_cloze_task",
+    "train_realm",
+    "update_card_from_metrics",
 ]

@@ -1,10 +1,10 @@
 """Registration of the REALM classes with the transformers Auto classes (idempotent)."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_realm import RealmConfig
-from .modeling_realm import RealmEmbedder, RealmKnowledgeAugEncoder
+from .modeling_realm import RealmEmbedder, RealmForPreTraining, RealmKnowledgeAugEncoder
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 
 
@@ -14,6 +14,7 @@ def register_auto_classes() -> None:
     - `AutoConfig`: `"realm"` -> [`RealmConfig`].
     - `AutoModel`: [`RealmEmbedder`] (the retrieval tower, REALM's base encoder).
     - `AutoModelForMaskedLM`: [`RealmKnowledgeAugEncoder`].
+    - `AutoModelForPreTraining`: [`RealmForPreTraining`].
     - `AutoTokenizer`: [`RealmTokenizer`] / [`RealmTokenizerFast`], so a `tokenizer_config.json` naming
       `RealmTokenizer` resolves.
 
@@ -23,6 +24,7 @@ def register_auto_classes() -> None:
         AutoConfig.register("realm", RealmConfig, exist_ok=True)
     AutoModel.register(RealmConfig, RealmEmbedder, exist_ok=True)
     AutoModelForMaskedLM.register(RealmConfig, RealmKnowledgeAugEncoder, exist_ok=True)
+    AutoModelForPreTraining.register(RealmConfig, RealmForPreTraining, exist_ok=True)
     AutoTokenizer.register(
         RealmConfig, slow_tokenizer_class=RealmTokenizer, fast_tokenizer_class=RealmTokenizerFast, exist_ok=True
     )

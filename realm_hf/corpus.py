@@ -139,7 +139,8 @@ def split_documents_into_blocks(
         },
     )
     num_docs = len(dataset)
-    num_nonempty = _count_distinct_sorted(blocks.with_format("numpy")["_source_row"])
+    source_rows = blocks.with_format("numpy", columns=["_source_row"])[:]["_source_row"]
+    num_nonempty = _count_distinct_sorted(source_rows)
     if num_nonempty == 0:
         raise ValueError(f"Every one of the {num_docs} documents is empty (no wordpieces in column {text_column!r}).")
     if num_nonempty < num_docs:

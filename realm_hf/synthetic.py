@@ -1,9 +1,10 @@
 """A synthetic knowledge corpus generated in code: the embedded default of the demo and of the tests.
 
 Invented people are born in invented cities of invented countries, in given years, and work in given occupations.
-Every fact is written into two documents (the person's and the city's), so a sentence of one document whose fact is
-masked can only be completed by retrieving the other one when the sentence's own document is excluded, as in REALM
-pre-training. Questions about the facts serve open-domain QA.
+Every person has two documents (a biography and a career note) that state the same facts in different words, so a
+sentence of one whose fact is masked can only be completed by retrieving the other when the sentence's own document
+is excluded, as in REALM pre-training; city documents are distractors. Questions about the facts serve open-domain
+QA.
 """
 
 import random
@@ -74,8 +75,8 @@ def make_synthetic_knowledge(
     """Generates a synthetic encyclopedic corpus.
 
     Args:
-        num_people (`int`): Number of invented people (one document each).
-        num_cities (`int`): Number of invented cities (one document each).
+        num_people (`int`): Number of invented people (two documents each).
+        num_cities (`int`): Number of invented cities (one short document each).
         num_countries (`int`): Number of invented countries.
         seed (`int`): Random seed; the same seed gives the same corpus.
 
@@ -101,43 +102,38 @@ def make_synthetic_knowledge(
         )
 
     documents, questions, facts = [], [], []
-    city_doc = {city: num_people + i for i, city in enumerate(cities)}
-    for doc_id, person in enumerate(people):
+    for person_id, person in enumerate(people):
         name, city, year, job = person["name"], person["city"], person["year"], person["occupation"]
+        country = city_country[city]
+        biography, career = 2 * person_id, 2 * person_id + 1
         born = f"{name} was born in {city} in {year}."
-        worked = f"{name} worked as a {job}."
-        documents.append({"doc_id": doc_id, "title": name, "text": f"{born} {worked}"})
-        evidence = city_doc[city]
-        facts.append({"doc_id": doc_id, "sentence": born, "answer": city, "evidence_doc_id": evidence})
-        facts.append({"doc_id": doc_id, "sentence": born, "answer": year, "evidence_doc_id": evidence})
-        facts.append({"doc_id": doc_id, "sentence": worked, "answer": job, "evidence_doc_id": evidence})
-        questions.append(
-            {"question": f"Where was {name} born?", "answers": [city], "gold_doc_ids": [doc_id, evidence],
-             "relation": "birthplace"}
-        )  # fmt: skip
-        questions.append(
-            {"question": f"In what year was {name} born?", "answers": [year], "gold_doc_ids": [doc_id, evidence],
-             "relation": "birth_year"}
-        )  # fmt: skip
-        questions.append(
-            {"question": f"What did {name} work as?", "answers": [job], "gold_doc_ids": [doc_id, evidence],
-             "relation": "occupation"}
-        )  # fmt: skip
-    for city in cities:
-        residents = [(i, p) for i, p in enumerate(people) if p["city"] == city]
-        sentences = [f"{city} is a city in {city_country[city]}."]
-        for person_id, person in residents:
-            sentence = f"The {person['occupation']} {person['name']} was born in {city} in {person['year']}."
-            sentences.append(sentence)
-            facts.append(
-                {
-                    "doc_id": city_doc[city],
-                    "sentence": sentence,
-                    "answer": person["name"],
-                    "evidence_doc_id": person_id,
-                }
+        article = "an" if job[0] in "aeiou" else "a"
+        worked = f"{name} worked as {article} {job}."
+        was = f"{name} was {article} {job}."
+        native = f"In {year}, {name} was born in {city}, a city in {country}."
+        documents.append({"doc_id": biography, "title": name, "text": f"{born} {worked}"})
+        documents.append({"doc_id": career, "title": f"{name} (career)", "text": f"{was} {native}"})
+        for doc_id, sentence, answer, evidence in (
+            (biography, born, city, career),
+            (biography, born, year, career),
+            (biography, worked, job, career),
+            (career, was, job, biography),
+            (career, native, city, biography),
+            (career, native, year, biography),
+        ):
+            facts.append({"doc_id": doc_id, "sentence": sentence, "answer": answer, "evidence_doc_id": evidence})
+        for question, answer, relation in (
+            (f"Where was {name} born?", city, "birthplace"),
+            (f"In what year was {name} born?", year, "birth_year"),
+            (f"What did {name} work as?", job, "occupation"),
+        ):
+            questions.append(
+                {"question": question, "answers": [answer], "gold_doc_ids": [biography, career], "relation": relation}
             )
-        documents.append({"doc_id": city_doc[city], "title": city, "text": " ".join(sentences)})
+    for i, city in enumerate(cities):
+        documents.append(
+            {"doc_id": 2 * num_people + i, "title": city, "text": f"{city} is a city in {city_country[city]}."}
+        )
     return SyntheticKnowledge(
         documents=datasets.Dataset.from_list(documents),
         questions=datasets.Dataset.from_list(questions),

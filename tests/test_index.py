@@ -84,13 +84,13 @@ def test_exact_search_matches_torch_topk(flat_index):
         assert np.all(np.diff(scores, axis=1) <= 0)
 
 
-def test_exact_search_torch_chunked_merge(flat_index, monkeypatch):
+def test_exact_search_chunked_merge(flat_index, monkeypatch):
     _, queries = _random_data(300, 7, seed=2)
-    expected = flat_index.exact_search_torch(queries, 6)
-    monkeypatch.setattr(index_module, "_TORCH_SCORE_BUDGET", 7 * 13)  # 13-block chunks
-    scores, ids = flat_index.exact_search_torch(torch.from_numpy(queries), 6)
-    np.testing.assert_array_equal(ids, expected[1])
-    np.testing.assert_allclose(scores, expected[0], rtol=1e-6)
+    expected = _torch_topk(flat_index.embeddings, queries, 6)
+    monkeypatch.setattr(index_module, "_EXACT_SCORE_BUDGET", 7 * 13)  # 13-block chunks
+    for scores, ids in (flat_index.search(queries, 6), flat_index.exact_search_torch(torch.from_numpy(queries), 6)):
+        np.testing.assert_array_equal(ids, expected[1])
+        np.testing.assert_allclose(scores, expected[0], rtol=1e-5, atol=1e-5)
 
 
 def test_batched_search_and_torch_queries(flat_index):

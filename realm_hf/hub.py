@@ -1,0 +1,602 @@
+r"""Publishing REALM checkpoints to the Hugging Face Hub, and loading them back.
+
+**Layout.** A trained REALM is published as *one model repository* that holds everything needed to answer questions:
+
+```
+<user>/<model>                        (repo_type="model")
+├── README.md                         model card: `library_name: realm_hf`, tags, `model-index` (realm_hf.model_card)
+├── config.json                       RealmConfig; `architectures` names the class load_realm instantiates
+├── model.safetensors                 the weights (sharded as model-0000i-of-0000n.safetensors + index when large)
+├── tokenizer.json                    tokenizer files (tokenizer_config.json, vocab.txt, ... as written by
+├── tokenizer_config.json             `tokenizer.save_pretrained`)
+└── index/                            RealmIndex.save_pretrained: relative paths only, no pickle
+    ├── index_config.json
+    ├── embeddings.npy                float32 block embeddings (memory-mapped on load)
+    ├── index.faiss                   only for approximate (non-"Flat") indexes
+    └── corpus/                       pre-tokenized blocks (`datasets.Dataset.save_to_disk`, Arrow)
+```
+
+`RealmIndex.from_pretrained(repo_id, repo_type="model", subfolder="index")` loads the index alone from such a
+repository. A [`RealmIndex`] can also be published on its own, at the root of a *dataset* repository, with
+[`push_index_to_hub`]; `RealmIndex.from_pretrained(repo_id)` loads it.
+
+[`publish_realm`] writes the whole layout into a temporary folder and uploads it with a single
+`HfApi.upload_folder` call, so the model card written here is the one that ends up on the Hub (transformers'
+`push_to_hub` would replace `README.md` with its own card). Files whose content did not change are skipped by
+`huggingface_hub`, and re-publishing an unchanged model creates no commit. Without `hf_xet` (or with
+`HF_HUB_DISABLE_XET=1`) the upload is exactly one commit; with Xet, `huggingface_hub` may split very large folders
+into several commits.
+
+[`load_realm`] also reads the layouts of the original transformers checkpoints (`google/realm-*`:
+`pytorch_model.bin`, `vocab.txt` and, for `RealmForOpenQA`, `block_records.npy` plus the `block_emb` tensor in the
+weights). `block_records.npy` is a pickle and is only read with `allow_pickle=True`; `realm-hf convert`
+([`realm_hf.convert.convert_legacy_checkpoint`]) turns such a checkpoint into the layout above once and for all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, HfApi, ModelCard, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+from huggingface_hub.utils import get_token, validate_repo_id
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging
+
+from .model_card import RealmModelCardData, generate_model_card
+from .retrieval_realm import INDEX_SUBFOLDER, RealmRetriever
+
+
+if TYPE_CHECKING:
+    from .index import RealmIndex
+    from .modeling_realm import RealmPreTrainedModel
+
+
+logger = logging.get_logger(__name__)
+
+CONFIG_NAME = "config.json"
+README_NAME = "README.md"
+LEGACY_BLOCK_RECORDS_NAME = "block_records.npy"
+DEFAULT_COMMIT_MESSAGE = "Upload REALM model with realm_hf"
+DEFAULT_INDEX_COMMIT_MESSAGE = "Upload REALM knowledge index with realm_hf"
+
+_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+_LEGACY_WEIGHTS_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+# Remote files a publish owns: stale ones (an index.faiss after switching to "Flat", old weight shards) are deleted
+# in the same commit. Files a publish writes again are not deleted, they are updated (or skipped when unchanged).
+_MODEL_REPO_OWNED_FILES = [f"{INDEX_SUBFOLDER}/**", "model*.safetensors", "model.safetensors.index.json"]
+_INDEX_REPO_OWNED_FILES = ["corpus/**", "embeddings.npy", "index.faiss"]
+# Weights of other frameworks in the legacy `google/realm-*` repositories; never needed.
+_IGNORED_DOWNLOADS = ["*.h5", "*.msgpack", "*.ckpt*", "*.onnx", "*.tflite", "*.ot", "tf_model*", "flax_model*"]
+_MISSING_TOKEN_MESSAGE = (
+    "Publishing to the Hugging Face Hub needs a token with write access, but none was found. Log in with "
+    "`hf auth login` (or set the HF_TOKEN environment variable), or pass `token=` explicitly."
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Saving the layout locally
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def save_realm(
+    save_directory: str | os.PathLike,
+    model: RealmPreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    retriever_or_index: RealmRetriever | RealmIndex | None = None,
+    card: ModelCard | RealmModelCardData | str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    r"""
+    Writes the one-repository layout (see the module docstring) into a local directory.
+
+    Args:
+        save_directory (`str` or `os.PathLike`):
+            Target directory; created if missing. Files of the layout already present are overwritten.
+        model ([`RealmPreTrainedModel`]):
+            The model (saved with `save_pretrained(..., save_original_format=False)`: current key names only).
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer; defaults to the retriever's.
+        retriever_or_index ([`RealmRetriever`] or [`RealmIndex`], *optional*):
+            The knowledge index, saved in `index/`; defaults to `model.retriever` when the model has one.
+        card (`ModelCard`, [`RealmModelCardData`] or `str`, *optional*):
+            The model card: a `huggingface_hub.ModelCard`, card data to render, or the README.md text. By default a
+            card is generated from the model and the index.
+        repo_id (`str`, *optional*):
+            The Hub id the folder is meant for (used in the generated card's usage snippet).
+
+    Returns:
+        `Path`: the directory.
+    """
+    save_directory = Path(save_directory)
+    index, tokenizer = _resolve_index_and_tokenizer(model, tokenizer, retriever_or_index)
+    save_directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(save_directory, save_original_format=False)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(save_directory)
+    else:
+        logger.warning("No tokenizer given: the published model will have no tokenizer files.")
+    if index is not None:
+        index.save_pretrained(save_directory / INDEX_SUBFOLDER)
+    content = _card_content(card, model, index, repo_id)
+    (save_directory / README_NAME).write_text(content, encoding="utf-8")
+    return save_directory
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Publishing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def publish_realm(
+    model: RealmPreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    retriever_or_index: RealmRetriever | RealmIndex | None = None,
+    *,
+    repo_id: str,
+    card: ModelCard | RealmModelCardData | str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    commit_description: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    private: bool | None = None,
+    token: str | None = None,
+) -> CommitInfo:
+    r"""
+    Publishes a REALM model, its tokenizer, its knowledge index and its model card to one Hub model repository, in
+    one `upload_folder` commit.
+
+    The repository is created if needed. Unchanged files are not uploaded again, and publishing an unchanged model
+    creates no commit (the returned `CommitInfo` then points at the current head). Remote files of the layout that
+    the new version no longer has (an `index/index.faiss` after switching to exact search, old weight shards) are
+    deleted in the same commit; other files of the repository are left alone.
+
+    Args:
+        model ([`RealmPreTrainedModel`]):
+            The model, for example a trained [`RealmForOpenQA`].
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer; defaults to the retriever's.
+        retriever_or_index ([`RealmRetriever`] or [`RealmIndex`], *optional*):
+            The knowledge index, published in `index/`; defaults to `model.retriever`.
+        repo_id (`str`):
+            Target repository, `"namespace/name"` (or `"name"` for the token's user).
+        card (`ModelCard`, [`RealmModelCardData`] or `str`, *optional*):
+            The model card: a `huggingface_hub.ModelCard`, card data to render, or the README.md text. By default a
+            card is generated from the model and the index (see [`realm_hf.model_card.generate_model_card`]).
+        commit_message (`str`, *optional*):
+            Commit title.
+        commit_description (`str`, *optional*):
+            Commit description (the pull request description with `create_pr=True`).
+        revision (`str`, *optional*):
+            Branch to publish to (created from `main` if it does not exist). Defaults to `main`.
+        create_pr (`bool`, *optional*, defaults to `False`):
+            Open a pull request against `main` instead of committing to it.
+        private (`bool`, *optional*):
+            Visibility of the repository when it is created (an existing repository keeps its visibility).
+        token (`str`, *optional*):
+            Hub token with write access; defaults to the logged-in token (`hf auth login` or `HF_TOKEN`).
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit (`oid`, `commit_url`, and `pr_url` / `pr_revision` for a PR).
+
+    Raises:
+        `ValueError`: if `repo_id` is malformed, or if `create_pr=True` is combined with a branch.
+        `huggingface_hub.errors.LocalTokenNotFoundError`: if no token is available.
+        `huggingface_hub.errors.HfHubHTTPError`: if the Hub refuses a request; nothing is committed by a failed
+            commit, so calling `publish_realm` again retries.
+
+    Example:
+
+    ```python
+    >>> from realm_hf.hub import load_realm, publish_realm
+    >>> commit = publish_realm(model, tokenizer, retriever, repo_id="me/realm-nq", card=card_data)
+    >>> model, tokenizer, retriever = load_realm("me/realm-nq")
+    ```
+    """
+    repo_id = _check_repo_id(repo_id)
+    _check_revision(revision, create_pr)
+    token = _require_token(token)
+    api = HfApi(token=token, library_name="realm_hf", library_version=_version())
+    with tempfile.TemporaryDirectory(prefix="realm_hf-publish-") as tmp:
+        folder = save_realm(tmp, model, tokenizer, retriever_or_index, card=card, repo_id=repo_id)
+        return _upload(
+            api,
+            folder,
+            repo_id=repo_id,
+            repo_type="model",
+            owned_files=_MODEL_REPO_OWNED_FILES,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+            private=private,
+        )
+
+
+def push_index_to_hub(
+    index: RealmIndex | RealmRetriever,
+    repo_id: str,
+    *,
+    card: DatasetCard | str | None = None,
+    commit_message: str = DEFAULT_INDEX_COMMIT_MESSAGE,
+    commit_description: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    private: bool | None = None,
+    token: str | None = None,
+) -> CommitInfo:
+    r"""
+    Publishes a [`RealmIndex`] alone, at the root of a Hub *dataset* repository, in one commit.
+
+    Load it back with `RealmIndex.from_pretrained(repo_id)` (the default `repo_type` is `"dataset"`).
+
+    Args:
+        index ([`RealmIndex`] or [`RealmRetriever`]):
+            The index (or a retriever, whose index is published).
+        repo_id (`str`):
+            Target dataset repository, `"namespace/name"`.
+        card (`huggingface_hub.DatasetCard` or `str`, *optional*):
+            The dataset card (README.md); by default a short card with the index statistics.
+        commit_message, commit_description, revision, create_pr, private, token:
+            As for [`publish_realm`].
+
+    Returns:
+        `huggingface_hub.CommitInfo`
+    """
+    repo_id = _check_repo_id(repo_id)
+    _check_revision(revision, create_pr)
+    token = _require_token(token)
+    if isinstance(index, RealmRetriever):
+        index = index.index
+    api = HfApi(token=token, library_name="realm_hf", library_version=_version())
+    with tempfile.TemporaryDirectory(prefix="realm_hf-index-") as tmp:
+        folder = Path(tmp) / "index"
+        index.save_pretrained(folder)
+        if isinstance(card, DatasetCard):
+            content = card.content
+        elif isinstance(card, str):
+            content = card
+        else:
+            content = _index_card(index, repo_id)
+        (folder / README_NAME).write_text(content, encoding="utf-8")
+        return _upload(
+            api,
+            folder,
+            repo_id=repo_id,
+            repo_type="dataset",
+            owned_files=_INDEX_REPO_OWNED_FILES,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+            private=private,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_realm(
+    repo_id_or_path: str | os.PathLike,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    allow_pickle: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    mmap: bool = True,
+    **model_kwargs: Any,
+) -> tuple[RealmPreTrainedModel, PreTrainedTokenizerBase | None, RealmRetriever | None]:
+    r"""
+    Loads a REALM model, its tokenizer and its retriever from a Hub repository or a local directory.
+
+    The repository is downloaded with `huggingface_hub.snapshot_download` (so it also works from the cache with
+    `HF_HUB_OFFLINE=1` or `local_files_only=True`). The model class is the one named in `config.architectures`
+    ([`RealmForOpenQA`], [`RealmEmbedder`], [`RealmReader`], ...); the index in `index/` is memory-mapped, wrapped in a
+    [`RealmRetriever`], and set on models that use one ([`RealmForOpenQA`], [`RealmForPreTraining`]).
+
+    Checkpoints of the original transformers REALM (`pytorch_model.bin`, `vocab.txt`, `block_records.npy`) load too:
+    the weights with the weights-only unpickler, and the corpus from `block_records.npy` (a pickle) only when
+    `allow_pickle=True`; otherwise the retriever is `None` and a message explains the opt-in.
+
+    Args:
+        repo_id_or_path (`str` or `os.PathLike`):
+            A local directory, or a Hub model repository id.
+        revision (`str`, *optional*):
+            Branch, tag, commit or `refs/pr/N` of the repository.
+        token (`str` or `bool`, *optional*):
+            Hub token (for private repositories).
+        local_files_only (`bool`, *optional*, defaults to `False`):
+            Only use the local Hub cache.
+        allow_pickle (`bool`, *optional*, defaults to `False`):
+            Allow reading a legacy `block_records.npy` (a pickle: only for files you trust).
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Hub cache directory.
+        mmap (`bool`, *optional*, defaults to `True`):
+            Memory-map the index files instead of reading them into memory.
+        model_kwargs:
+            Passed to the model's `from_pretrained` (for example `attn_implementation`, `dtype`).
+
+    Returns:
+        `tuple`: `(model, tokenizer, retriever)`; `tokenizer` is `None` when the repository has no tokenizer files,
+        `retriever` when it has no index (or a legacy one without `allow_pickle=True`).
+
+    Raises:
+        `ValueError`: if `repo_id_or_path` is neither a directory nor a valid repo id, or is not a REALM checkpoint.
+    """
+    directory = _resolve_checkpoint_directory(
+        repo_id_or_path, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir
+    )
+    model_class = _model_class(directory)
+    if _is_legacy(directory):
+        logger.info(f"{repo_id_or_path} has the legacy transformers REALM layout (pytorch_model.bin).")
+        model_kwargs.setdefault("weights_only", True)
+    model = model_class.from_pretrained(directory, **model_kwargs)
+    tokenizer = _load_tokenizer(directory)
+    index = _load_index(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap, source=repo_id_or_path)
+    retriever = None
+    if index is not None:
+        if tokenizer is None:
+            logger.warning(f"{repo_id_or_path} has an index but no tokenizer files: no retriever is created.")
+        else:
+            retriever = RealmRetriever(index, tokenizer)
+            if hasattr(model, "set_retriever"):
+                model.set_retriever(retriever)
+    return model, tokenizer, retriever
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from realm_hf import __version__
+
+    return __version__
+
+
+def _check_repo_id(repo_id: str) -> str:
+    """Validates a repo id, re-raising huggingface_hub's error as a `ValueError` that names the id."""
+    if not isinstance(repo_id, str):
+        raise ValueError(f"`repo_id` must be a string like 'namespace/name', got {repo_id!r}.")
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as err:  # HFValidationError
+        raise ValueError(f"Invalid Hub repo id {repo_id!r}: {err}") from err
+    return repo_id
+
+
+def _check_revision(revision: str | None, create_pr: bool) -> None:
+    if create_pr and revision not in (None, "main"):
+        raise ValueError(
+            f"`create_pr=True` opens a pull request against `main`; it cannot be combined with revision={revision!r}."
+        )
+
+
+def _require_token(token: str | bool | None) -> str:
+    if token is False or (token is None and get_token() is None):
+        raise LocalTokenNotFoundError(_MISSING_TOKEN_MESSAGE)
+    return token if isinstance(token, str) else get_token()
+
+
+def _upload(
+    api: HfApi,
+    folder: Path,
+    *,
+    repo_id: str,
+    repo_type: str,
+    owned_files: list[str],
+    commit_message: str,
+    commit_description: str | None,
+    revision: str | None,
+    create_pr: bool,
+    private: bool | None,
+) -> CommitInfo:
+    step = "creating the repository"
+    try:
+        repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+        if revision is not None and revision != "main" and not revision.startswith("refs/"):
+            step = f"creating the branch {revision!r}"
+            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
+        step = "uploading the files"
+        with warnings.catch_warnings():
+            # The index's Arrow corpus in a model repository is intended (see the module docstring).
+            warnings.filterwarnings("ignore", message="It seems that you are about to commit a data file")
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                repo_type=repo_type,
+                folder_path=folder,
+                commit_message=commit_message,
+                commit_description=commit_description,
+                revision=revision,
+                create_pr=create_pr,
+                delete_patterns=owned_files,
+            )
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        hint = (
+            " Check that the token is valid and has write access to this namespace (`hf auth login`)."
+            if status in (401, 403)
+            else " A failed commit changes nothing on the Hub: call the function again to retry (LFS files that "
+            "already reached the server are not uploaded again)."
+        )
+        err.append_to_message(
+            f"\n\nrealm_hf: publishing to {repo_type} repository {repo_id!r} failed while {step}.{hint}"
+        )
+        raise
+    if commit.pr_url:
+        logger.info(f"Opened a pull request on {repo_id}: {commit.pr_url}")
+    else:
+        logger.info(f"Published {repo_type} repository {repo_id} at commit {commit.oid}.")
+    return commit
+
+
+def _resolve_index_and_tokenizer(
+    model: Any, tokenizer: PreTrainedTokenizerBase | None, retriever_or_index: Any
+) -> tuple[RealmIndex | None, PreTrainedTokenizerBase | None]:
+    if retriever_or_index is None:
+        retriever_or_index = getattr(model, "retriever", None)
+    if isinstance(retriever_or_index, RealmRetriever):
+        if tokenizer is None:
+            tokenizer = retriever_or_index.tokenizer
+        elif tokenizer.get_vocab() != retriever_or_index.tokenizer.get_vocab():
+            logger.warning(
+                "The tokenizer differs from the retriever's (another vocabulary): the index's pre-tokenized blocks "
+                "will not match the published tokenizer."
+            )
+        return retriever_or_index.index, tokenizer
+    return retriever_or_index, tokenizer
+
+
+def _card_content(
+    card: ModelCard | RealmModelCardData | str | None, model: Any, index: RealmIndex | None, repo_id: str | None
+) -> str:
+    if isinstance(card, ModelCard):
+        return card.content
+    if isinstance(card, str):
+        return card
+    if card is None:
+        card = RealmModelCardData()
+    elif isinstance(card, RealmModelCardData):
+        card = copy.deepcopy(card)
+    else:
+        raise TypeError(f"`card` must be a ModelCard, a RealmModelCardData or a str, got {type(card).__name__}.")
+    if card.model_id is None:
+        card.model_id = repo_id
+    if card.architecture is None:
+        card.set_model(model)
+    if index is not None and card.index_num_blocks is None:
+        card.set_index(index)
+    return generate_model_card(card).content
+
+
+def _index_card(index: RealmIndex, repo_id: str) -> str:
+    data = DatasetCardData(tags=["realm", "retrieval", "faiss", "open-domain-qa"])
+    config = index.config
+    fingerprint = (
+        f"| Embedder fingerprint | `{config.embedder_fingerprint}` |\n" if config.embedder_fingerprint else ""
+    )
+    return (
+        f"---\n{data.to_yaml()}\n---\n\n"
+        "# REALM knowledge index\n\n"
+        "A `realm_hf` knowledge index (`realm_hf.index.RealmIndex`): an Arrow corpus of pre-tokenized evidence blocks "
+        "(`corpus/`), their float32 embeddings (`embeddings.npy`) and, for approximate search, a FAISS index "
+        "(`index.faiss`). No pickle.\n\n"
+        "| Statistic | Value |\n|:--|:--|\n"
+        f"| Blocks | {config.num_blocks} |\n| Embedding dimension | {config.dim} |\n"
+        f"| FAISS index factory | `{config.index_factory}` |\n{fingerprint}\n"
+        "## Usage\n\n```python\nfrom realm_hf.index import RealmIndex\n\n"
+        f'index = RealmIndex.from_pretrained("{repo_id}")\n```\n'
+    )
+
+
+def _resolve_checkpoint_directory(
+    repo_id_or_path: str | os.PathLike,
+    revision: str | None,
+    token: str | bool | None,
+    local_files_only: bool,
+    cache_dir: str | os.PathLike | None,
+) -> Path:
+    if not os.fspath(repo_id_or_path):
+        raise ValueError("Expected a checkpoint directory or a Hub repo id, got an empty string.")
+    path = Path(os.fspath(repo_id_or_path)).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{repo_id_or_path} is a file; expected a checkpoint directory or a Hub repo id.")
+    try:
+        validate_repo_id(os.fspath(repo_id_or_path))
+    except ValueError as err:
+        raise ValueError(
+            f"{os.fspath(repo_id_or_path)!r} is neither a local directory nor a valid Hub repo id: {err}"
+        ) from err
+    return Path(
+        snapshot_download(
+            os.fspath(repo_id_or_path),
+            revision=revision,
+            token=token,
+            local_files_only=local_files_only,
+            cache_dir=cache_dir,
+            ignore_patterns=_IGNORED_DOWNLOADS,
+            library_name="realm_hf",
+            library_version=_version(),
+        )
+    )
+
+
+def _model_class(directory: Path) -> type:
+    from . import modeling_realm
+
+    config_file = directory / CONFIG_NAME
+    if not config_file.is_file():
+        raise ValueError(f"{directory} has no {CONFIG_NAME}: it is not a REALM checkpoint.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_file} is not valid JSON: {err}") from err
+    model_type = config.get("model_type")
+    if model_type != "realm":
+        raise ValueError(f"{config_file} has model_type={model_type!r}; load_realm only loads REALM checkpoints.")
+    architectures = config.get("architectures") or []
+    for name in architectures:
+        model_class = getattr(modeling_realm, name, None)
+        if isinstance(model_class, type) and issubclass(model_class, modeling_realm.RealmPreTrainedModel):
+            return model_class
+    if architectures:
+        raise ValueError(
+            f"{config_file} names architectures {architectures}, none of which is a realm_hf model class."
+        )
+    logger.warning(f"{config_file} names no architecture; loading it as RealmEmbedder.")
+    return modeling_realm.RealmEmbedder
+
+
+def _is_legacy(directory: Path) -> bool:
+    has_weights = any((directory / name).is_file() for name in _WEIGHTS_FILES)
+    return not has_weights and any((directory / name).is_file() for name in _LEGACY_WEIGHTS_FILES)
+
+
+def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        logger.info(f"{directory} has no tokenizer files.")
+        return None
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def _load_index(
+    directory: Path,
+    tokenizer: PreTrainedTokenizerBase | None,
+    allow_pickle: bool,
+    mmap: bool,
+    source: str | os.PathLike,
+) -> RealmIndex | None:
+    from .index import INDEX_CONFIG_NAME, RealmIndex
+
+    if (directory / INDEX_SUBFOLDER / INDEX_CONFIG_NAME).is_file():
+        return RealmIndex.from_pretrained(directory / INDEX_SUBFOLDER, mmap=mmap)
+    block_records = directory / LEGACY_BLOCK_RECORDS_NAME
+    if not block_records.is_file():
+        return None
+    if not allow_pickle:
+        logger.warning(
+            f"{source} holds a legacy {LEGACY_BLOCK_RECORDS_NAME}, a pickled numpy array: unpickling can execute "
+            "arbitrary code, so the knowledge index was not loaded and the retriever is None. If you trust the "
+            "file, pass `allow_pickle=True` to build the index from it, or convert the checkpoint once with "
+            "`realm-hf convert` (realm_hf.convert.convert_legacy_checkpoint) into the pickle-free layout."
+        )
+        return None
+    if tokenizer is None:
+        logger.warning(f"{source} has a {LEGACY_BLOCK_RECORDS_NAME} but no tokenizer files: the index is skipped.")
+        return None
+    from .legacy import load_legacy_block_emb
+
+    block_emb = load_legacy_block_emb(directory)
+    return RealmIndex.from_legacy(block_records, block_emb, tokenizer, allow_pickle=True, show_progress=False)

@@ -1,0 +1,131 @@
+"""The Inverse Cloze Task (ICT, Lee et al. 2019): REALM's retriever warm start.
+
+A sentence of a block is the query; the block (without that sentence, most of the time) is its positive; the other
+blocks of the batch are the negatives. Both towers are the [`RealmEmbedder`]s of a [`RealmForPreTraining`] (or any
+module with `query_embedder` and `embedder`), so pre-training can start from random weights, from ICT, or from any
+BERT checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+def inverse_cloze_loss(query_embedder, block_embedder, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """In-batch softmax cross-entropy of the query-block scores, and the top-1 accuracy.
+
+    Args:
+        query_embedder, block_embedder ([`RealmEmbedder`]): The two towers (may be the same module).
+        batch (`dict`): From [`DataCollatorForInverseClozeTask`] (`query_*`, `block_*`, `labels`).
+    """
+    query = query_embedder(
+        input_ids=batch["query_input_ids"],
+        attention_mask=batch["query_attention_mask"],
+        token_type_ids=batch["query_token_type_ids"],
+        return_dict=True,
+    ).projected_score
+    blocks = block_embedder(
+        input_ids=batch["block_input_ids"],
+        attention_mask=batch["block_attention_mask"],
+        token_type_ids=batch["block_token_type_ids"],
+        return_dict=True,
+    ).projected_score
+    scores = query @ blocks.T
+    loss = torch.nn.functional.cross_entropy(scores.float(), batch["labels"])
+    accuracy = (scores.argmax(-1) == batch["labels"]).float().mean().item()
+    return loss, accuracy
+
+
+class _InverseCloze(torch.nn.Module):
+    """Both towers in one module, so that a distributed wrapper sees the whole forward pass."""
+
+    def __init__(self, query_embedder, block_embedder):
+        super().__init__()
+        self.query = query_embedder
+        self.block = block_embedder
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        return inverse_cloze_loss(self.query, self.block, batch)
+
+
+@dataclass
+class InverseClozeTaskArguments:
+    """Arguments of [`train_inverse_cloze_task`] (ORQA used lr 1e-4, batch 4096, 100k steps on TPU)."""
+
+    max_steps: int = 1000
+    per_device_train_batch_size: int = 64
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    logging_steps: int = 10
+    use_cpu: bool = False
+    show_progress: bool = True
+
+
+def train_inverse_cloze_task(
+    model, train_dataset, data_collator, args: InverseClozeTaskArguments, accelerator: Accelerator | None = None
+) -> list[dict]:
+    """Trains the query and document towers of `model` with the Inverse Cloze Task (in-place).
+
+    Each process uses its own batch as negatives. Returns the logged history (`loss`, `ict_accuracy`).
+    """
+    accelerator = accelerator or Accelerator(
+        cpu=args.use_cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+    )
+    set_seed(args.seed)
+    towers = _InverseCloze(model.query_embedder, model.embedder)
+    loader = DataLoader(
+        train_dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        drop_last=len(train_dataset) >= args.per_device_train_batch_size,
+        collate_fn=data_collator,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    optimizer = torch.optim.AdamW(towers.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    # The schedule counts optimizer steps, whatever the number of processes: it is not handed to `prepare`.
+    towers, optimizer, loader = accelerator.prepare(towers, optimizer, loader)
+    history, window, step = [], [], 0
+    progress = tqdm(
+        total=args.max_steps, desc="ICT warm start", disable=not (args.show_progress and accelerator.is_main_process)
+    )
+    towers.train()
+    while step < args.max_steps:
+        for batch in loader:
+            loss, accuracy = towers(batch)
+            accelerator.backward(loss)
+            if args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(towers.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            progress.update(1)
+            window.append((loss.item(), accuracy))
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                losses, accuracies = zip(*window)
+                history.append(
+                    {
+                        "step": step,
+                        "loss": sum(losses) / len(losses),
+                        "ict_accuracy": sum(accuracies) / len(accuracies),
+                    }
+                )
+                window = []
+            if step >= args.max_steps:
+                break
+    progress.close()
+    return history

@@ -1,0 +1,364 @@
+"""REALM pre-training loop with Accelerate: multi-GPU / multi-node / CPU processes, gradient accumulation, mixed
+precision, index refresh, atomic checkpoints and exact resume.
+
+The loop is library code so that `examples/pretrain_realm.py` and the `realm-hf` command share it; model code stays
+free of distributed plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import broadcast, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+from transformers.utils import logging
+
+from .index import RealmIndex
+from .index_refresh import AsyncIndexRefresher, IndexRefreshSchedule, RefreshRecord, refresh_index
+from .retrieval_realm import RealmRetriever
+
+
+logger = logging.get_logger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "trainer_state.json"
+INDEX_DIR = "indexes"
+
+
+@dataclass
+class RealmPreTrainingArguments:
+    """Arguments of [`train_realm`] (parsed by `HfArgumentParser` in the scripts)."""
+
+    output_dir: str = field(default="realm-pretraining", metadata={"help": "Checkpoints, indexes and logs go here."})
+    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Masked sentences per device and step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=3e-5, metadata={"help": "Peak learning rate (paper: 3e-5)."})
+    optim: str = field(default="adamw", metadata={"help": "'adamw' (BERT's optimizer, as in the paper) or 'sgd'."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then linear decay to 0."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping by global norm."})
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
+    seed: int = field(default=42, metadata={"help": "Random seed (model init, data order, masking)."})
+    index_refresh_steps: int = field(default=500, metadata={"help": "Refresh the index every N steps; 0 = never."})
+    index_refresh_mode: str = field(default="sync", metadata={"help": "'sync' (all processes) or 'async'."})
+    embed_batch_size: int = field(default=128, metadata={"help": "Blocks per forward pass when re-embedding."})
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N steps; 0 = only at the end."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
+    eval_steps: int = field(default=0, metadata={"help": "Run the evaluation function every N steps; 0 = never."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint directory, or 'latest' for the newest complete one."}
+    )
+    report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker, e.g. 'tensorboard'."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU processes (gloo) even if a GPU exists."})
+    show_progress: bool = field(default=True, metadata={"help": "Progress bar on the main process."})
+
+    def __post_init__(self):
+        if self.optim not in ("adamw", "sgd"):
+            raise ValueError(f"optim must be 'adamw' or 'sgd', got {self.optim!r}.")
+        if self.index_refresh_mode not in ("sync", "async"):
+            raise ValueError(f"index_refresh_mode must be 'sync' or 'async', got {self.index_refresh_mode!r}.")
+        if self.max_steps < 1 or self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("max_steps, per_device_train_batch_size and gradient_accumulation_steps must be >= 1.")
+
+
+def make_accelerator(args: RealmPreTrainingArguments) -> Accelerator:
+    """The Accelerator the loop uses: seedable data order, unused-parameter tolerant DDP (the embedder's and
+    reader's MLM heads and the encoder's pooler take no part in pre-training)."""
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        cpu=args.use_cpu,
+        log_with=args.report_to,
+        project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in `output_dir` (incomplete writes keep a temporary name and are ignored)."""
+    path = Path(output_dir)
+    if not path.is_dir():
+        return None
+    steps = [
+        (int(m.group(1)), p)
+        for p in path.iterdir()
+        if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", p.name)) and (p / STATE_FILE).is_file()
+    ]
+    return max(steps)[1] if steps else None
+
+
+def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if args.optim == "sgd":
+        return torch.optim.SGD(groups, lr=args.learning_rate)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=1e-6)
+
+
+def train_realm(
+    model,
+    tokenizer,
+    index: RealmIndex,
+    train_dataset,
+    data_collator: Callable,
+    args: RealmPreTrainingArguments,
+    eval_fn: Callable | None = None,
+    accelerator: Accelerator | None = None,
+) -> list[dict]:
+    r"""
+    Pre-trains a [`RealmForPreTraining`] with the marginal masked-LM loss, refreshing its knowledge index.
+
+    Args:
+        model ([`RealmForPreTraining`]): The model (its retriever is set here).
+        tokenizer: The corpus tokenizer.
+        index ([`RealmIndex`]): The initial knowledge index (built with the model's current document tower).
+        train_dataset: Masked-LM examples for `data_collator` (e.g. from `realm_hf.masking.tag_salient_spans`).
+        data_collator: E.g. [`DataCollatorForRealmPreTraining`]; if it has `state_dict`/`load_state_dict`, its state
+            is checkpointed too.
+        args ([`RealmPreTrainingArguments`]): Training arguments.
+        eval_fn (`Callable`, *optional*): `eval_fn(model, retriever, step) -> dict` of metrics, called every
+            `args.eval_steps` steps and at the end (with the unwrapped model in eval mode).
+        accelerator (`Accelerator`, *optional*): Defaults to [`make_accelerator`]`(args)`.
+
+    Returns:
+        `list[dict]`: the logged history (on every process).
+    """
+    accelerator = accelerator or make_accelerator(args)
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    retriever = RealmRetriever(index, tokenizer)
+    model.set_retriever(retriever)
+    loader = DataLoader(
+        train_dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=data_collator,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    optimizer = _optimizer(model, args)
+    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    # The schedule counts optimizer steps whatever the number of processes, so it is not handed to `prepare` (which
+    # would step it once per process); it is checkpointed with the rest of the state.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    if hasattr(data_collator, "state_dict") and hasattr(data_collator, "load_state_dict"):
+        accelerator.register_for_checkpointing(data_collator)
+    unwrapped = accelerator.unwrap_model(model)
+    if args.report_to:
+        accelerator.init_trackers("realm_pretraining", config={k: v for k, v in asdict(args).items() if v is not None})
+
+    step, index_step, history = 0, 0, []
+    resume = args.resume_from_checkpoint
+    if resume:
+        checkpoint = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
+        if checkpoint is not None:
+            accelerator.load_state(str(checkpoint))
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            step, index_step, history = state["step"], state["index_step"], state["history"]
+            retriever.index = RealmIndex.from_pretrained(output_dir / INDEX_DIR / f"step-{index_step}")
+            logger.info(f"Resumed from {checkpoint} at step {step} (index of step {index_step}).")
+    if step == 0:
+        _save_index(accelerator, retriever.index, output_dir, 0)
+
+    schedule = IndexRefreshSchedule(args.index_refresh_steps)
+    refresher = AsyncIndexRefresher(tokenizer, args.embed_batch_size) if args.index_refresh_mode == "async" else None
+    micro_per_epoch = len(loader)
+    if micro_per_epoch == 0:
+        raise ValueError("The training dataset yields no batch.")
+    progress = tqdm(
+        total=args.max_steps,
+        initial=step,
+        desc="REALM pre-training",
+        disable=not (args.show_progress and accelerator.is_main_process),
+    )
+    window: list[dict] = []
+    began = time.perf_counter()
+    model.train()
+    while step < args.max_steps:
+        # Exact position in the data stream, so that a resumed run sees the batches the interrupted one would have.
+        consumed = step * args.gradient_accumulation_steps
+        epoch, skip = divmod(consumed, micro_per_epoch)
+        loader.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                labels = batch["labels"]
+                outputs = model(**batch)
+                # Mean over the masked tokens of the *global* batch, whatever the number of processes.
+                local_tokens = (labels != -100).sum().float()
+                global_tokens = accelerator.reduce(local_tokens.detach().clone(), reduction="sum")
+                loss = outputs.loss * local_tokens / global_tokens * accelerator.num_processes
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            window.append(_batch_stats(outputs, batch))
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(1)
+
+            refresh_seconds = None
+            if refresher is not None:
+                record = _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule)
+                if record is not None:
+                    index_step, refresh_seconds = record.step, record.seconds
+                    _save_index(accelerator, retriever.index, output_dir, index_step)
+            elif schedule.should_refresh(step):
+                t0 = time.perf_counter()
+                retriever.index = refresh_index(
+                    unwrapped.embedder, retriever.index, tokenizer, accelerator, batch_size=args.embed_batch_size
+                )
+                index_step, refresh_seconds = step, time.perf_counter() - t0
+                _save_index(accelerator, retriever.index, output_dir, index_step)
+
+            if step % args.logging_steps == 0 or step == args.max_steps or refresh_seconds is not None:
+                record = _summarise(window, accelerator)
+                record.update(step=step, index_staleness=step - index_step, lr=scheduler.get_last_lr()[0],
+                              steps_per_second=step / max(time.perf_counter() - began, 1e-9))  # fmt: skip
+                if refresh_seconds is not None:
+                    record["index_refresh_seconds"] = refresh_seconds
+                window = []
+                if eval_fn is not None and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps):
+                    record.update(_evaluate(eval_fn, unwrapped, retriever, step, model))
+                history.append(record)
+                accelerator.log(record, step=step)
+                progress.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")
+            if (args.save_steps and step % args.save_steps == 0) or step == args.max_steps:
+                _save_checkpoint(accelerator, output_dir, step, index_step, history, args.save_total_limit)
+            if step >= args.max_steps:
+                break
+    progress.close()
+    if refresher is not None:
+        refresher.wait()
+    accelerator.end_training()
+    return history
+
+
+def _batch_stats(outputs, batch) -> dict:
+    stats = {"loss": outputs.loss.detach().float().item()}
+    if outputs.masked_lm_correct is not None:
+        stats["mlm_correct"] = outputs.masked_lm_correct.float().sum().item()
+        stats["mlm_total"] = float(outputs.masked_lm_correct.numel())
+    if outputs.retrieval_utility is not None:
+        stats["retrieval_utility"] = outputs.retrieval_utility.float().item()
+    if outputs.null_document_probability is not None:
+        stats["null_document_probability"] = outputs.null_document_probability.float().item()
+    return stats
+
+
+def _summarise(window: list[dict], accelerator: Accelerator) -> dict:
+    keys = sorted({k for w in window for k in w})
+    sums = torch.tensor([sum(w.get(k, 0.0) for w in window) for k in keys] + [float(len(window))], dtype=torch.float64)
+    sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu().tolist()
+    totals, count = dict(zip(keys, sums[:-1])), max(sums[-1], 1.0)
+    record = {k: v / count for k, v in totals.items() if k not in ("mlm_correct", "mlm_total")}
+    if totals.get("mlm_total"):
+        record["masked_lm_accuracy"] = totals["mlm_correct"] / totals["mlm_total"]
+    return record
+
+
+def _evaluate(eval_fn, unwrapped, retriever, step, model) -> dict:
+    model.eval()
+    try:
+        with torch.no_grad():
+            return eval_fn(unwrapped, retriever, step) or {}
+    finally:
+        model.train()
+
+
+def _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule) -> RefreshRecord | None:
+    """Main process polls its background refresh; all processes agree on the swap through a broadcast."""
+    record = None
+    if accelerator.is_main_process:
+        record = refresher.poll()
+        if schedule.should_refresh(step):
+            refresher.start(unwrapped.embedder, retriever.index, step)
+    if accelerator.num_processes == 1:
+        if record is not None:
+            retriever.index = record.index
+        return record
+    ready = torch.tensor([record.step if record is not None else -1], device=accelerator.device)
+    ready = broadcast(ready, from_process=0)
+    if int(ready.item()) < 0:
+        return None
+    if accelerator.is_main_process:
+        retriever.index = record.index
+        record.index.save_pretrained(Path(accelerator.project_dir) / INDEX_DIR / f"step-{record.step}")
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        path = Path(accelerator.project_dir) / INDEX_DIR / f"step-{int(ready.item())}"
+        retriever.index = RealmIndex.from_pretrained(path)
+        record = RefreshRecord(step=int(ready.item()), seconds=0.0, index=retriever.index)
+    return record
+
+
+def _save_index(accelerator: Accelerator, index: RealmIndex, output_dir: Path, step: int) -> None:
+    target = output_dir / INDEX_DIR / f"step-{step}"
+    if accelerator.is_main_process and not (target / "index_config.json").exists():
+        index.save_pretrained(target)
+    accelerator.wait_for_everyone()
+
+
+def _save_checkpoint(
+    accelerator: Accelerator, output_dir: Path, step: int, index_step: int, history: list[dict], limit: int
+) -> None:
+    """Writes `checkpoint-<step>` atomically: into a temporary directory, renamed when complete."""
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "index_step": index_step, "history": history}
+        (tmp / STATE_FILE).write_text(json.dumps(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _rotate(output_dir, limit)
+    accelerator.wait_for_everyone()
+
+
+def _rotate(output_dir: Path, limit: int) -> None:
+    checkpoints = sorted(
+        (int(m.group(1)), p) for p in output_dir.iterdir() if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", p.name))
+    )
+    for _, path in checkpoints[: max(0, len(checkpoints) - max(limit, 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+    kept_index_steps = {
+        json.loads((p / STATE_FILE).read_text())["index_step"] for _, p in checkpoints[-max(limit, 1) :]
+    }
+    index_dir = output_dir / INDEX_DIR
+    newest = max((int(p.name.split("-")[1]) for p in index_dir.glob("step-*")), default=None)
+    for path in index_dir.glob("step-*"):
+        step = int(path.name.split("-")[1])
+        if step not in kept_index_steps and step != newest:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = ["RealmPreTrainingArguments", "latest_checkpoint", "make_accelerator", "train_realm"]

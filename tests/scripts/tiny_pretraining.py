@@ -1,0 +1,96 @@
+"""Tiny REALM pre-training run used by the resume and distributed tests (run as a script, alone or with torchrun).
+
+Usage: python tiny_pretraining.py OUTPUT_DIR [--max-steps N] [--save-steps N] [--resume] [--hang-at-step N]
+           [--batch-size N] [--refresh-steps N]
+
+Writes OUTPUT_DIR/result.json (world size, history) and OUTPUT_DIR/final.safetensors (parameters) on the main process.
+`--hang-at-step N` makes the run stop making progress at step N (it sleeps), so that a test can kill it there.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from realm_hf import (
+    DataCollatorForRealmPreTraining,
+    RealmConfig,
+    RealmForPreTraining,
+    RealmIndex,
+    RealmPreTrainingArguments,
+    RealmTokenizerFast,
+    embed_corpus,
+    make_accelerator,
+    tag_salient_spans,
+    train_realm,
+)
+from realm_hf.corpus import tokenize_blocks
+from realm_hf.synthetic import make_synthetic_knowledge
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--save-steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--refresh-steps", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--hang-at-step", type=int, default=0)
+    parser.add_argument("--optim", default="adamw")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    args = parser.parse_args()
+    output_dir = Path(args.output_dir)
+
+    knowledge = make_synthetic_knowledge(num_people=6, num_cities=3, num_countries=2, seed=3)
+    vocab_dir = output_dir.parent / f"{output_dir.name}-tokenizer"
+    vocab_dir.mkdir(parents=True, exist_ok=True)
+    (vocab_dir / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
+    tokenizer = RealmTokenizerFast.from_pretrained(str(vocab_dir))
+    corpus = tokenize_blocks(knowledge.documents, tokenizer)
+    sentences = tag_salient_spans(knowledge.documents, tokenizer)
+    # One salient span per sentence: masking is then the same whichever process collates the sentence.
+    sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0)
+    sentences = sentences.map(lambda row: {"salient_spans": row["salient_spans"][:1]})
+
+    torch.manual_seed(0)
+    config = RealmConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        retriever_proj_size=16, max_position_embeddings=128, num_candidates=4, block_seq_len=64, hidden_act="gelu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    model = RealmForPreTraining(config)
+    index = RealmIndex.build(
+        corpus, embed_corpus(model.embedder, corpus, tokenizer, show_progress=False), show_progress=False
+    )
+    collator = DataCollatorForRealmPreTraining(tokenizer, max_length=32, seed=0)
+    train_args = RealmPreTrainingArguments(
+        output_dir=str(output_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, optim=args.optim, save_steps=args.save_steps, index_refresh_steps=args.refresh_steps, logging_steps=1,
+        eval_steps=1 if args.hang_at_step else 0, use_cpu=True, show_progress=False,
+        resume_from_checkpoint="latest" if args.resume else None,
+    )  # fmt: skip
+    accelerator = make_accelerator(train_args)
+
+    def hang(model, retriever, step):
+        if step == args.hang_at_step:
+            (output_dir / "hanging").write_text(str(step))
+            time.sleep(600)
+        return {}
+
+    history = train_realm(
+        model, tokenizer, index, sentences, collator, train_args, eval_fn=hang, accelerator=accelerator
+    )
+    if accelerator.is_main_process:
+        params = {k: v.detach().contiguous().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        save_file(params, str(output_dir / "final.safetensors"))
+        result = {"num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
+                  "history": history}  # fmt: skip
+        (output_dir / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

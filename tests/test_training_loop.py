@@ -1,0 +1,201 @@
+"""Pre-training loop: checkpoints, resume after SIGKILL, 2-process training, ICT, index refresh."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from realm_hf import (
+    AsyncIndexRefresher,
+    DataCollatorForInverseClozeTask,
+    IndexRefreshSchedule,
+    InverseClozeTaskArguments,
+    RealmConfig,
+    RealmForPreTraining,
+    RealmIndex,
+    RealmTokenizerFast,
+    embed_corpus,
+    prepare_ict_examples,
+    refresh_index,
+    train_inverse_cloze_task,
+)
+from realm_hf.corpus import tokenize_blocks
+from realm_hf.pretraining import latest_checkpoint
+from realm_hf.synthetic import make_synthetic_knowledge
+
+
+SCRIPT = Path(__file__).resolve().parent / "scripts" / "tiny_pretraining.py"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(
+    output_dir: Path, *args: str, torchrun: bool = False, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), str(output_dir), *args]
+    if torchrun:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            str(SCRIPT),
+            str(output_dir),
+            *args,
+        ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=output_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def assert_same_parameters(a: Path, b: Path, atol: float) -> None:
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], atol=atol, rtol=0, msg=name)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    run_script(tmp_path / "full")
+    killed = tmp_path / "killed"
+    command = [sys.executable, str(SCRIPT), str(killed), "--hang-at-step", "5"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / "hanging").exists():
+        assert process.poll() is None, "the run ended before reaching the step where it should be killed"
+        assert time.monotonic() < deadline, "the run did not reach step 5 in time"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert latest_checkpoint(killed).name == "checkpoint-3"
+    assert not (killed / "final.safetensors").exists()
+    run_script(killed, "--resume")
+    assert_same_parameters(tmp_path / "full" / "final.safetensors", killed / "final.safetensors", atol=1e-6)
+    history = json.loads((killed / "result.json").read_text())["history"]
+    assert [r["step"] for r in history] == list(range(1, 7))
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_process(tmp_path):
+    # SGD: Adam's first steps turn rounding-level gradient differences into +-lr updates.
+    sgd = ["--optim", "sgd", "--learning-rate", "0.5", "--max-steps", "2"]
+    run_script(tmp_path / "one", *sgd, "--batch-size", "4")
+    run_script(tmp_path / "two", *sgd, "--batch-size", "2", torchrun=True)
+    result = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert result["num_processes"] == 2 and "MULTI_CPU" in result["distributed_type"]
+    assert json.loads((tmp_path / "one" / "result.json").read_text())["num_processes"] == 1
+    # One optimizer step on the same global batch of 4 sentences, then a second one.
+    assert_same_parameters(tmp_path / "one" / "final.safetensors", tmp_path / "two" / "final.safetensors", atol=1e-5)
+    # The synchronous refresh at step 2 embedded the corpus split over 2 processes: same index as with 1.
+    one = RealmIndex.from_pretrained(tmp_path / "one" / "indexes" / "step-2")
+    two = RealmIndex.from_pretrained(tmp_path / "two" / "indexes" / "step-2")
+    np.testing.assert_allclose(np.asarray(one.embeddings), np.asarray(two.embeddings), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# ICT and refresh (in process)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_setup(tmp_path_factory):
+    knowledge = make_synthetic_knowledge(num_people=10, num_cities=3, seed=2)
+    path = tmp_path_factory.mktemp("tok")
+    (path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
+    tokenizer = RealmTokenizerFast.from_pretrained(str(path))
+    corpus = tokenize_blocks(knowledge.documents, tokenizer)
+    return knowledge, tokenizer, corpus
+
+
+def small_model(tokenizer):
+    torch.manual_seed(0)
+    return RealmForPreTraining(
+        RealmConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            retriever_proj_size=16,
+            max_position_embeddings=128,
+            num_candidates=3,
+            block_seq_len=64,
+            hidden_act="gelu",
+        )  # fmt: skip
+    )
+
+
+def test_inverse_cloze_task_learns(small_setup):
+    knowledge, tokenizer, _ = small_setup
+    model = small_model(tokenizer)
+    examples = prepare_ict_examples(knowledge.documents, tokenizer)
+    collator = DataCollatorForInverseClozeTask(tokenizer, query_max_length=32, block_max_length=64, seed=0)
+    history = train_inverse_cloze_task(
+        model, examples, collator,
+        InverseClozeTaskArguments(max_steps=60, per_device_train_batch_size=16, learning_rate=2e-3, logging_steps=10,
+                                  show_progress=False),
+    )  # fmt: skip
+    assert history[0]["loss"] > history[-1]["loss"]
+    assert history[-1]["ict_accuracy"] > 2 * (1 / 16) and history[-1]["ict_accuracy"] > history[0]["ict_accuracy"]
+
+
+def test_refresh_schedule():
+    schedule = IndexRefreshSchedule(every_n_steps=3)
+    assert [s for s in range(10) if schedule.should_refresh(s)] == [3, 6, 9]
+    assert not any(IndexRefreshSchedule(every_n_steps=0).should_refresh(s) for s in range(10))
+    with pytest.raises(ValueError):
+        IndexRefreshSchedule(every_n_steps=-1)
+
+
+def test_sync_and_async_refresh_give_the_new_embeddings(small_setup):
+    _, tokenizer, corpus = small_setup
+    model = small_model(tokenizer)
+    old = RealmIndex.build(
+        corpus, embed_corpus(model.embedder, corpus, tokenizer, show_progress=False), show_progress=False
+    )
+    with torch.no_grad():
+        model.embedder.cls.dense.weight.mul_(-1.5)
+    expected = embed_corpus(model.embedder, corpus, tokenizer, show_progress=False)
+    synced = refresh_index(model.embedder, old, tokenizer)
+    np.testing.assert_allclose(np.asarray(synced.embeddings), expected, atol=1e-6)
+    assert not np.allclose(np.asarray(old.embeddings), expected)
+    assert synced.check_embedder(model.embedder) is True
+
+    refresher = AsyncIndexRefresher(tokenizer)
+    assert refresher.start(model.embedder, old, step=7)
+    with torch.no_grad():  # training goes on: the refresh embeds the snapshot, not these weights
+        model.embedder.cls.dense.weight.mul_(3.0)
+    record = refresher.wait(timeout=60)
+    assert record.step == 7
+    np.testing.assert_allclose(np.asarray(record.index.embeddings), expected, atol=1e-6)
+
+
+def test_failed_async_refresh_keeps_previous_index(small_setup):
+    _, tokenizer, corpus = small_setup
+    model = small_model(tokenizer)
+    index = RealmIndex.build(
+        corpus, embed_corpus(model.embedder, corpus, tokenizer, show_progress=False), show_progress=False
+    )
+    refresher = AsyncIndexRefresher(tokenizer)
+
+    class Broken(torch.nn.Module):
+        config = model.config
+
+        def forward(self, **kwargs):
+            raise RuntimeError("device lost")
+
+    broken = Broken()
+    broken.dummy = torch.nn.Linear(1, 1)
+    refresher.start(broken, index, step=3)
+    with pytest.raises(RuntimeError, match="previous index stays in service"):
+        refresher.wait(timeout=60)

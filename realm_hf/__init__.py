@@ -8,6 +8,7 @@ Importing the package registers the REALM configuration, models and tokenizers w
 __version__ = "0.1.0.dev0"
 
 from .auto_registration import register_auto_classes
+from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
 from .data_collator import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
 from .embedding import embed_corpus
@@ -74,12 +75,14 @@ __all__ = [
     "compute_embedder_fingerprint",
     "embed_corpus",
     "generate_model_card",
+    "init_from_bert",
     "load_legacy_block_emb",
     "load_realm",
     "make_accelerator",
     "prepare_ict_examples",
     "publish_realm",
     "push_index_to_hub",
+    "realm_config_from_bert",
     "refresh_index",
     "register_auto_classes",
     "save_realm",

@@ -40,12 +40,13 @@ class DemoArguments:
     """Arguments of the `realm-hf pretrain` demo."""
 
     output_dir: str = "realm-demo"
-    max_steps: int = 600
+    max_steps: int = 300
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
+    ict_learning_rate: float = 1e-3
     num_people: int = 120
-    num_cities: int = 60
-    ict_steps: int = 100
+    num_cities: int = 30
+    ict_steps: int = 300
     seed: int = 0
     index_refresh_steps: int = 20
     index_refresh_mode: str = "sync"
@@ -139,7 +140,7 @@ def run_demo(args: DemoArguments) -> dict:
             tokenizer, query_max_length=48, block_max_length=128, seed=args.seed
         )
         ict_args = InverseClozeTaskArguments(
-            max_steps=args.ict_steps, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+            max_steps=args.ict_steps, per_device_train_batch_size=args.batch_size, learning_rate=args.ict_learning_rate,
             seed=args.seed, show_progress=args.show_progress,
         )  # fmt: skip
         ict_history = train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)

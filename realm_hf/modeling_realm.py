@@ -6,9 +6,11 @@ capture come from transformers); the REALM heads are defined here with the modul
 transformers implementation, so its checkpoints load key for key.
 """
 
+import pickle
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import BertModel, PreTrainedModel
 from transformers import initialization as init
@@ -285,13 +287,23 @@ class RealmPreTrainedModel(PreTrainedModel):
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path,
-            *model_args,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-            **kwargs,
-        )
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"Refusing the weights at {pretrained_model_name_or_path!r}: the pickle in its pytorch_model.bin holds "
+                f"more than tensors (weights-only loading rejected it, so none of its code ran). Details: {err}"
+            ) from None
+        except SafetensorError as err:
+            raise ValueError(
+                f"The safetensors weights at {pretrained_model_name_or_path!r} are corrupt or truncated: {err}"
+            ) from None
         if info["mismatched_keys"] and not ignore_mismatched_sizes:
             details = "; ".join(
                 f"{key}: checkpoint {tuple(saved)} vs model {tuple(expected)}"

@@ -368,3 +368,28 @@ def test_open_qa_without_retriever_is_refused(tiny_config):
     model = RealmForOpenQA(tiny_config)
     with pytest.raises(ValueError, match="needs a retriever"):
         model(_inputs(tiny_config, 1, 6))
+
+
+def test_init_from_bert_copies_every_trunk(tmp_path):
+    from realm_hf import RealmForOpenQA, RealmForPreTraining, init_from_bert
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=37, max_position_embeddings=64))  # fmt: skip
+    bert.save_pretrained(tmp_path)
+    model = init_from_bert(RealmForOpenQA, tmp_path, retriever_proj_size=8, reader_beam_size=2)
+    assert model.config.hidden_size == 32 and model.config.retriever_proj_size == 8
+    for trunk in (model.embedder.realm, model.reader.realm):
+        for (name, a), (_, b) in zip(trunk.state_dict().items(), bert.state_dict().items()):
+            assert torch.equal(a, b), name
+    pretraining = init_from_bert(RealmForPreTraining, tmp_path)
+    assert torch.equal(pretraining.encoder.realm.pooler.dense.weight, bert.pooler.dense.weight)
+    assert (
+        pretraining.encoder.cls.predictions.decoder.weight
+        is pretraining.encoder.realm.embeddings.word_embeddings.weight
+    )
+    BertConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path / "x")
+    (tmp_path / "x" / "config.json").write_text(
+        (tmp_path / "x" / "config.json").read_text().replace('"bert"', '"roberta"')
+    )
+    with pytest.raises(ValueError, match="needs a BERT"):
+        init_from_bert(RealmForOpenQA, tmp_path / "x")

@@ -6,6 +6,7 @@ import torch
 
 from realm_hf import RealmConfig, RealmKnowledgeAugEncoder, RealmTokenizerFast
 from realm_hf.corpus import tokenize_blocks
+from realm_hf.demo import masked_facts
 from realm_hf.embedding import document_tower_inputs, embed_corpus
 from realm_hf.index import RealmIndex
 from realm_hf.modeling_realm import RealmForPreTraining, marginal_mlm_loss
@@ -38,16 +39,9 @@ def make_config(tokenizer, **overrides):
 
 
 def masked_batch(tokenizer, knowledge, rows=(0, 3, 7)):
-    facts = knowledge.facts.select(rows)
-    batch = tokenizer(list(facts["sentence"]), padding=True, return_tensors="pt")
-    labels = torch.full_like(batch.input_ids, -100)
-    for i, answer in enumerate(list(facts["answer"])):
-        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
-        row = batch.input_ids[i].tolist()
-        start = next(p for p in range(len(row)) if row[p : p + len(answer_ids)] == answer_ids)
-        labels[i, start : start + len(answer_ids)] = batch.input_ids[i, start : start + len(answer_ids)]
-        batch.input_ids[i, start : start + len(answer_ids)] = tokenizer.mask_token_id
-    return batch, labels, torch.tensor(list(facts["doc_id"]))
+    data = masked_facts(tokenizer, knowledge.facts.select(rows))
+    batch = {k: data[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    return batch, data["labels"], data["doc_ids"]
 
 
 def test_pretraining_loss_equals_scorer_plus_encoder(synthetic_tokenizer, knowledge):
@@ -61,7 +55,7 @@ def test_pretraining_loss_equals_scorer_plus_encoder(synthetic_tokenizer, knowle
     )
     joint_len = labels.size(1) + 8
     joint_ids = torch.randint(5, config.vocab_size, (bsz, k, joint_len))
-    joint_ids[:, :, : labels.size(1)] = batch.input_ids.unsqueeze(1)
+    joint_ids[:, :, : labels.size(1)] = batch["input_ids"].unsqueeze(1)
     out = model(
         **batch,
         labels=labels,

@@ -117,15 +117,15 @@ def small_setup(tmp_path_factory):
     return knowledge, tokenizer, corpus
 
 
-def small_model(tokenizer):
+def small_model(tokenizer, hidden_size=32, num_hidden_layers=1):
     torch.manual_seed(0)
     return RealmForPreTraining(
         RealmConfig(
             vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=1,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
             num_attention_heads=2,
-            intermediate_size=64,
+            intermediate_size=2 * hidden_size,
             retriever_proj_size=16,
             max_position_embeddings=128,
             num_candidates=3,
@@ -137,16 +137,17 @@ def small_model(tokenizer):
 
 def test_inverse_cloze_task_learns(small_setup):
     knowledge, tokenizer, _ = small_setup
-    model = small_model(tokenizer)
+    model = small_model(tokenizer, hidden_size=64, num_hidden_layers=2)
     examples = prepare_ict_examples(knowledge.documents, tokenizer)
     collator = DataCollatorForInverseClozeTask(tokenizer, query_max_length=32, block_max_length=64, seed=0)
     history = train_inverse_cloze_task(
         model, examples, collator,
-        InverseClozeTaskArguments(max_steps=60, per_device_train_batch_size=16, learning_rate=2e-3, logging_steps=10,
+        InverseClozeTaskArguments(max_steps=80, per_device_train_batch_size=8, learning_rate=5e-3, logging_steps=10,
                                   show_progress=False),
     )  # fmt: skip
     assert history[0]["loss"] > history[-1]["loss"]
-    assert history[-1]["ict_accuracy"] > 2 * (1 / 16) and history[-1]["ict_accuracy"] > history[0]["ict_accuracy"]
+    # In-batch retrieval among 8 blocks: chance is 1/8.
+    assert history[-1]["ict_accuracy"] > 4 * (1 / 8) and history[-1]["ict_accuracy"] > history[0]["ict_accuracy"]
 
 
 def test_refresh_schedule():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,21 @@ def test_two_processes_match_one_process(tmp_path):
     one = RealmIndex.from_pretrained(tmp_path / "one" / "indexes" / "step-2")
     two = RealmIndex.from_pretrained(tmp_path / "two" / "indexes" / "step-2")
     np.testing.assert_allclose(np.asarray(one.embeddings), np.asarray(two.embeddings), atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_one_process_dying_stops_the_other(tmp_path):
+    """Rank 1 dies at step 2: the launcher ends the run with an error in bounded time instead of hanging."""
+    output_dir = tmp_path / "crash"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT), str(output_dir),
+               "--crash-rank-at-step", "1:2", "--max-steps", "6"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    began = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert time.monotonic() - began < 240
+    assert "Root Cause" in result.stderr and re.search(r"rank\s*:\s*1 .*\n\s*exitcode\s*:\s*3\b", result.stderr)
+    assert not (output_dir / "final.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Writes OUTPUT_DIR/result.json (world size, history) and OUTPUT_DIR/final.safeten
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--hang-at-step", type=int, default=0)
     parser.add_argument("--optim", default="adamw")
+    parser.add_argument("--crash-rank-at-step", default=None, help="RANK:STEP: that process dies at that step.")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     args = parser.parse_args()
     output_dir = Path(args.output_dir)
@@ -70,12 +72,16 @@ def main() -> None:
     train_args = RealmPreTrainingArguments(
         output_dir=str(output_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, optim=args.optim, save_steps=args.save_steps, index_refresh_steps=args.refresh_steps, logging_steps=1,
-        eval_steps=1 if args.hang_at_step else 0, use_cpu=True, show_progress=False,
+        eval_steps=1 if (args.hang_at_step or args.crash_rank_at_step) else 0, use_cpu=True, show_progress=False,
         resume_from_checkpoint="latest" if args.resume else None,
     )  # fmt: skip
     accelerator = make_accelerator(train_args)
 
+    crash = tuple(int(x) for x in args.crash_rank_at_step.split(":")) if args.crash_rank_at_step else None
+
     def hang(model, retriever, step):
+        if crash is not None and (accelerator.process_index, step) == crash:
+            os._exit(3)
         if step == args.hang_at_step:
             (output_dir / "hanging").write_text(str(step))
             time.sleep(600)

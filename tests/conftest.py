@@ -1,6 +1,7 @@
 """Shared fixtures: tiny REALM configs, tokenizers and corpora built in-process (no network)."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,15 @@ def tiny_tokenizer(_tiny_tokenizer) -> RealmTokenizerFast:
 @pytest.fixture
 def tokenizer_dir(_tokenizer_dir) -> Path:
     return _tokenizer_dir
+
+
+@pytest.fixture(scope="session")
+def openqa_tokenizer() -> RealmTokenizerFast:
+    """The tokenizer of the reference open-QA fixture."""
+    return RealmTokenizerFast.from_pretrained(str(FIXTURES / "reference" / "openqa" / "safetensors"))
+
+
+@pytest.fixture(scope="session")
+def blocks() -> list[str]:
+    """The block records of the reference open-QA fixture."""
+    return json.loads((FIXTURES / "reference" / "openqa" / "blocks.json").read_text())

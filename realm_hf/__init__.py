@@ -15,6 +15,7 @@ from .embedding import embed_corpus
 from .hub import load_realm, publish_realm, push_index_to_hub, save_realm
 from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .index import RealmIndex, RealmIndexConfig, compute_embedder_fingerprint
+from .inference import RealmAnswer, answer_questions
 from .index_refresh import AsyncIndexRefresher, IndexRefreshCallback, IndexRefreshSchedule, refresh_index
 from .legacy import load_legacy_block_emb
 from .masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
@@ -47,6 +48,7 @@ __all__ = [
     "IndexRefreshCallback",
     "IndexRefreshSchedule",
     "InverseClozeTaskArguments",
+    "RealmAnswer",
     "RealmConfig",
     "RealmEmbedder",
     "RealmEmbedderOutput",
@@ -72,6 +74,7 @@ __all__ = [
     "SpacyTagger",
     "TransformersNERTagger",
     "__version__",
+    "answer_questions",
     "compute_embedder_fingerprint",
     "embed_corpus",
     "generate_model_card",

@@ -15,8 +15,8 @@ from .embedding import embed_corpus
 from .hub import load_realm, publish_realm, push_index_to_hub, save_realm
 from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .index import RealmIndex, RealmIndexConfig, compute_embedder_fingerprint
-from .inference import RealmAnswer, answer_questions
 from .index_refresh import AsyncIndexRefresher, IndexRefreshCallback, IndexRefreshSchedule, refresh_index
+from .inference import RealmAnswer, answer_questions
 from .legacy import load_legacy_block_emb
 from .masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
 from .model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics

@@ -24,13 +24,13 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers.utils import logging
 
+from .file_utils import replace_directory
 from .hub import (
     LEGACY_BLOCK_RECORDS_NAME,
     _load_tokenizer,
@@ -122,7 +122,7 @@ def convert_legacy_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         save_realm(tmp, model, tokenizer, index, card=card_data)
-        _replace_directory(tmp, output_dir)
+        replace_directory(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -173,21 +173,6 @@ def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{output_dir} exists and is not a directory.")
     if any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} is not empty; pass overwrite=True (`--overwrite`) to replace it.")
-
-
-def _replace_directory(tmp: Path, target: Path) -> None:
-    """Moves `tmp` to `target`; an existing `target` is renamed aside first and removed after the swap."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, backup)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

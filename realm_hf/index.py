@@ -34,7 +34,6 @@ import math
 import os
 import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +43,8 @@ import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .file_utils import replace_directory
 
 
 logger = logging.getLogger(__name__)
@@ -692,7 +693,7 @@ class RealmIndex:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             self._write_files(tmp)
-            _replace_directory(tmp, target)
+            replace_directory(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -1029,21 +1030,6 @@ def _check_replaceable(target: Path) -> None:
             f"{target} is a non-empty directory without {INDEX_CONFIG_NAME}; refusing to replace it. "
             "Save the index into its own (new or empty) directory."
         )
-
-
-def _replace_directory(tmp: Path, target: Path) -> None:
-    """Move `tmp` to `target`. An existing `target` is renamed aside first and removed after the swap."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, backup)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _write_corpus(corpus: datasets.Dataset, path: Path) -> None:

@@ -354,12 +354,6 @@ class RealmEmbedder(RealmPreTrainedModel):
         self.cls = RealmScorerProjection(config)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.realm.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.realm.set_input_embeddings(value)
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -539,12 +533,6 @@ class RealmKnowledgeAugEncoder(RealmPreTrainedModel):
         self.realm = BertModel(config)
         self.cls = BertOnlyMLMHead(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.realm.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.realm.set_input_embeddings(value)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.cls.predictions.decoder
@@ -846,12 +834,6 @@ class RealmReader(RealmPreTrainedModel):
         self.cls = BertOnlyMLMHead(config)
         self.qa_outputs = RealmReaderProjection(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.realm.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.realm.set_input_embeddings(value)
 
     def forward(
         self,

@@ -34,6 +34,7 @@ from .modeling_realm import (
     RealmScorer,
     RealmScorerOutput,
 )
+from .openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa
 from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .retrieval_realm import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
@@ -44,6 +45,7 @@ register_auto_classes()
 __all__ = [
     "AsyncIndexRefresher",
     "DataCollatorForInverseClozeTask",
+    "DataCollatorForRealmOpenQA",
     "DataCollatorForRealmPreTraining",
     "IndexRefreshCallback",
     "IndexRefreshSchedule",
@@ -69,6 +71,7 @@ __all__ = [
     "RealmScorer",
     "RealmScorerOutput",
     "RealmTokenizer",
+    "RealmTrainer",
     "RealmTokenizerFast",
     "RuleBasedTagger",
     "SpacyTagger",
@@ -77,6 +80,7 @@ __all__ = [
     "answer_questions",
     "compute_embedder_fingerprint",
     "embed_corpus",
+    "evaluate_open_qa",
     "generate_model_card",
     "init_from_bert",
     "load_legacy_block_emb",

@@ -40,12 +40,12 @@ class DemoArguments:
     """Arguments of the `realm-hf pretrain` demo."""
 
     output_dir: str = "realm-demo"
-    max_steps: int = 300
+    max_steps: int = 400
     batch_size: int = 32
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     ict_learning_rate: float = 1e-3
-    num_people: int = 120
-    num_cities: int = 30
+    num_people: int = 40
+    num_cities: int = 10
     ict_steps: int = 300
     seed: int = 0
     index_refresh_steps: int = 20

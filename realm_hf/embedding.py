@@ -122,6 +122,8 @@ def embed_corpus(
     """
     if "token_ids" not in corpus.column_names:
         raise ValueError("embed_corpus needs pre-tokenized blocks (a `token_ids` column).")
+    if corpus._indices is not None:  # shuffled/filtered/selected: read rows in dataset order, not table order
+        corpus = corpus.flatten_indices()
     num_rows = len(corpus)
     if num_rows == 0:
         raise ValueError("embed_corpus: the corpus is empty.")

@@ -264,6 +264,10 @@ class RealmIndex:
         config: RealmIndexConfig,
     ) -> None:
         _check_corpus(corpus)
+        if (
+            corpus._indices is not None
+        ):  # shuffled/filtered/selected: row i must be the table's row i (zero-copy reads)
+            corpus = corpus.flatten_indices()
         _check_embedding_matrix(embeddings, name="embeddings")
         if embeddings.dtype != np.float32:
             raise ValueError(f"`embeddings` must be float32, got {embeddings.dtype}.")

@@ -171,3 +171,16 @@ def test_embed_corpus_matches_embedder_and_resumes(tmp_path, synthetic_tokenizer
     resumed = embed_corpus(embedder, corpus, synthetic_tokenizer, chunk_size=6, output_dir=out, show_progress=False)
     assert sum(calls) == 6  # only the missing chunk was recomputed
     np.testing.assert_array_equal(resumed, first)
+
+
+def test_shuffled_corpus_is_read_in_dataset_order(synthetic_tokenizer, corpus):
+    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    shuffled = corpus.shuffle(seed=0)
+    expected = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
+    order = np.asarray(shuffled["doc_id"])
+    np.testing.assert_allclose(
+        embed_corpus(model.embedder, shuffled, synthetic_tokenizer, show_progress=False), expected[order], atol=1e-5
+    )
+    index = RealmIndex.build(shuffled, np.zeros((len(shuffled), 16), np.float32), show_progress=False)
+    values, offsets = RealmRetriever(index, synthetic_tokenizer).block_token_ids(np.array([0]))
+    assert values[offsets[0] : offsets[1]].tolist() == list(shuffled[0]["token_ids"])

@@ -33,7 +33,9 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(DemoArguments)}
     demo_args = DemoArguments(**{k: v for k, v in vars(args).items() if k in names})
     report = run_demo(demo_args)
-    summary = {k: report[k] for k in ("documents", "chance_retrieval_accuracy", "before", "after", "seconds", "steps")}
+    summary = {
+        k: report[k] for k in ("documents", "chance_retrieval_accuracy", "before", "after", "total_seconds", "steps")
+    }
     print(json.dumps(summary, indent=2))
     print(f"Report written to {demo_args.output_dir}/report.json (plot: report.png).")
     return 0

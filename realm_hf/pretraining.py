@@ -45,6 +45,13 @@ class RealmPreTrainingArguments:
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Masked sentences per device and step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=3e-5, metadata={"help": "Peak learning rate (paper: 3e-5)."})
+    retriever_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of the query and document embedders; defaults to learning_rate. A lower one "
+            "keeps a warm-started retriever from drifting while the encoder learns to read."
+        },
+    )
     optim: str = field(default="adamw", metadata={"help": "'adamw' (BERT's optimizer, as in the paper) or 'sgd'."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then linear decay to 0."})
@@ -102,15 +109,19 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    retriever_lr = args.learning_rate if args.retriever_learning_rate is None else args.retriever_learning_rate
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        is_retriever = name.startswith(("embedder.", "query_embedder."))
+        key = (retriever_lr if is_retriever else args.learning_rate, 0.0 if no_decay else args.weight_decay)
+        groups.setdefault(key, []).append(param)
+    param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
     if args.optim == "sgd":
-        return torch.optim.SGD(groups, lr=args.learning_rate)
-    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=1e-6)
+        return torch.optim.SGD(param_groups, lr=args.learning_rate)
+    return torch.optim.AdamW(param_groups, lr=args.learning_rate, eps=1e-6)
 
 
 def train_realm(
@@ -235,14 +246,15 @@ def train_realm(
                 index_step, refresh_seconds = step, time.perf_counter() - t0
                 _save_index(accelerator, retriever.index, output_dir, index_step)
 
-            if step % args.logging_steps == 0 or step == args.max_steps or refresh_seconds is not None:
+            should_eval = bool(eval_fn and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps))
+            if step % args.logging_steps == 0 or step == args.max_steps or refresh_seconds is not None or should_eval:
                 record = _summarise(window, accelerator)
                 record.update(step=step, index_staleness=step - index_step, lr=scheduler.get_last_lr()[0],
                               steps_per_second=step / max(time.perf_counter() - began, 1e-9))  # fmt: skip
                 if refresh_seconds is not None:
                     record["index_refresh_seconds"] = refresh_seconds
                 window = []
-                if eval_fn is not None and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps):
+                if should_eval:
                     record.update(_evaluate(eval_fn, unwrapped, retriever, step, model))
                 history.append(record)
                 accelerator.log(record, step=step)

@@ -1,9 +1,11 @@
 """A synthetic knowledge corpus generated in code: the embedded default of the demo and of the tests.
 
-Invented people are born in invented cities of invented countries, in given years, and work in given occupations.
-Every person has two documents (a biography and a career note) that state the same facts in different words, so a
-sentence of one whose fact is masked can only be completed by retrieving the other when the sentence's own document
-is excluded, as in REALM pre-training; city documents are distractors. Questions about the facts serve open-domain
+Invented people are born in invented cities of invented countries, in given years, and work in given occupations in
+given cities.
+Every person has two documents, both titled with the name, that state the same facts in different words (sentence
+templates and order drawn at random per document), so a sentence of one whose fact is masked can only be completed by
+retrieving the other when the sentence's own document is excluded, as in REALM pre-training; city documents are
+distractors. Questions about the facts serve open-domain
 QA.
 """
 
@@ -21,6 +23,18 @@ OCCUPATIONS = [
     "painter", "sailor", "chemist", "poet", "architect", "astronomer", "composer", "botanist",
     "engineer", "historian", "physician", "sculptor", "mathematician", "cartographer", "weaver", "geologist",
 ]  # fmt: skip
+_BORN_TEMPLATES = [
+    "{name} was born in {city} in {year}.",
+    "In {year}, {name} was born in {city}.",
+    "{name} was born in {year} in the city of {city}.",
+    "The birthplace of {name} was {city}, and the year was {year}.",
+]
+_WORK_TEMPLATES = [
+    "{name} worked in {work_city} as {a} {job}.",
+    "{name} was {a} {job} in {work_city}.",
+    "As {a} {job}, {name} worked in {work_city}.",
+    "The work of {name} as {a} {job} took place in {work_city}.",
+]
 
 
 @dataclass
@@ -98,37 +112,42 @@ def make_synthetic_knowledge(
                 "city": rng.choice(cities),
                 "year": str(rng.randint(1700, 1950)),
                 "occupation": rng.choice(OCCUPATIONS),
+                "work_city": rng.choice(cities),
             }
         )
 
     documents, questions, facts = [], [], []
     for person_id, person in enumerate(people):
-        name, city, year, job = person["name"], person["city"], person["year"], person["occupation"]
-        country = city_country[city]
-        biography, career = 2 * person_id, 2 * person_id + 1
-        born = f"{name} was born in {city} in {year}."
+        name, city, year, work_city = person["name"], person["city"], person["year"], person["work_city"]
+        job = person["occupation"]
         article = "an" if job[0] in "aeiou" else "a"
-        worked = f"{name} worked as {article} {job}."
-        was = f"{name} was {article} {job}."
-        native = f"In {year}, {name} was born in {city}, a city in {country}."
-        documents.append({"doc_id": biography, "title": name, "text": f"{born} {worked}"})
-        documents.append({"doc_id": career, "title": f"{name} (career)", "text": f"{was} {native}"})
-        for doc_id, sentence, answer, evidence in (
-            (biography, born, city, career),
-            (biography, born, year, career),
-            (biography, worked, job, career),
-            (career, was, job, biography),
-            (career, native, city, biography),
-            (career, native, year, biography),
+        values = {"name": name, "city": city, "year": year, "job": job, "a": article, "work_city": work_city}
+        first, second = 2 * person_id, 2 * person_id + 1
+        # The two documents word every fact differently and in a random order: nothing but the person's name and the
+        # facts themselves links them, so a retriever has to match names, not sentence shapes.
+        born_forms = rng.sample(range(len(_BORN_TEMPLATES)), 2)
+        work_forms = rng.sample(range(len(_WORK_TEMPLATES)), 2)
+        sentences = {}
+        for doc_id, born_form, work_form in (
+            (first, born_forms[0], work_forms[0]),
+            (second, born_forms[1], work_forms[1]),
         ):
-            facts.append({"doc_id": doc_id, "sentence": sentence, "answer": answer, "evidence_doc_id": evidence})
+            born = _BORN_TEMPLATES[born_form].format(**values)
+            worked = _WORK_TEMPLATES[work_form].format(**values)
+            sentences[doc_id] = (born, worked)
+            text = f"{born} {worked}" if rng.random() < 0.5 else f"{worked} {born}"
+            documents.append({"doc_id": doc_id, "title": name, "text": text})
+        for doc_id, evidence in ((first, second), (second, first)):
+            born, worked = sentences[doc_id]
+            for sentence, answer in ((born, city), (born, year), (worked, work_city)):
+                facts.append({"doc_id": doc_id, "sentence": sentence, "answer": answer, "evidence_doc_id": evidence})
         for question, answer, relation in (
             (f"Where was {name} born?", city, "birthplace"),
             (f"In what year was {name} born?", year, "birth_year"),
-            (f"What did {name} work as?", job, "occupation"),
+            (f"Where did {name} work?", work_city, "work_place"),
         ):
             questions.append(
-                {"question": question, "answers": [answer], "gold_doc_ids": [biography, career], "relation": relation}
+                {"question": question, "answers": [answer], "gold_doc_ids": [first, second], "relation": relation}
             )
     for i, city in enumerate(cities):
         documents.append(

@@ -26,3 +26,17 @@ def test_cli_pretrain_arguments(tmp_path, capsys):
                  "--hidden_size", "32", "--num_eval_facts", "8", "--no_show_progress"])  # fmt: skip
     assert code == 0
     assert '"steps": 2' in capsys.readouterr().out
+
+
+def test_demo_pipeline_learns_to_retrieve_the_evidence_document(tmp_path):
+    """A smaller version of the demo: top-1 retrieval of the document holding the masked fact rises from chance."""
+    args = DemoArguments(
+        output_dir=str(tmp_path / "demo"), num_people=150, num_cities=30, ict_steps=40, max_steps=6, eval_steps=6,
+        num_eval_facts=96, index_refresh_steps=3, show_progress=False,
+    )  # fmt: skip
+    report = run_demo(args)
+    chance = report["chance_retrieval_accuracy"]
+    assert chance < 0.01
+    assert report["random_init"]["retrieval_accuracy"] <= 0.1
+    assert report["before"]["retrieval_accuracy"] >= max(0.5, 50 * chance)
+    assert report["after"]["retrieval_accuracy"] >= max(0.5, 50 * chance)

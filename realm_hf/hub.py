@@ -49,6 +49,7 @@ from huggingface_hub.utils import get_token, validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .file_utils import atomic_write_text
 from .model_card import RealmModelCardData, generate_model_card
 from .retrieval_realm import INDEX_SUBFOLDER, RealmRetriever
 
@@ -126,7 +127,7 @@ def save_realm(
     if index is not None:
         index.save_pretrained(save_directory / INDEX_SUBFOLDER)
     content = _card_content(card, model, index, repo_id)
-    (save_directory / README_NAME).write_text(content, encoding="utf-8")
+    atomic_write_text(save_directory / README_NAME, content)  # a previous card stays whole if this fails
     return save_directory
 
 

@@ -45,54 +45,112 @@ def answer_questions(
     Answers questions with an open-domain QA model; bad questions get an answer with `error` set instead of stopping
     the batch.
 
+    Empty (or non-string) questions are not run. Questions longer than `max_question_length` tokens are truncated
+    (one warning per batch). When a batch fails (for example because its reader inputs are shorter than
+    `config.max_span_width`), its questions are retried one at a time, and a question that still fails gets an
+    answer whose `error` says why; the answers of the other questions are kept.
+
     Args:
         model ([`RealmForOpenQA`]): The model, with its retriever set.
         tokenizer: The question tokenizer.
         questions (`list[str]`): The questions.
         batch_size (`int`): Questions per forward pass.
-        max_question_length (`int`): Longer questions are truncated (with a warning).
+        max_question_length (`int`): Longer questions are truncated (with a warning); at most
+            `model.config.max_position_embeddings`.
 
     Returns:
         `list[RealmAnswer]`, one per question, in order.
+
+    Raises:
+        `ValueError`: If the model has no retriever, or `batch_size` / `max_question_length` is out of range.
     """
     if model.retriever is None:
         raise ValueError("answer_questions needs a model with a retriever (`model.set_retriever(...)`).")
+    if batch_size < 1:
+        raise ValueError(f"answer_questions: batch_size must be at least 1, got {batch_size}.")
+    max_positions = model.config.max_position_embeddings
+    if not 3 <= max_question_length <= max_positions:
+        raise ValueError(
+            f"answer_questions: max_question_length must be between 3 and the model's max_position_embeddings "
+            f"({max_positions}), got {max_question_length}."
+        )
     was_training = model.training
     model.eval()
     answers: list[RealmAnswer | None] = [None] * len(questions)
     valid = []
     for i, question in enumerate(questions):
         if not isinstance(question, str) or not question.strip():
-            answers[i] = RealmAnswer(str(question), "", float("-inf"), -1, "", "", error="empty question")
+            answers[i] = _failed(question, "empty question")
         else:
             valid.append(i)
-    corpus = model.retriever.index.corpus
     try:
         for start in range(0, len(valid), batch_size):
             rows = valid[start : start + batch_size]
-            batch = tokenizer([questions[i] for i in rows], padding=True, truncation=True,
-                              max_length=max_question_length, return_tensors="pt")  # fmt: skip
-            lengths = [len(tokenizer(questions[i]).input_ids) for i in rows]
-            for i, length in zip(rows, lengths):
-                if length > max_question_length:
-                    logger.warning(f"Question {i} has {length} tokens; truncated to {max_question_length}.")
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            output = model(**batch, return_dict=True)
-            predicted = output.predicted_answer_ids if len(rows) > 1 else [output.predicted_answer_ids]
-            reader = output.reader_output
-            logits = reader.logits if len(rows) > 1 else reader.logits.unsqueeze(0)
-            block_index = reader.block_idx.view(-1)
-            for j, i in enumerate(rows):
-                block_id = int(output.retrieved_block_ids[j, block_index[j]])
-                block = corpus[block_id]
-                answers[i] = RealmAnswer(
-                    question=questions[i],
-                    answer=tokenizer.decode(predicted[j], skip_special_tokens=True),
-                    score=float(logits[j].max()),
-                    block_id=block_id,
-                    title=block.get("title", "") or "",
-                    evidence=block.get("text", "") or "",
-                )
+            _warn_long_questions(tokenizer, questions, rows, max_question_length)
+            try:
+                batch_answers = _answer_batch(model, tokenizer, [questions[i] for i in rows], max_question_length)
+            except Exception as err:  # noqa: BLE001 - one bad question must not lose the answers of the others
+                if len(rows) == 1:
+                    batch_answers = [_failed(questions[rows[0]], _describe(err))]
+                    logger.warning(f"Question {rows[0]} could not be answered: {_describe(err)}")
+                else:
+                    logger.warning(f"A batch of {len(rows)} questions failed ({_describe(err)}); retrying one by one.")
+                    batch_answers = [_answer_one(model, tokenizer, questions[i], i, max_question_length) for i in rows]
+            for i, answer in zip(rows, batch_answers):
+                answers[i] = answer
     finally:
         model.train(was_training)
     return answers
+
+
+def _failed(question, error: str) -> RealmAnswer:
+    """The answer given to a question that could not be answered."""
+    return RealmAnswer(str(question), "", float("-inf"), -1, "", "", error=error)
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _warn_long_questions(tokenizer, questions: list[str], rows: list[int], max_question_length: int) -> None:
+    lengths = tokenizer([questions[i] for i in rows])["input_ids"]
+    long = [(i, len(ids)) for i, ids in zip(rows, lengths) if len(ids) > max_question_length]
+    if long:
+        shown = ", ".join(f"{i} ({n} tokens)" for i, n in long[:10]) + (", ..." if len(long) > 10 else "")
+        logger.warning(f"Questions longer than {max_question_length} tokens were truncated: {shown}.")
+
+
+def _answer_one(model, tokenizer, question: str, index: int, max_question_length: int) -> RealmAnswer:
+    try:
+        return _answer_batch(model, tokenizer, [question], max_question_length)[0]
+    except Exception as err:  # noqa: BLE001 - reported in the answer's `error`
+        logger.warning(f"Question {index} could not be answered: {_describe(err)}")
+        return _failed(question, _describe(err))
+
+
+def _answer_batch(model, tokenizer, texts: list[str], max_question_length: int) -> list[RealmAnswer]:
+    """One forward pass of `model` over non-empty questions: answers, scores and evidence blocks."""
+    corpus = model.retriever.index.corpus
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_question_length, return_tensors="pt")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    output = model(**batch, return_dict=True)
+    single = len(texts) == 1
+    predicted = [output.predicted_answer_ids] if single else output.predicted_answer_ids
+    reader = output.reader_output
+    logits = reader.logits.unsqueeze(0) if single else reader.logits
+    block_index = reader.block_idx.view(-1)
+    out = []
+    for j, question in enumerate(texts):
+        block_id = int(output.retrieved_block_ids[j, block_index[j]])
+        block = corpus[block_id]
+        out.append(
+            RealmAnswer(
+                question=question,
+                answer=tokenizer.decode(predicted[j], skip_special_tokens=True),
+                score=float(logits[j].max()),
+                block_id=block_id,
+                title=block.get("title", "") or "",
+                evidence=block.get("text", "") or "",
+            )
+        )
+    return out

@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import importlib.metadata
 import math
+import os
 import platform
 import re
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
+
+from .file_utils import atomic_write_text
 
 
 logger = logging.get_logger(__name__)
@@ -341,6 +344,37 @@ def generate_model_card(card_data: RealmModelCardData, template_path: str | Path
         template_path=str(template_path or TEMPLATE_PATH),
         **card_data.template_kwargs(),
     )
+
+
+def save_model_card(card: ModelCard | RealmModelCardData | str, path: str | os.PathLike) -> Path:
+    """Writes a model card to `path` (a `README.md` file, or a directory to put one in) atomically.
+
+    The card is written to a temporary file next to `path` and renamed over it when complete, so an interrupted write
+    (an exception, a full disk, a killed process) leaves the previous card whole and loadable. `ModelCard.save` writes
+    in place.
+
+    Args:
+        card (`huggingface_hub.ModelCard`, [`RealmModelCardData`] or `str`):
+            The card, card data to render with [`generate_model_card`], or the README.md text.
+        path (`str` or `os.PathLike`):
+            The file to write, or an existing directory (the card is then its `README.md`).
+
+    Returns:
+        `Path`: the file written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "README.md"
+    if isinstance(card, RealmModelCardData):
+        card = generate_model_card(card)
+    if isinstance(card, ModelCard):
+        card = str(card)
+    if not isinstance(card, str):
+        raise TypeError(
+            f"save_model_card: `card` must be a ModelCard, a RealmModelCardData or a str, got {type(card).__name__}."
+        )
+    atomic_write_text(path, card)
+    return path
 
 
 def update_card_from_metrics(

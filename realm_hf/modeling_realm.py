@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import BertModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredictionHead, BertOnlyMLMHead
 from transformers.utils import ModelOutput, logging
 
@@ -223,14 +223,18 @@ class RealmReaderProjection(nn.Module):
         Returns:
             `(logits [rows, num_spans], starts [num_spans], ends [num_spans])`; spans with an endpoint outside the
             evidence block get the dtype's minimum.
+
+        Only the spans inside the evidence block go through the span MLP (the others would get the dtype's minimum
+        added, which absorbs any logit), so question tokens and padding cost nothing here.
         """
         starts, ends = self.span_candidates(hidden_states.size(1), hidden_states.device)
         start_projection, end_projection = self.dense_intermediate(hidden_states).chunk(2, dim=-1)
-        span_hidden = start_projection.index_select(1, starts) + end_projection.index_select(1, ends)
-        span_hidden = self.layer_normalization(self.relu(span_hidden))
-        logits = self.dense_output(span_hidden).squeeze(-1)
-        span_mask = block_mask.index_select(-1, starts) * block_mask.index_select(-1, ends)
-        logits = logits + _mask_to_score(span_mask, logits.dtype)
+        block_mask = block_mask.bool()
+        rows, spans = (block_mask.index_select(-1, starts) & block_mask.index_select(-1, ends)).nonzero(as_tuple=True)
+        span_hidden = start_projection[rows, starts[spans]] + end_projection[rows, ends[spans]]
+        span_logits = self.dense_output(self.layer_normalization(self.relu(span_hidden))).squeeze(-1)
+        logits = span_logits.new_full((hidden_states.size(0), starts.numel()), torch.finfo(span_logits.dtype).min)
+        logits = logits.index_put((rows, spans), span_logits)
         return logits, starts, ends
 
 
@@ -332,7 +336,8 @@ class RealmPreTrainedModel(PreTrainedModel):
 class RealmEmbedder(RealmPreTrainedModel):
     r"""
     The REALM query/document embedder: BERT followed by a linear projection of the pooled `[CLS]` state and a layer
-    norm, giving `config.retriever_proj_size`-dimensional retrieval embeddings.
+    norm, giving `config.retriever_proj_size`-dimensional retrieval embeddings. With `config.embedder_pooling="mean"`
+    the projection reads the attention-masked mean of the last hidden states instead of the pooled `[CLS]` state.
 
     Example:
 
@@ -390,11 +395,21 @@ class RealmEmbedder(RealmPreTrainedModel):
             ),
         )
         output = RealmEmbedderOutput(
-            projected_score=self.cls(outputs.pooler_output),
+            projected_score=self.cls(self._pool(outputs, attention_mask)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
         return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+    def _pool(self, outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The sequence summary fed to the projection, per `config.embedder_pooling`."""
+        if self.config.embedder_pooling == "cls":
+            return outputs.pooler_output
+        hidden = outputs.last_hidden_state
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 class RealmScorer(RealmPreTrainedModel):
@@ -909,16 +924,22 @@ class RealmReader(RealmPreTrainedModel):
         def rows(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[:, :beam].reshape(batch_size * beam, *t.shape[2:])
 
-        outputs = self.realm(
-            input_ids=rows(input_ids),
-            attention_mask=rows(attention_mask),
-            token_type_ids=rows(token_type_ids),
-            position_ids=position_ids,
-            inputs_embeds=rows(inputs_embeds),
-            **self._trunk_kwargs(
-                {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
-            ),
-        )
+        trunk_inputs = {
+            "input_ids": rows(input_ids),
+            "attention_mask": rows(attention_mask),
+            "token_type_ids": rows(token_type_ids),
+            "inputs_embeds": rows(inputs_embeds),
+        }
+        if _can_trim_by_length(trunk_inputs, position_ids, output_attentions, output_hidden_states):
+            outputs = BaseModelOutput(last_hidden_state=self._trunk_by_length(**trunk_inputs))
+        else:
+            outputs = self.realm(
+                **trunk_inputs,
+                position_ids=position_ids,
+                **self._trunk_kwargs(
+                    {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+                ),
+            )
         logits, starts, ends = self.qa_outputs(outputs.last_hidden_state, rows(block_mask))
         logits = logits.view(batch_size, beam, -1) + relevance_score[:, :beam].unsqueeze(-1)
 
@@ -963,6 +984,46 @@ class RealmReader(RealmPreTrainedModel):
             logits=logits,
         )
         return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+
+    def _trunk_by_length(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None, **kwargs
+    ) -> torch.Tensor:
+        """Last hidden states of right-padded rows, computed in groups of `_TRIM_GROUP_ROWS` rows of similar length,
+        each cut to its longest row (positions past a row's length are zeros). Rows of many questions are padded to
+        the longest row of the whole batch; this spares the trunk that padding."""
+        num_rows, seq_len = input_ids.shape
+        lengths = attention_mask.sum(-1)
+        order = torch.argsort(lengths, descending=True)
+        pieces = []
+        for group in order.split(_TRIM_GROUP_ROWS):
+            length = int(lengths[group].max())
+            hidden = self.realm(
+                input_ids=input_ids[group, :length],
+                attention_mask=attention_mask[group, :length],
+                token_type_ids=None if token_type_ids is None else token_type_ids[group, :length],
+            ).last_hidden_state
+            pieces.append(nn.functional.pad(hidden, (0, 0, 0, seq_len - length)))
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(num_rows, device=order.device)
+        return torch.cat(pieces)[inverse]
+
+
+_TRIM_GROUP_ROWS = 16
+
+
+def _can_trim_by_length(
+    inputs: dict, position_ids: torch.Tensor | None, output_attentions: bool | None, output_hidden_states: bool | None
+) -> bool:
+    """Whether the reader rows can go through the trunk in length groups: ids with a right-padding attention mask,
+    default positions, and only the last hidden states wanted."""
+    mask = inputs["attention_mask"]
+    if inputs["input_ids"] is None or inputs["inputs_embeds"] is not None or mask is None or position_ids is not None:
+        return False
+    if output_attentions or output_hidden_states or mask.size(0) <= 1:
+        return False
+    lengths = mask.sum(-1, keepdim=True)
+    positions = torch.arange(mask.size(-1), device=mask.device)
+    return bool(torch.equal(mask.bool(), positions < lengths)) and int(lengths.min()) > 0
 
 
 class RealmForOpenQA(RealmPreTrainedModel):

@@ -7,18 +7,29 @@ the retrieved blocks contributes zero loss.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import Trainer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
+from .file_utils import replace_directory
 from .inference import answer_questions
-from .metrics.open_qa.open_qa import compute_open_qa_scores, exact_match_score, normalize_answer
+from .metrics.open_qa.open_qa import (
+    ANSWER_TYPES,
+    compile_answer_regex,
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -100,7 +111,15 @@ class RealmTrainer(Trainer):
     and the reader train, as in the paper's fine-tuning. When no question of a batch has its answer in a retrieved
     block the loss is zero; if it is then not attached to the graph, a zero that is (and gives zero gradients) is
     returned instead so that the backward pass does not fail.
+
+    Checkpoints are written atomically: `checkpoint-<step>` is first written into a hidden staging directory
+    (`.tmp-checkpoint-<step>/checkpoint-<step>`) and moved to its final name only when every file of every process is
+    written. A run killed while saving therefore leaves the previous checkpoint as the newest one, and
+    `trainer.train(resume_from_checkpoint=True)` resumes from it (the `Trainer` alone writes in place, and would pick
+    the incomplete directory).
     """
+
+    _checkpoint_staging_dir: Path | None = None
 
     def compute_loss(
         self,
@@ -127,6 +146,62 @@ class RealmTrainer(Trainer):
             loss = _zero_with_grad(model, loss)
         return (loss, outputs) if return_outputs else loss
 
+    def _get_output_dir(self, trial: Any) -> str:
+        # While a checkpoint is being written, the Trainer writes it under the staging directory.
+        if self._checkpoint_staging_dir is not None:
+            return str(self._checkpoint_staging_dir)
+        return super()._get_output_dir(trial=trial)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Writes `checkpoint-<step>` into a staging directory, then moves it to its final name."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_dir = run_dir / f".tmp-{name}"
+        final, staged = run_dir / name, staging_dir / name
+        if self.args.should_save:
+            # Leftovers of runs killed while saving are never complete checkpoints.
+            for stale in run_dir.glob(f".tmp-{PREFIX_CHECKPOINT_DIR}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            staging_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._checkpoint_staging_dir = staging_dir
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            self._fix_staged_best_checkpoint(staged, final)
+            replace_directory(staged, final)
+            shutil.rmtree(staging_dir, ignore_errors=True)
+            logger.info(f"Saved checkpoint {final}.")
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(str(final))
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Pushed once the checkpoint has its final name (see `_save_checkpoint`), never from the staging directory.
+        if self._checkpoint_staging_dir is None:
+            super()._push_from_checkpoint(checkpoint_folder)
+
+    def _fix_staged_best_checkpoint(self, staged: Path, final: Path) -> None:
+        """The Trainer recorded the best checkpoint under the staging directory when it is this one: point to `final`."""
+        best = self.state.best_model_checkpoint
+        if best is None or Path(best) != staged:
+            return
+        self.state.best_model_checkpoint = str(final)
+        state_file = staged / "trainer_state.json"
+        if state_file.is_file():
+            state = TrainerState.load_from_json(str(state_file))
+            state.best_model_checkpoint = str(final)
+            state.save_to_json(str(state_file))
+
 
 def _zero_with_grad(model: torch.nn.Module, like: torch.Tensor) -> torch.Tensor:
     """A zero attached to every trainable parameter (zero gradients), so `backward` works on an all-zero batch."""
@@ -143,12 +218,76 @@ def _answer_in_text(normalised_answers: list[str], normalised_text: str) -> bool
     return any(answer and f" {answer} " in padded for answer in normalised_answers)
 
 
-def _as_columns(dataset: Any) -> tuple[list[Any], list[Any]]:
-    """The `question` and `answers` columns of a `datasets.Dataset`, a dict of lists or a list of examples."""
+def _as_columns(dataset: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """The `question`, `answers` and (if present) `answer_type` columns of a `datasets.Dataset`, a dict of lists or a
+    list of examples; missing answer types are `None`."""
     if isinstance(dataset, Mapping) or hasattr(dataset, "column_names"):
-        return list(dataset["question"]), list(dataset["answers"])
+        columns = dataset.column_names if hasattr(dataset, "column_names") else list(dataset)
+        questions, answers = list(dataset["question"]), list(dataset["answers"])
+        types = list(dataset["answer_type"]) if "answer_type" in columns else [None] * len(questions)
+        return questions, answers, types
     examples = list(dataset)
-    return [e.get("question") for e in examples], [e.get("answers") for e in examples]
+    return (
+        [e.get("question") for e in examples],
+        [e.get("answers") for e in examples],
+        [e.get("answer_type") for e in examples],
+    )
+
+
+def _answer_types(column: list[Any], answer_type: str | None) -> list[str]:
+    """One answer type per question: `answer_type` when given, else the dataset's column, else `"text"`."""
+    types = [answer_type or kind or "text" for kind in column]
+    unknown = sorted({kind for kind in types if kind not in ANSWER_TYPES})
+    if unknown:
+        raise ValueError(f"evaluate_open_qa: unknown answer type(s) {unknown}; expected one of {ANSWER_TYPES}.")
+    return types
+
+
+class _AnswerMatcher:
+    """Scores predictions and blocks against the gold answers of one question, text or regular expressions.
+
+    Text answers are compared after [`normalize_answer`] (exact match, token F1; in a block, as whole words).
+    Regex answers (CuratedTREC) match a prediction with `re.match` and a block with `re.search` on the raw text, with
+    `IGNORECASE | UNICODE | MULTILINE`, as ORQA/DrQA do; a pattern that does not compile never matches and is
+    recorded in `invalid`.
+    """
+
+    def __init__(self, answers: list[str], answer_type: str, cache: dict[str, Any]):
+        self.answer_type = answer_type
+        self.invalid: list[str] = []
+        if answer_type == "text":
+            self.answers = answers
+            self.normalised = [normalize_answer(a) for a in answers]
+            self.patterns = []
+        else:
+            self.answers, self.normalised, self.patterns = answers, [], []
+            for pattern in answers:
+                if pattern not in cache:
+                    cache[pattern] = compile_answer_regex(pattern)
+                if cache[pattern] is None:
+                    self.invalid.append(pattern)
+                else:
+                    self.patterns.append(cache[pattern])
+
+    @property
+    def has_answers(self) -> bool:
+        return any(self.normalised) if self.answer_type == "text" else bool(self.patterns)
+
+    def exact_match(self, prediction: str) -> bool:
+        if self.answer_type == "text":
+            return any(exact_match_score(prediction, answer) for answer in self.answers)
+        return any(pattern.match(prediction) is not None for pattern in self.patterns)
+
+    def f1(self, prediction: str) -> float:
+        """Token F1 for text answers; for patterns, where F1 is not defined, 1.0 on a match and 0.0 otherwise."""
+        if self.answer_type == "text":
+            return max((f1_score(prediction, answer) for answer in self.answers), default=0.0)
+        return float(self.exact_match(prediction))
+
+    def in_block(self, raw_text: str, normalised_text: str) -> bool:
+        if self.answer_type == "text":
+            return _answer_in_text(self.normalised, normalised_text)
+        return any(pattern.search(raw_text) is not None for pattern in self.patterns)
 
 
 @torch.no_grad()
@@ -173,38 +312,48 @@ def evaluate_open_qa(
     k: int | None = None,
     max_question_length: int = 64,
     return_predictions: bool = False,
+    answer_type: str | None = None,
 ) -> dict[str, Any]:
     r"""
     Evaluates a [`RealmForOpenQA`] on questions with gold answers: retrieval recall and answer exact match / F1.
 
     Retrieval recall@n is the fraction of questions for which at least one of the top-n retrieved blocks contains a
-    gold answer (block `text` of `model.retriever.index.corpus` and answers both normalised with
-    [`~realm_hf.metrics.open_qa.normalize_answer`], the answer matched as whole words). Predictions come from
-    [`~realm_hf.inference.answer_questions`] and are scored with
-    [`~realm_hf.metrics.open_qa.compute_open_qa_scores`]. Empty questions, questions without answers and answers
-    absent from every block simply count as wrong.
+    gold answer (block `text` of `model.retriever.index.corpus`). Text answers are matched after
+    [`~realm_hf.metrics.open_qa.normalize_answer`] (in blocks as whole words); answer regular expressions
+    (CuratedTREC, `answer_type="regex"`) with `re.match` on the prediction and `re.search` on the block text, as in
+    ORQA. Predictions come from [`~realm_hf.inference.answer_questions`].
+
+    Bad input does not stop the evaluation: empty questions, questions without answers, answers absent from every
+    block and questions the model fails on count as wrong (the failures are logged and, with `return_predictions`,
+    listed in `error`); longer questions are truncated to `max_question_length` tokens with a warning; a regular
+    expression that does not compile never matches and is reported (`num_invalid_regex` and a warning).
 
     Args:
         model ([`RealmForOpenQA`]): The model, with its retriever set. Its train/eval mode is restored afterwards.
         tokenizer ([`PreTrainedTokenizerBase`]): The question tokenizer.
-        dataset: A `datasets.Dataset`, a dict of lists or a list of examples with `question` (`str`) and `answers`
-            (`list[str]`).
+        dataset: A `datasets.Dataset`, a dict of lists or a list of examples with `question` (`str`), `answers`
+            (`list[str]`) and optionally `answer_type` (`"text"` or `"regex"`, as the loaders of
+            [`realm_hf.qa_data`] write it).
         batch_size (`int`, *optional*, defaults to 16): Questions per forward pass.
         k (`int`, *optional*): Retrieval depth for `recall_at_k`; defaults to `model.config.reader_beam_size` (the
             blocks the reader sees at evaluation), capped at the corpus size.
         max_question_length (`int`, *optional*, defaults to 64): Questions are truncated to this many tokens.
         return_predictions (`bool`, *optional*, defaults to `False`): Also return the per-question predictions.
+        answer_type (`str`, *optional*): `"text"` or `"regex"` for every question, overriding the dataset's
+            `answer_type` column (questions without one are `"text"`).
 
     Returns:
-        `dict` with `exact_match` and `f1` (percentages in [0, 100]), `recall_at_1` and `recall_at_k` (fractions in
-        [0, 1]), `k`, and the counts `num_questions`, `num_empty_questions`, `num_without_answers`,
+        `dict` with `exact_match` and `f1` (percentages in [0, 100]; for regex answers F1 counts a match as 1),
+        `recall_at_1` and `recall_at_k` (fractions in [0, 1]), `k`, and the counts `num_questions`,
+        `num_empty_questions`, `num_without_answers`, `num_failed`, `num_regex_questions`, `num_invalid_regex`,
         `num_exact_match`, `num_retrieved_at_1`, `num_retrieved_at_k`; with `return_predictions`, also `predictions`
-        (one dict per question: `question`, `prediction`, `answers`, `exact_match`, `retrieved_at_1`,
-        `retrieved_at_k`, `block_id`, `error`).
+        (one dict per question: `question`, `prediction`, `answers`, `answer_type`, `exact_match`,
+        `retrieved_at_1`, `retrieved_at_k`, `block_id`, `error`).
     """
     if model.retriever is None:
         raise ValueError("evaluate_open_qa needs a model with a retriever (`model.set_retriever(...)`).")
-    questions, references = _as_columns(dataset)
+    questions, references, type_column = _as_columns(dataset)
+    types = _answer_types(type_column, answer_type)
     references = [[a] if isinstance(a, str) else [x for x in (a or []) if isinstance(x, str)] for a in references]
     num_questions = len(questions)
     corpus = model.retriever.index.corpus
@@ -212,6 +361,9 @@ def evaluate_open_qa(
     k = min(int(k or model.config.reader_beam_size), num_blocks)
     if k < 1:
         raise ValueError(f"evaluate_open_qa: k must be at least 1, got {k}.")
+    pattern_cache: dict[str, Any] = {}
+    matchers = [_AnswerMatcher(refs, kind, pattern_cache) for refs, kind in zip(references, types)]
+    _warn_invalid_patterns(matchers)
 
     valid = [i for i, q in enumerate(questions) if isinstance(q, str) and q.strip()]
     was_training = model.training
@@ -220,42 +372,46 @@ def evaluate_open_qa(
         answers = answer_questions(
             model, tokenizer, list(questions), batch_size=batch_size, max_question_length=max_question_length
         )
+        answered = [i for i in valid if answers[i].error is None]
         retrieved = _retrieve(
-            model, tokenizer, [questions[i] for i in valid], k, batch_size, max_length=max_question_length
+            model, tokenizer, [questions[i] for i in answered], k, batch_size, max_length=max_question_length
         )
     finally:
         model.train(was_training)
 
-    texts_cache: dict[int, str] = {}
+    texts_cache: dict[int, tuple[str, str]] = {}
 
-    def block_text(block_id: int) -> str:
+    def block_text(block_id: int) -> tuple[str, str]:
         if block_id not in texts_cache:
-            texts_cache[block_id] = normalize_answer(corpus[block_id].get("text", "") or "")
+            raw = corpus[block_id].get("text", "") or ""
+            texts_cache[block_id] = (raw, normalize_answer(raw))
         return texts_cache[block_id]
 
     at_1 = [False] * num_questions
     at_k = [False] * num_questions
-    for row, i in enumerate(valid):
-        gold = [normalize_answer(a) for a in references[i]]
-        if not any(gold):
+    for row, i in enumerate(answered):
+        if not matchers[i].has_answers:
             continue
-        hits = [int(b) >= 0 and _answer_in_text(gold, block_text(int(b))) for b in retrieved[row]]
+        hits = [int(b) >= 0 and matchers[i].in_block(*block_text(int(b))) for b in retrieved[row]]
         at_1[i] = bool(hits[:1]) and hits[0]
         at_k[i] = any(hits)
 
     predictions = [a.answer if a.error is None else "" for a in answers]
-    scores = compute_open_qa_scores(predictions, references)
-    correct = [any(exact_match_score(p, g) for g in refs) for p, refs in zip(predictions, references)]
+    correct = [bool(matcher.has_answers) and matcher.exact_match(p) for p, matcher in zip(predictions, matchers)]
+    f1 = [matcher.f1(p) if matcher.has_answers else 0.0 for p, matcher in zip(predictions, matchers)]
     denominator = max(num_questions, 1)
     result: dict[str, Any] = {
-        "exact_match": float(scores["exact_match"]),
-        "f1": float(scores["f1"]),
+        "exact_match": 100.0 * sum(correct) / denominator,
+        "f1": 100.0 * sum(f1) / denominator,
         "recall_at_1": sum(at_1) / denominator,
         "recall_at_k": sum(at_k) / denominator,
         "k": k,
         "num_questions": num_questions,
         "num_empty_questions": num_questions - len(valid),
-        "num_without_answers": sum(1 for refs in references if not any(normalize_answer(a) for a in refs)),
+        "num_without_answers": sum(1 for matcher in matchers if not matcher.has_answers),
+        "num_failed": len(valid) - len(answered),
+        "num_regex_questions": sum(1 for kind in types if kind == "regex"),
+        "num_invalid_regex": sum(len(matcher.invalid) for matcher in matchers),
         "num_exact_match": sum(correct),
         "num_retrieved_at_1": sum(at_1),
         "num_retrieved_at_k": sum(at_k),
@@ -266,6 +422,7 @@ def evaluate_open_qa(
                 "question": questions[i],
                 "prediction": predictions[i],
                 "answers": references[i],
+                "answer_type": types[i],
                 "exact_match": correct[i],
                 "retrieved_at_1": at_1[i],
                 "retrieved_at_k": at_k[i],
@@ -279,6 +436,16 @@ def evaluate_open_qa(
         f"recall@1 {result['recall_at_1']:.3f}, recall@{k} {result['recall_at_k']:.3f}."
     )
     return result
+
+
+def _warn_invalid_patterns(matchers: list[_AnswerMatcher]) -> None:
+    invalid = [(i, pattern) for i, matcher in enumerate(matchers) for pattern in matcher.invalid]
+    if invalid:
+        shown = "; ".join(f"question {i}: {pattern!r}" for i, pattern in invalid[:10])
+        more = f" (and {len(invalid) - 10} more)" if len(invalid) > 10 else ""
+        logger.warning(
+            f"{len(invalid)} answer regular expression(s) do not compile and count as non-matching: {shown}{more}."
+        )
 
 
 __all__ = ["DataCollatorForRealmOpenQA", "RealmTrainer", "evaluate_open_qa"]

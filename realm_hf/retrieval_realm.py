@@ -48,6 +48,29 @@ def longest_first_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int
     return min(n1, len_a), min(n2, len_b)
 
 
+def longest_first_lengths_array(len_a: np.ndarray, len_b: np.ndarray, budget: int) -> np.ndarray:
+    """[`longest_first_lengths`] for arrays of segment lengths (broadcast together).
+
+    Args:
+        len_a, len_b (`np.ndarray` of int): Lengths of the first and second segments.
+        budget (`int`): Tokens available for both segments.
+
+    Returns:
+        `np.ndarray` of shape `broadcast(len_a, len_b).shape + (2,)`: the kept lengths of both segments.
+    """
+    len_a, len_b = np.broadcast_arrays(np.asarray(len_a, dtype=np.int64), np.asarray(len_b, dtype=np.int64))
+    swap = len_a > len_b
+    shorter, longer = np.where(swap, len_b, len_a), np.where(swap, len_a, len_b)
+    longer = np.where(shorter > budget, shorter, np.maximum(shorter, budget - shorter))
+    over = shorter + longer > budget
+    shorter = np.where(over, budget // 2, shorter)
+    longer = np.where(over, budget // 2 + budget % 2, longer)
+    kept_a = np.minimum(np.where(swap, longer, shorter), len_a)
+    kept_b = np.minimum(np.where(swap, shorter, longer), len_b)
+    fits = len_a + len_b <= budget
+    return np.stack([np.where(fits, len_a, kept_a), np.where(fits, len_b, kept_b)], axis=-1)
+
+
 def find_answer_spans(
     blocks: Sequence[Sequence[int]] | tuple[np.ndarray, np.ndarray], answers: Sequence[Sequence[int]]
 ) -> list[list[tuple[int, int]]]:
@@ -75,8 +98,13 @@ def find_answer_spans(
         width = len(answer)
         if width == 0 or width > len(values):
             continue
-        windows = np.lib.stride_tricks.sliding_window_view(values, width)
-        hits = np.flatnonzero((windows == np.asarray(answer, dtype=np.int64)).all(axis=1))
+        answer = np.asarray(answer, dtype=np.int64)
+        # Positions of the first token, narrowed token by token (far cheaper than comparing every window).
+        hits = np.flatnonzero(values[: len(values) - width + 1] == answer[0])
+        for position in range(1, width):
+            if hits.size == 0:
+                break
+            hits = hits[values[hits + position] == answer[position]]
         if hits.size == 0:
             continue
         block_of_hit = np.searchsorted(offsets, hits, side="right") - 1
@@ -250,10 +278,8 @@ class RealmRetriever:
         block_lengths = np.diff(offsets).reshape(batch_size, k)
 
         # Truncated lengths of every (question, block) pair.
-        kept = np.zeros((batch_size, k, 2), dtype=np.int64)
-        for b, question in enumerate(question_token_ids):
-            for j in range(k):
-                kept[b, j] = longest_first_lengths(len(question), int(block_lengths[b, j]), max_length - 3)
+        question_lengths = np.array([len(question) for question in question_token_ids], dtype=np.int64)
+        kept = longest_first_lengths_array(question_lengths[:, None], block_lengths, max_length - 3)
         row_lengths = kept[:, :num_read].sum(-1) + 3
         seq_len = int(row_lengths.max()) if num_read > 0 else 0
 
@@ -418,8 +444,11 @@ class RealmRetriever:
         for b, answers in enumerate(answer_ids):
             # Only the kept (truncated) part of each block can hold an answer.
             starts = offsets[b * k : (b + 1) * k]
-            truncated_offsets = np.concatenate([[0], np.cumsum(kept[b, :, 1])])
-            gather = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, kept[b, :, 1])]).astype(np.int64)
+            kept_lengths = kept[b, :, 1]
+            truncated_offsets = np.concatenate([[0], np.cumsum(kept_lengths)])
+            gather = np.arange(truncated_offsets[-1], dtype=np.int64) + np.repeat(
+                starts - truncated_offsets[:-1], kept_lengths
+            )
             spans = find_answer_spans((values[gather], truncated_offsets), answers)
             has_answers[b] = [len(s) > 0 for s in spans]
             shift = kept[b, :num_read, 0] + 2  # [CLS] question [SEP]

@@ -84,7 +84,25 @@ class RealmTokenizerFast(_CandidateEncodingMixin, BertTokenizer):
     r"""
     REALM tokenizer backed by the `tokenizers` library: BERT WordPiece (`[CLS] A [SEP] B [SEP]`, token types 0/1)
     plus [`~RealmTokenizerFast.batch_encode_candidates`]. See [`~transformers.BertTokenizer`] for the arguments.
+
+    Besides `vocab` (a dict or a path), a `vocab_file` (a BERT `vocab.txt`, one token per line) is read when `vocab` is
+    not given, as transformers 4 tokenizers accepted it (transformers 5's BERT tokenizer would otherwise silently
+    build a five-token vocabulary).
     """
+
+    def __init__(self, vocab: str | dict[str, int] | None = None, vocab_file: str | None = None, **kwargs):
+        if vocab is None and vocab_file is not None:
+            vocab = _read_vocab_file(vocab_file)
+        super().__init__(vocab=vocab, vocab_file=vocab_file, **kwargs)
+
+
+def _read_vocab_file(path: str) -> dict[str, int]:
+    """Token -> id of a BERT `vocab.txt` (one token per line, ids in line order)."""
+    with open(path, encoding="utf-8") as handle:
+        tokens = [line.rstrip("\n") for line in handle]
+    if not tokens:
+        raise ValueError(f"The vocabulary file {path} is empty.")
+    return {token: index for index, token in enumerate(tokens)}  # as BERT's load_vocab: the line number
 
 
 class RealmTokenizer(_CandidateEncodingMixin, BertTokenizerLegacy):

@@ -57,3 +57,15 @@ def test_hub_style_tokenizer_config_naming_realm_tokenizer_loads():
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     assert isinstance(tokenizer, (RealmTokenizer, RealmTokenizerFast))
     assert tokenizer("paris").input_ids == [2, 26, 3]
+
+
+def test_fast_tokenizer_reads_a_vocab_file(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    direct = RealmTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    loaded = RealmTokenizerFast.from_pretrained(str(tmp_path))
+    assert len(direct) == len(loaded) == len(vocab)
+    assert direct("hello world").input_ids == loaded("hello world").input_ids == [2, 5, 6, 3]
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="empty"):
+        RealmTokenizerFast(vocab_file=str(tmp_path / "empty.txt"))

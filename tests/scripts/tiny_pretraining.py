@@ -5,17 +5,31 @@ Usage: python tiny_pretraining.py OUTPUT_DIR [--max-steps N] [--save-steps N] [-
 
 Writes OUTPUT_DIR/result.json (world size, history) and OUTPUT_DIR/final.safetensors (parameters) on the main process.
 `--hang-at-step N` makes the run stop making progress at step N (it sleeps), so that a test can kill it there.
+
+Fault injection (test-only, no hook in the package): `REALM_TEST_KILL_AT="STAGE:STEP[,STAGE:STEP...]"` makes the
+process SIGKILL itself at a named stage of optimizer step STEP, by wrapping functions in this process:
+
+- `step:N`: right after optimizer step N, before its index refresh and checkpoint;
+- `refresh:N`: during the index refresh of step N (the corpus is re-embedded, the new index not yet swapped in);
+- `index-save:N`: while writing the index of step N (its corpus written, the rest not; `index-save:0` is the
+  initial index);
+- `checkpoint:N`: while writing checkpoint N (`optimizer.bin` half written);
+- `checkpoint-end:N`: after every file of checkpoint N is written, before its state file and rename.
 """
 
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
+import accelerate.checkpointing
 import torch
 from safetensors.torch import save_file
 
+import realm_hf.index
+import realm_hf.pretraining
 from realm_hf import (
     DataCollatorForRealmPreTraining,
     RealmConfig,
@@ -29,7 +43,91 @@ from realm_hf import (
     train_realm,
 )
 from realm_hf.corpus import tokenize_blocks
+from realm_hf.pretraining import latest_checkpoint
 from realm_hf.synthetic import make_synthetic_knowledge
+
+
+KILL_ENV = "REALM_TEST_KILL_AT"
+
+
+def kill_points() -> set[tuple[str, int]]:
+    """The (stage, step) pairs of `REALM_TEST_KILL_AT`."""
+    points = set()
+    for item in filter(None, os.environ.get(KILL_ENV, "").split(",")):
+        stage, step = item.split(":")
+        points.add((stage, int(step)))
+    return points
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
+    """Wraps the loop's functions so that the process kills itself at the requested (stage, step) points."""
+    if not points:
+        return
+    schedulers = []  # the loop's LR schedule: its `last_epoch` is the optimizer step (restored on resume)
+
+    def current_step() -> int:
+        return schedulers[0].last_epoch if schedulers else 0
+
+    original_schedule = realm_hf.pretraining.get_linear_schedule_with_warmup
+    original_optimizer = realm_hf.pretraining._optimizer
+
+    def schedule(*args, **kwargs):
+        schedulers.append(original_schedule(*args, **kwargs))
+        return schedulers[-1]
+
+    def optimizer(*args, **kwargs):
+        result = original_optimizer(*args, **kwargs)
+
+        def after_step(opt, opt_args, opt_kwargs):  # the schedule steps right after: this is step last_epoch + 1
+            if ("step", current_step() + 1) in points:
+                die()
+
+        result.register_step_post_hook(after_step)
+        return result
+
+    original_refresh = realm_hf.pretraining.refresh_index
+
+    def refresh(*args, **kwargs):
+        new_index = original_refresh(*args, **kwargs)
+        if ("refresh", current_step()) in points:
+            die()
+        return new_index
+
+    original_write_files = realm_hf.index.RealmIndex._write_files
+
+    def write_files(index, directory):
+        if ("index-save", current_step()) in points:
+            realm_hf.index._write_corpus(index.corpus, directory / index.config.corpus_dir)
+            die()
+        original_write_files(index, directory)
+
+    original_save = accelerate.checkpointing.save
+
+    def save(obj, f, *args, **kwargs):
+        original_save(obj, f, *args, **kwargs)
+        if ("checkpoint", current_step()) in points and Path(f).name.startswith("optimizer"):
+            data = Path(f).read_bytes()
+            Path(f).write_bytes(data[: len(data) // 2])  # as if killed while the file was being written
+            die()
+
+    original_save_state = accelerator.save_state
+
+    def save_state(*args, **kwargs):
+        result = original_save_state(*args, **kwargs)
+        if ("checkpoint-end", current_step()) in points:
+            die()
+        return result
+
+    realm_hf.pretraining.get_linear_schedule_with_warmup = schedule
+    realm_hf.pretraining._optimizer = optimizer
+    realm_hf.pretraining.refresh_index = refresh
+    realm_hf.index.RealmIndex._write_files = write_files
+    accelerate.checkpointing.save = save
+    accelerator.save_state = save_state
 
 
 def main() -> None:
@@ -77,6 +175,9 @@ def main() -> None:
     )  # fmt: skip
     accelerator = make_accelerator(train_args)
 
+    install_kill_hooks(kill_points(), accelerator)
+    resumed_from = latest_checkpoint(output_dir) if args.resume else None
+
     crash = tuple(int(x) for x in args.crash_rank_at_step.split(":")) if args.crash_rank_at_step else None
 
     def hang(model, retriever, step):
@@ -94,7 +195,7 @@ def main() -> None:
         params = {k: v.detach().contiguous().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         save_file(params, str(output_dir / "final.safetensors"))
         result = {"num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
-                  "history": history}  # fmt: skip
+                  "history": history, "resumed_from": resumed_from.name if resumed_from else None}  # fmt: skip
         (output_dir / "result.json").write_text(json.dumps(result))
 
 

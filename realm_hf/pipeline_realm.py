@@ -1,0 +1,149 @@
+"""A transformers `pipeline` for REALM open-domain QA: `pipeline("realm-open-qa", model=..., tokenizer=...)`.
+
+Importing `realm_hf` registers the task (`register_realm_pipeline`). For each question the pipeline returns the
+answer span, its score (reader logit plus the block's retrieval logit) and the evidence block with its title, like
+[`~realm_hf.answer_questions`]; `batch_size=` batches questions through one forward pass of [`RealmForOpenQA`].
+
+The knowledge index is data, not weights, so the model needs its retriever: pass a model that has one (for example
+from [`~realm_hf.load_realm`]), pass `retriever=RealmRetriever(...)`, or give the path of a directory written by
+[`~realm_hf.save_realm`] (whose `index/` subfolder is loaded).
+
+Example:
+
+```python
+>>> from transformers import pipeline
+>>> import realm_hf  # registers "realm-open-qa"
+>>> qa = pipeline("realm-open-qa", model="path/to/saved-realm")  # doctest: +SKIP
+>>> qa(["what is the capital of france?", "who wrote hamlet?"], batch_size=2)  # doctest: +SKIP
+[{'answer': 'paris', 'score': 7.1, 'block_id': 1, 'title': '...', 'evidence': 'paris is the capital of france.'}, ...]
+```
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from transformers import Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
+
+from .modeling_realm import RealmForOpenQA
+
+
+logger = logging.get_logger(__name__)
+
+TASK = "realm-open-qa"
+
+
+class RealmOpenQAPipeline(Pipeline):
+    r"""
+    Open-domain question answering with [`RealmForOpenQA`]: retrieve evidence blocks from the knowledge index, read
+    them and extract an answer span.
+
+    Args:
+        model ([`RealmForOpenQA`]): The model; it must have a retriever, or one must be given or found next to it.
+        tokenizer: The question tokenizer.
+        retriever ([`RealmRetriever`], *optional*): Set on the model when given.
+        max_question_length (`int`, *optional*, defaults to 64): Questions are truncated to this many tokens.
+
+    Call it on a question (`str`) or a list of questions; each result is a `dict` with `answer` (`str`), `score`
+    (`float`), `block_id` (`int`), `title` (`str`) and `evidence` (`str`). An empty question raises a `ValueError`
+    (use [`~realm_hf.answer_questions`] to get per-question errors instead).
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __init__(self, *args, retriever=None, max_question_length: int = 64, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.model, RealmForOpenQA):
+            raise ValueError(f"The {TASK} pipeline needs a RealmForOpenQA, got {type(self.model).__name__}.")
+        if retriever is not None:
+            self.model.set_retriever(retriever)
+        if self.model.retriever is None:
+            self.model.set_retriever(_retriever_next_to(self.model, self.tokenizer))
+        self.max_question_length = max_question_length
+
+    def _sanitize_parameters(self, max_question_length: int | None = None, **kwargs):
+        preprocess_params = {}
+        if max_question_length is not None:
+            preprocess_params["max_question_length"] = max_question_length
+        return preprocess_params, {}, {}
+
+    def preprocess(self, question: str, max_question_length: int | None = None) -> dict[str, torch.Tensor]:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"The {TASK} pipeline got an empty question ({question!r}).")
+        return self.tokenizer(
+            question,
+            truncation=True,
+            max_length=max_question_length or self.max_question_length,
+            return_token_type_ids=True,
+            return_tensors="pt",
+        )
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        output = self.model(
+            input_ids=model_inputs["input_ids"],
+            attention_mask=model_inputs.get("attention_mask"),
+            token_type_ids=model_inputs.get("token_type_ids"),
+            return_dict=True,
+        )
+        batch_size = model_inputs["input_ids"].size(0)
+        single = batch_size == 1
+        predicted = [output.predicted_answer_ids] if single else list(output.predicted_answer_ids)
+        reader = output.reader_output
+        logits = reader.logits.reshape(batch_size, -1)
+        block_index = reader.block_idx.reshape(batch_size, 1).to(output.retrieved_block_ids.device)
+        # One entry per question, batch dimension first, so that the pipeline can split a batch into items.
+        return {
+            "answer_ids": [ids.reshape(-1).cpu() for ids in predicted],
+            "score": logits.max(dim=-1).values.float().cpu(),
+            "block_id": output.retrieved_block_ids.gather(1, block_index).reshape(-1).cpu(),
+        }
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
+        answer_ids = model_outputs["answer_ids"]
+        answer_ids = answer_ids[0] if isinstance(answer_ids, list) else answer_ids
+        block_id = int(model_outputs["block_id"].reshape(-1)[0])
+        block = self.model.retriever.index.corpus[block_id]
+        return {
+            "answer": self.tokenizer.decode(answer_ids.reshape(-1), skip_special_tokens=True),
+            "score": float(model_outputs["score"].reshape(-1)[0]),
+            "block_id": block_id,
+            "title": block.get("title", "") or "",
+            "evidence": block.get("text", "") or "",
+        }
+
+
+def _retriever_next_to(model: RealmForOpenQA, tokenizer):
+    """The [`RealmRetriever`] of the `index/` folder next to a model loaded from a local directory."""
+    from .retrieval_realm import INDEX_SUBFOLDER, RealmRetriever
+
+    directory = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
+    index_dir = os.path.join(str(directory), INDEX_SUBFOLDER)
+    if not directory or not os.path.isdir(index_dir):
+        raise ValueError(
+            f"The {TASK} pipeline needs a knowledge index: load the model with realm_hf.load_realm, pass "
+            f"retriever=RealmRetriever(index, tokenizer), or give a directory written by realm_hf.save_realm "
+            f"(no {INDEX_SUBFOLDER}/ folder found next to {directory!r})."
+        )
+    from .index import RealmIndex
+
+    if tokenizer is None:
+        raise ValueError(f"The {TASK} pipeline needs the question tokenizer.")
+    logger.info(f"Loading the knowledge index from {index_dir}.")
+    return RealmRetriever(RealmIndex.from_pretrained(index_dir), tokenizer)
+
+
+def register_realm_pipeline() -> None:
+    """Registers the `"realm-open-qa"` task with `transformers.pipeline` (idempotent)."""
+    if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is RealmOpenQAPipeline:
+        return
+    PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=RealmOpenQAPipeline, pt_model=RealmForOpenQA, type="text")
+
+
+__all__ = ["RealmOpenQAPipeline", "register_realm_pipeline"]

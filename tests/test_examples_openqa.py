@@ -1,0 +1,151 @@
+"""Smoke tests of examples/evaluate_openqa.py and examples/finetune_openqa_accelerate.py on the tiny open-QA model."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState, PartialState
+from safetensors.torch import load_file
+
+from realm_hf import RealmForOpenQA, load_realm, save_realm
+
+from .test_retrieval_realm import REFERENCE, openqa_retriever
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO_ROOT / "examples"
+QUESTIONS = json.loads((REFERENCE / "openqa" / "questions.json").read_text())
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def saved_model(tmp_path, openqa_tokenizer, blocks) -> Path:
+    retriever = openqa_retriever(openqa_tokenizer, blocks, "safetensors")
+    model = RealmForOpenQA.from_pretrained(REFERENCE / "openqa" / "safetensors", retriever=retriever)
+    return save_realm(tmp_path / "model", model, openqa_tokenizer, retriever)
+
+
+def write_nq(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps({"question": r["question"], "answer": r["answers"]}) + "\n" for r in rows))
+    return path
+
+
+def test_evaluate_openqa_example(saved_model, tmp_path):
+    questions = write_nq(tmp_path / "nq.jsonl", [*QUESTIONS, {"question": "who?", "answers": ["nobody at all"]}])
+    trec = tmp_path / "trec.tsv"
+    trec.write_text("1\tfactoid\twhat is the capital of france?\tpar(is\n2\tfactoid\twho wrote it?\t[Aa]lan\n")
+    example = load_example("evaluate_openqa")
+    report = example.main(
+        [str(saved_model), "--dataset", "nq", "--questions", str(questions), "--batch_size", "2",
+         "--output", str(tmp_path / "nq.json"), "--save_predictions"]
+    )  # fmt: skip
+    written = json.loads((tmp_path / "nq.json").read_text())
+    assert written["metrics"] == report["metrics"] and written["metrics"]["num_questions"] == len(QUESTIONS) + 1
+    assert len(written["predictions"]) == len(QUESTIONS) + 1 and written["failed_questions"] == []
+    assert written["num_blocks"] == 8 and written["questions_per_s"] > 0
+    # The same questions answered directly give the same predictions.
+    model, tokenizer, _ = load_realm(saved_model)
+    from realm_hf import answer_questions
+
+    direct = answer_questions(model, tokenizer, [q["question"] for q in QUESTIONS])
+    assert [p["prediction"] for p in written["predictions"][:-1]] == [a.answer for a in direct]
+
+    trec_report = example.main(
+        [str(saved_model), "--dataset", "curatedtrec", "--questions", str(trec), "--output", str(tmp_path / "t.json")]
+    )
+    assert trec_report["metrics"]["num_regex_questions"] == 2 and trec_report["metrics"]["num_invalid_regex"] == 1
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
+def test_finetune_openqa_accelerate_example(saved_model, tmp_path, fresh_accelerate_state):
+    train = write_nq(tmp_path / "train.jsonl", QUESTIONS)
+    before, _, _ = load_realm(saved_model)
+    index_before = np.array(before.retriever.index.embeddings, copy=True)
+    example = load_example("finetune_openqa_accelerate")
+    report = example.main(
+        ["--model", str(saved_model), "--train_file", str(train), "--dataset", "nq", "--eval_file", str(train),
+         "--output_dir", str(tmp_path / "out"), "--max_steps", "3", "--per_device_batch_size", "2",
+         "--gradient_accumulation_steps", "2", "--learning_rate", "1e-3", "--cpu", "--logging_steps", "1"]
+    )  # fmt: skip
+    assert report["global_step"] == 3 and report["num_processes"] == 1
+    assert len(report["losses"]) == 3 and all(math.isfinite(loss) for loss in report["losses"])
+    assert report["eval"]["num_questions"] == len(QUESTIONS)
+    assert json.loads((tmp_path / "out" / "finetune_report.json").read_text())["global_step"] == 3
+    after, _, retriever = load_realm(tmp_path / "out" / "final")
+    changed = {
+        prefix: any(
+            not torch.equal(p, dict(before.named_parameters())[n])
+            for n, p in after.named_parameters()
+            if n.startswith(prefix)
+        )
+        for prefix in ("embedder.realm.", "embedder.cls.dense.", "reader.qa_outputs.")
+    }
+    assert all(changed.values()), changed
+    np.testing.assert_array_equal(retriever.index.embeddings, index_before)  # block embeddings stay fixed
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_finetune_openqa_accelerate_two_processes_match_one(tmp_path, openqa_tokenizer, blocks):
+    """2 CPU processes (torchrun, gloo) x 2 questions take the same steps as 1 process x 4 questions (no dropout)."""
+    retriever = openqa_retriever(openqa_tokenizer, blocks, "safetensors")
+    model = RealmForOpenQA.from_pretrained(
+        REFERENCE / "openqa" / "safetensors", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    saved_model = save_realm(tmp_path / "model", model, openqa_tokenizer, retriever)
+    extra = [
+        {"question": "what is the capital of england?", "answers": ["london"]},
+        {"question": "who was running?", "answers": ["the cute cat"]},
+        {"question": "what are pets?", "answers": ["cats and dogs"]},
+    ]
+    train = write_nq(tmp_path / "train.jsonl", QUESTIONS + extra)  # 8 questions: two full global batches of 4
+    script = str(EXAMPLES / "finetune_openqa_accelerate.py")
+    common = ["--model", str(saved_model), "--train_file", str(train), "--max_steps", "2", "--cpu",
+              "--learning_rate", "1e-3", "--seed", "3"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1"}
+    runs = {
+        "one": [sys.executable, script, *common, "--per_device_batch_size", "4"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *common,
+                "--per_device_batch_size", "2"],
+    }  # fmt: skip
+    for name, command in runs.items():
+        command += ["--output_dir", str(tmp_path / name)]
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    reports = {name: json.loads((tmp_path / name / "finetune_report.json").read_text()) for name in runs}
+    assert reports["one"]["num_processes"] == 1 and reports["two"]["num_processes"] == 2
+    assert reports["two"]["global_step"] == 2
+    np.testing.assert_allclose(reports["two"]["losses"], reports["one"]["losses"], atol=1e-5)
+    first = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    second = load_file(tmp_path / "two" / "final" / "model.safetensors")
+    # These get an exactly-zero gradient (a softmax is invariant to adding the same number to every logit); AdamW
+    # turns their rounding noise into full-size updates, so they are not comparable.
+    shift_invariant = (
+        "attention.self.key.bias",
+        "qa_outputs.dense_output.bias",
+        "qa_outputs.layer_normalization.bias",
+    )
+    compared = [name for name in first if not name.endswith(shift_invariant)]
+    assert len(compared) > 0.9 * len(first)
+    for name in compared:
+        torch.testing.assert_close(second[name], first[name], atol=1e-5, rtol=0, msg=name)

@@ -1,0 +1,79 @@
+"""The fast paths of the retriever and the reader give what their straightforward versions give."""
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from realm_hf import RealmReader
+from realm_hf.modeling_realm import _mask_to_score
+from realm_hf.retrieval_realm import longest_first_lengths, longest_first_lengths_array
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), min_size=1, max_size=20), st.integers(1, 400))
+def test_longest_first_lengths_array_matches_the_scalar_version(pairs, budget):
+    len_a = np.array([a for a, _ in pairs])
+    len_b = np.array([b for _, b in pairs])
+    kept = longest_first_lengths_array(len_a, len_b, budget)
+    assert kept.shape == (len(pairs), 2)
+    assert [tuple(row) for row in kept.tolist()] == [longest_first_lengths(a, b, budget) for a, b in pairs]
+
+
+def test_longest_first_lengths_array_broadcasts_questions_over_blocks():
+    questions = np.array([[3], [300]])
+    blocks = np.array([[10, 317], [5, 400]])
+    kept = longest_first_lengths_array(questions, blocks, 317)
+    assert kept.shape == (2, 2, 2)
+    assert kept[0, 0].tolist() == [3, 10]
+    assert kept[0, 1].tolist() == list(longest_first_lengths(3, 317, 317))
+    assert kept[1, 1].tolist() == list(longest_first_lengths(300, 400, 317))
+
+
+def _reader_inputs(config, batch_size=3, rows=4, seq_len=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(8, seq_len + 1, (batch_size, rows), generator=g)
+    lengths[0, 0] = seq_len
+    positions = torch.arange(seq_len)
+    attention_mask = (positions < lengths[..., None]).long()
+    input_ids = torch.randint(5, config.vocab_size, (batch_size, rows, seq_len), generator=g) * attention_mask
+    token_type_ids = ((positions >= 4) & attention_mask.bool()).long()
+    block_mask = (positions >= 4) & (positions < lengths[..., None] - 1)
+    relevance_score = torch.randn(batch_size, rows + 2, generator=g)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "block_mask": block_mask,
+        "relevance_score": relevance_score,
+    }
+
+
+def test_reader_rows_trimmed_by_length_give_the_untrimmed_outputs(tiny_config):
+    torch.manual_seed(0)
+    reader = RealmReader(tiny_config).eval()
+    inputs = _reader_inputs(tiny_config)
+    trimmed = reader(**inputs)
+    untrimmed = reader(**inputs, output_hidden_states=True)  # the trunk then runs once over the padded rows
+    assert untrimmed.hidden_states is not None and trimmed.hidden_states is None
+    torch.testing.assert_close(trimmed.logits, untrimmed.logits, atol=1e-5, rtol=0)
+    assert torch.equal(trimmed.block_idx, untrimmed.block_idx) and torch.equal(trimmed.start_pos, untrimmed.start_pos)
+
+
+def test_span_logits_of_the_evidence_spans_only_match_the_full_computation(tiny_config):
+    torch.manual_seed(0)
+    reader = RealmReader(tiny_config).eval()
+    head = reader.qa_outputs
+    inputs = _reader_inputs(tiny_config)
+    rows = inputs["input_ids"].flatten(0, 1)
+    hidden = torch.randn(rows.size(0), rows.size(1), tiny_config.hidden_size)
+    block_mask = inputs["block_mask"].flatten(0, 1)
+    logits, starts, ends = head(hidden, block_mask)
+    # The straightforward version: every span through the MLP, then the mask added.
+    start_projection, end_projection = head.dense_intermediate(hidden).chunk(2, dim=-1)
+    span_hidden = start_projection.index_select(1, starts) + end_projection.index_select(1, ends)
+    expected = head.dense_output(head.layer_normalization(head.relu(span_hidden))).squeeze(-1)
+    span_mask = block_mask.index_select(-1, starts) & block_mask.index_select(-1, ends)
+    expected = expected + _mask_to_score(span_mask, expected.dtype)
+    torch.testing.assert_close(logits, expected, atol=1e-6, rtol=0)
+    assert torch.equal(logits[~span_mask], expected[~span_mask])  # both exactly the dtype's minimum

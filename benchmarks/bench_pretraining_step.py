@@ -176,6 +176,22 @@ def make_batch(cfg: dict) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def config_kwargs(cfg: dict, dropout: float) -> dict:
+    """The `RealmConfig` arguments of the benchmarked model, the same for both implementations."""
+    return {
+        "vocab_size": cfg["vocab_size"],
+        "hidden_size": cfg["hidden_size"],
+        "num_hidden_layers": cfg["num_layers"],
+        "num_attention_heads": cfg["num_heads"],
+        "intermediate_size": cfg["intermediate_size"],
+        "retriever_proj_size": cfg["proj_size"],
+        "num_candidates": cfg["num_candidates"],
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": dropout,
+        "pad_token_id": PAD,
+    }
+
+
 def reference_models(cfg: dict, dropout: float):
     try:
         from transformers.models.deprecated.realm import (
@@ -185,18 +201,7 @@ def reference_models(cfg: dict, dropout: float):
         )
     except ImportError:  # transformers < 4.40 kept REALM outside `deprecated`
         from transformers import RealmConfig, RealmKnowledgeAugEncoder, RealmScorer
-    config = RealmConfig(
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["hidden_size"],
-        num_hidden_layers=cfg["num_layers"],
-        num_attention_heads=cfg["num_heads"],
-        intermediate_size=cfg["intermediate_size"],
-        retriever_proj_size=cfg["proj_size"],
-        num_candidates=cfg["num_candidates"],
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-        pad_token_id=PAD,
-    )
+    config = RealmConfig(**config_kwargs(cfg, dropout))
     return RealmScorer(config), RealmKnowledgeAugEncoder(config)
 
 
@@ -205,18 +210,7 @@ def realm_hf_model(cfg: dict, dropout: float):
     from realm_hf import RealmConfig
     from realm_hf.modeling_realm import RealmForPreTraining
 
-    config = RealmConfig(
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["hidden_size"],
-        num_hidden_layers=cfg["num_layers"],
-        num_attention_heads=cfg["num_heads"],
-        intermediate_size=cfg["intermediate_size"],
-        retriever_proj_size=cfg["proj_size"],
-        num_candidates=cfg["num_candidates"],
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-        pad_token_id=PAD,
-    )
+    config = RealmConfig(**config_kwargs(cfg, dropout))
     return RealmForPreTraining(config)
 
 

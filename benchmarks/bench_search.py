@@ -132,6 +132,38 @@ def compare_with_reference(blocks: np.ndarray, questions: np.ndarray, ids: np.nd
     return {"identical_rows": int(same.sum()), "rows": len(ids), "max_relative_score_gap_on_differing_rows": max_gap}
 
 
+def approximate_search_rows(
+    args: argparse.Namespace, vectors: np.ndarray, questions: np.ndarray, exact_ids: np.ndarray, k: int, seed: int = 0
+) -> list[dict]:
+    """Builds IVF (and, unless `args.skip_hnsw`, HNSW) indexes over `vectors` and measures questions/s and recall@k
+    against `exact_ids` for every `args.nprobe` / `args.ef_search`."""
+    rows = []
+    nlist = args.ivf_nlist or int(2 ** round(np.log2(4 * np.sqrt(len(vectors)))))
+    builds = [(f"IVF{nlist},Flat", "nprobe", [n for n in args.nprobe if n <= nlist])]
+    if not args.skip_hnsw:
+        builds.append((f"HNSW{args.hnsw_m}", "hnsw_ef_search", args.ef_search))
+    for factory, parameter, values in builds:
+        t0 = time.perf_counter()
+        index = RealmIndex.build(None, vectors, factory, show_progress=False, seed=seed)
+        build_seconds = time.perf_counter() - t0
+        print(f"built {factory} in {build_seconds:.1f}s", flush=True)
+        for value in values:
+            index.set_search_parameters(**{parameter: value})
+            _, ids, seconds = timed_search(index, questions, k, args.repeats)
+            label = "nprobe" if parameter == "nprobe" else "efSearch"
+            rows.append(
+                {
+                    "method": f"RealmIndex {factory} {label}={value}",
+                    "qps": len(questions) / seconds,
+                    "recall": recall_at_k(ids, exact_ids),
+                    "build_seconds": build_seconds,
+                }
+            )
+            print(rows[-1], flush=True)
+        del index
+    return rows
+
+
 def machine_info() -> dict:
     model = platform.processor()
     try:
@@ -192,45 +224,7 @@ def main(argv=None) -> dict:
     timing_rounds = {"reference_seconds": ref_times, "exact_seconds": exact_times}
 
     # 3. Approximate: IVF (nprobe sweep) and HNSW (efSearch sweep).
-    nlist = args.ivf_nlist or int(2 ** round(np.log2(4 * np.sqrt(args.num_blocks))))
-    approx = []
-    t0 = time.perf_counter()
-    ivf = RealmIndex.build(None, blocks, f"IVF{nlist},Flat", show_progress=False)
-    build_seconds = time.perf_counter() - t0
-    print(f"built IVF{nlist},Flat in {build_seconds:.1f}s", flush=True)
-    for nprobe in args.nprobe:
-        if nprobe > nlist:
-            continue
-        ivf.set_search_parameters(nprobe=nprobe)
-        _, ids, seconds = timed_search(ivf, questions, k, args.repeats)
-        approx.append(
-            {
-                "method": f"RealmIndex IVF{nlist},Flat nprobe={nprobe}",
-                "qps": len(questions) / seconds,
-                "recall": recall_at_k(ids, exact_ids),
-                "build_seconds": build_seconds,
-            }
-        )
-        print(approx[-1], flush=True)
-    del ivf
-    if not args.skip_hnsw:
-        t0 = time.perf_counter()
-        hnsw = RealmIndex.build(None, blocks, f"HNSW{args.hnsw_m}", show_progress=False)
-        build_seconds = time.perf_counter() - t0
-        print(f"built HNSW{args.hnsw_m} in {build_seconds:.1f}s", flush=True)
-        for ef in args.ef_search:
-            hnsw.set_search_parameters(hnsw_ef_search=ef)
-            _, ids, seconds = timed_search(hnsw, questions, k, args.repeats)
-            approx.append(
-                {
-                    "method": f"RealmIndex HNSW{args.hnsw_m} efSearch={ef}",
-                    "qps": len(questions) / seconds,
-                    "recall": recall_at_k(ids, exact_ids),
-                    "build_seconds": build_seconds,
-                }
-            )
-            print(approx[-1], flush=True)
-        del hnsw
+    approx = approximate_search_rows(args, blocks, questions, exact_ids, k)
     rows.extend(approx)
     for row in rows:
         row["speedup_vs_reference"] = row["qps"] / ref_qps

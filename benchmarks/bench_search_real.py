@@ -51,7 +51,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_search import compare_with_reference, machine_info, recall_at_k, reference_search, timed_search  # noqa: E402
+from bench_search import (  # noqa: E402
+    approximate_search_rows,
+    compare_with_reference,
+    machine_info,
+    reference_search,
+    timed_search,
+)
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
 from realm_hf.corpus import split_documents_into_blocks  # noqa: E402
@@ -305,44 +311,7 @@ def main(argv=None) -> dict:
         f"recall@{k}": float(np.mean([(block_doc[r % n] == g).any() for r, g in zip(exact_ids, gold_doc)]))
     }
 
-    nlist = args.ivf_nlist or int(2 ** round(np.log2(4 * np.sqrt(len(vectors)))))
-    t0 = time.perf_counter()
-    ivf = RealmIndex.build(None, vectors, f"IVF{nlist},Flat", show_progress=False, seed=args.seed)
-    build_seconds = time.perf_counter() - t0
-    print(f"built IVF{nlist},Flat in {build_seconds:.1f}s", flush=True)
-    for nprobe in args.nprobe:
-        if nprobe > nlist:
-            continue
-        ivf.set_search_parameters(nprobe=nprobe)
-        _, ids, seconds = timed_search(ivf, questions_vecs, k, args.repeats)
-        rows.append(
-            {
-                "method": f"RealmIndex IVF{nlist},Flat nprobe={nprobe}",
-                "qps": len(questions_vecs) / seconds,
-                "recall": recall_at_k(ids, exact_ids),
-                "build_seconds": build_seconds,
-            }
-        )
-        print(rows[-1], flush=True)
-    del ivf
-    if not args.skip_hnsw:
-        t0 = time.perf_counter()
-        hnsw = RealmIndex.build(None, vectors, f"HNSW{args.hnsw_m}", show_progress=False)
-        build_seconds = time.perf_counter() - t0
-        print(f"built HNSW{args.hnsw_m} in {build_seconds:.1f}s", flush=True)
-        for ef in args.ef_search:
-            hnsw.set_search_parameters(hnsw_ef_search=ef)
-            _, ids, seconds = timed_search(hnsw, questions_vecs, k, args.repeats)
-            rows.append(
-                {
-                    "method": f"RealmIndex HNSW{args.hnsw_m} efSearch={ef}",
-                    "qps": len(questions_vecs) / seconds,
-                    "recall": recall_at_k(ids, exact_ids),
-                    "build_seconds": build_seconds,
-                }
-            )
-            print(rows[-1], flush=True)
-        del hnsw
+    rows.extend(approximate_search_rows(args, vectors, questions_vecs, exact_ids, k, seed=args.seed))
     for row in rows:
         row["speedup_vs_reference"] = row["qps"] / ref_qps
 

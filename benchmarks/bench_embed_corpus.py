@@ -26,7 +26,6 @@ Usage (the SQuAD-open files are read from `--data-dir`, by default `../shared/da
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_info as common_machine_info  # noqa: E402
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
 from realm_hf.corpus import split_documents_into_blocks  # noqa: E402
@@ -72,19 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def machine_info() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """`_common.machine_info` plus the thread counts and library versions this benchmark depends on."""
     return {
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
+        **common_machine_info(),
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average_at_start": os.getloadavg(),
     }
 
 

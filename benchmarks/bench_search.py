@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_info as common_machine_info  # noqa: E402
 
 from realm_hf.index import RealmIndex  # noqa: E402
 
@@ -165,22 +167,13 @@ def approximate_search_rows(
 
 
 def machine_info() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """`_common.machine_info` plus the thread counts and library versions this benchmark depends on."""
     return {
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
+        **common_machine_info(),
         "torch_threads": torch.get_num_threads(),
         "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "torch": torch.__version__,
         "faiss": faiss.__version__,
         "numpy": np.__version__,
-        "python": platform.python_version(),
-        "load_average_at_start": os.getloadavg(),
     }
 
 

@@ -31,6 +31,7 @@ A quick CPU smoke run: add `--max_passages 200 --max_train_questions 200 --max_e
 """
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -188,6 +189,18 @@ def build_optimizer(model: RealmForOpenQA, train_args: TrainingArguments, model_
     return torch.optim.AdamW(groups, lr=train_args.learning_rate, weight_decay=train_args.weight_decay)
 
 
+def command_line(model_args: ModelArguments) -> str:
+    """The command of this run for the report, with the checkpoint as `$INIT_FROM` and paths relative (or bare names)."""
+    words = []
+    for word in sys.argv:
+        if word == model_args.init_from:
+            word = '"$INIT_FROM"'
+        elif Path(word).is_absolute():
+            word = relative(word)
+        words.append(word)
+    return " ".join(["python", *words])
+
+
 def relative(path: str | Path) -> str:
     """A path as given relative to the working directory when possible (no machine paths in reports)."""
     path = Path(path)
@@ -228,6 +241,8 @@ def fill_card_results(card_data: RealmModelCardData, report: dict) -> None:
     """Adds the run's measured results (from the report of `main`) to the card: settings, logs, evaluation."""
     model_args, after = report["model"], report["after"]
     questions_seen = report["global_step"] * report["per_device_train_batch_size"]
+    if report["max_steps"] <= 0:  # epochs: the last batch of an epoch may be short
+        questions_seen = min(questions_seen, round(report["num_train_epochs"] * report["num_train_questions"]))
     card_data.training_hyperparameters.update(
         {
             "embedder_learning_rate": model_args["embedder_learning_rate"] or report["learning_rate"],
@@ -237,7 +252,10 @@ def fill_card_results(card_data: RealmModelCardData, report: dict) -> None:
             "embedder_pooling": model_args["embedder_pooling"],
             "identity_projection": model_args["identity_projection"],
             "retrieval_logit_scale": model_args["retrieval_logit_scale"],
-            "training_questions_seen": f"{questions_seen:,} of {report['num_train_questions']:,}",
+            "training_questions_seen": (
+                f"{questions_seen:,} ({questions_seen / report['num_train_questions']:.2f} epochs of "
+                f"{report['num_train_questions']:,} questions)"
+            ),
             "train_runtime_minutes": round(report["timings"]["train_s"] / 60, 1),
         }
     )
@@ -354,13 +372,18 @@ def main() -> None:
         "num_train_questions": len(train),
         "num_eval_questions": len(evaluation),
         "max_steps": train_args.max_steps,
+        "num_train_epochs": train_args.num_train_epochs,
         "per_device_train_batch_size": train_args.per_device_train_batch_size,
         "learning_rate": train_args.learning_rate,
+        "warmup_steps": train_args.warmup_steps,
+        "bf16": train_args.bf16,
         "global_step": train_result.global_step,
         "training_loss": train_result.training_loss,
         "log_history": trainer.state.log_history,
         "timings": timings,
         "torch_num_threads": torch.get_num_threads(),
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "load_average": list(os.getloadavg())},
+        "command": command_line(model_args),
         "before": before,
         "after": after,
     }

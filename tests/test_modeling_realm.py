@@ -13,6 +13,7 @@ from realm_hf import (
     RealmKnowledgeAugEncoder,
     RealmReader,
     RealmScorer,
+    modeling_realm,
 )
 from realm_hf.modeling_realm import RealmReaderProjection
 
@@ -176,6 +177,33 @@ def test_reader_span_enumeration_is_width_major(tiny_config):
     starts, ends = head.span_candidates(6, torch.device("cpu"))
     expected = [(s, s + w - 1) for w in range(1, tiny_config.max_span_width + 1) for s in range(6 - w + 1)]
     assert list(zip(starts.tolist(), ends.tolist())) == expected
+
+
+def test_span_mlp_in_chunks_equals_one_pass(tiny_config, monkeypatch):
+    """The span MLP runs over the block's spans in chunks; logits and gradients match a single pass."""
+    torch.manual_seed(0)
+    head = RealmReaderProjection(tiny_config)
+    hidden = torch.randn(4, 30, tiny_config.hidden_size, requires_grad=True)
+    block_mask = torch.zeros(4, 30, dtype=torch.long)
+    for row, (first, last) in enumerate([(3, 29), (5, 20), (2, 12), (4, 25)]):
+        block_mask[row, first:last] = 1
+
+    def run(chunk):
+        monkeypatch.setattr(modeling_realm, "_SPAN_CHUNK", chunk)
+        hidden.grad = None
+        head.zero_grad()
+        logits, starts, ends = head(hidden, block_mask)
+        valid = logits > torch.finfo(logits.dtype).min
+        (logits[valid] * torch.linspace(-1, 1, int(valid.sum()))).sum().backward()
+        return logits.detach(), valid, hidden.grad.clone(), head.dense_intermediate.weight.grad.clone()
+
+    logits_one, valid, grad_one, weight_grad_one = run(10**6)
+    logits_chunked, valid_chunked, grad_chunked, weight_grad_chunked = run(7)  # hundreds of spans: many chunks
+    assert int(valid.sum()) > 20 * 7
+    assert torch.equal(valid, valid_chunked)
+    torch.testing.assert_close(logits_chunked, logits_one, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad_chunked, grad_one, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight_grad_chunked, weight_grad_one, rtol=1e-5, atol=1e-6)
 
 
 def test_reader_prediction_and_loss(tiny_config):

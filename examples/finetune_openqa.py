@@ -40,7 +40,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from realm_hf import RealmForOpenQA, RealmIndex, embed_corpus, init_from_bert, save_realm
@@ -272,6 +272,25 @@ def fill_card_results(card_data: RealmModelCardData, report: dict) -> None:
     qa_subset = f"first {num_qa:,} of {num_all:,}" if num_qa < num_all else f"all {num_all:,}"
     update_card_from_metrics(card_data, qa_metrics, f"{EVAL_DATASET}, {qa_subset}", "dev", "squad")
     update_card_from_metrics(card_data, retrieval_metrics, f"{EVAL_DATASET}, all {num_all:,}", "dev", "squad")
+    card_data.model_description = f"{card_data.model_description}\n\n{before_after_summary(report)}"
+
+
+def before_after_summary(report: dict) -> str:
+    """One paragraph: the dev metrics before and after fine-tuning (for the model card)."""
+    before, after = report["before"], report["after"]
+    num_all, num_qa = report["num_eval_questions"], after["num_qa_questions"]
+    qa_subset = f"the first {num_qa:,}" if num_qa < num_all else f"all {num_all:,}"
+
+    def pair(key: str, scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * before[key]:.{digits}f} -> {scale * after[key]:.{digits}f}"
+
+    return (
+        f"Before -> after fine-tuning ({report['timings']['train_s'] / 60:.0f} min of training on "
+        f"{report['machine']['cpu_count']} CPU cores), dev questions: gold-passage recall@1 "
+        f"{pair('gold_recall_at_1')}, @5 {pair('gold_recall_at_5')}, @20 {pair('gold_recall_at_20')} (all "
+        f"{num_all:,}); exact match {pair('exact_match', digits=1)}, F1 {pair('f1', digits=1)}, answer recall@5 "
+        f"{pair('recall_at_k', 100, 1)} % ({qa_subset}). Before fine-tuning the reader's span scorer is untrained."
+    )
 
 
 def main() -> None:
@@ -284,6 +303,7 @@ def main() -> None:
         # `answer_ids` is a nested list the Trainer must pass through untouched.
         train_args.remove_unused_columns = False
     logging.set_verbosity_info()
+    set_seed(train_args.seed)  # the new heads (span scorer, projection) start the same way in every run
     timings: dict[str, float] = {}
     run_start = time.perf_counter()
 

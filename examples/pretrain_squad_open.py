@@ -30,7 +30,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.utils import logging
 
 from realm_hf import (
@@ -117,6 +117,7 @@ def main() -> None:
     else:
         data_args, model_args, train_args = parser.parse_args_into_dataclasses()
     logging.set_verbosity_info()
+    set_seed(train_args.seed)  # the encoder's new masked-LM head starts the same way in every run
     accelerator = make_accelerator(train_args)
     timings: dict[str, float] = {}
     run_start = time.perf_counter()

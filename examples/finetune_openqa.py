@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.utils import logging
@@ -53,8 +52,8 @@ from realm_hf.model_card import (
     training_logs_from_history,
     update_card_from_metrics,
 )
-from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa
-from realm_hf.qa_data import load_squad_open
+from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
+from realm_hf.qa_data import gold_doc_ids, load_squad_open
 from realm_hf.retrieval_realm import RealmRetriever
 
 
@@ -134,39 +133,6 @@ def load_data(data_args: DataArguments) -> tuple[datasets.Dataset, datasets.Data
     if data_args.max_eval_questions is not None:
         evaluation = evaluation.select(range(min(data_args.max_eval_questions, len(evaluation))))
     return passages, train, evaluation
-
-
-def gold_passage_recall(
-    model: RealmForOpenQA,
-    tokenizer,
-    evaluation: datasets.Dataset,
-    passages: datasets.Dataset,
-    ks: tuple[int, ...] = (1, 5, 20),
-    batch_size: int = 64,
-    max_question_length: int = 64,
-) -> dict[str, float]:
-    """Fraction of questions whose gold passage has a block among the top-k retrieved blocks, for each k."""
-    index = model.retriever.index
-    block_passage = np.asarray(index.corpus["doc_id"], dtype=np.int64)
-    row_of = {passage_id: row for row, passage_id in enumerate(passages["passage_id"])}
-    gold = np.asarray([row_of[p] for p in evaluation["gold_passage_id"]], dtype=np.int64)
-    k_max = min(max(ks), len(index))
-    questions = list(evaluation["question"])
-    was_training = model.training
-    model.eval()
-    rows = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(questions), batch_size):
-                batch = tokenizer(questions[start : start + batch_size], padding=True, truncation=True,
-                                  max_length=max_question_length, return_tensors="pt").to(model.device)  # fmt: skip
-                query = model.embedder(**batch, return_dict=True).projected_score
-                rows.append(index.search(query.float().cpu().numpy(), k_max)[1])
-    finally:
-        model.train(was_training)
-    retrieved_passages = block_passage[np.concatenate(rows, axis=0)]
-    hits = retrieved_passages == gold[:, None]
-    return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
 def build_optimizer(model: RealmForOpenQA, train_args: TrainingArguments, model_args: ModelArguments):
@@ -341,7 +307,12 @@ def main() -> None:
     def run_evaluation(name: str, max_questions: int | None = None) -> dict:
         tick = time.perf_counter()
         result = gold_passage_recall(
-            model, tokenizer, evaluation, passages, max_question_length=data_args.max_question_length
+            model.embedder,
+            model.retriever.index,
+            tokenizer,
+            evaluation["question"],
+            gold_doc_ids(evaluation, passages),
+            max_question_length=data_args.max_question_length,
         )
         subset = evaluation
         if max_questions is not None and max_questions < len(evaluation):

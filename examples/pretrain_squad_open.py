@@ -27,8 +27,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import datasets
-import numpy as np
 import torch
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 from transformers.utils import logging
@@ -45,7 +43,8 @@ from realm_hf import (
     train_realm,
 )
 from realm_hf.corpus import split_documents_into_blocks
-from realm_hf.qa_data import load_squad_open
+from realm_hf.openqa_training import gold_passage_recall
+from realm_hf.qa_data import gold_doc_ids, load_squad_open
 
 
 logger = logging.get_logger("transformers.pretrain_squad_open")  # under transformers' logger: shown at info level
@@ -76,38 +75,6 @@ class ModelArguments:
     embedder_pooling: str = field(default="mean", metadata={"help": "'cls' (BERT pooler) or 'mean'."})
     identity_projection: bool = field(default=True, metadata={"help": "Start the retrieval projection as identity."})
     retrieval_logit_scale: float | None = field(default=20.0, metadata={"help": "See init_from_bert."})
-
-
-@torch.no_grad()
-def gold_passage_recall(
-    query_embedder: torch.nn.Module,
-    index: RealmIndex,
-    tokenizer,
-    questions: datasets.Dataset,
-    passages: datasets.Dataset,
-    ks: tuple[int, ...] = (1, 5, 20),
-    batch_size: int = 64,
-    max_question_length: int = 64,
-) -> dict[str, float]:
-    """Fraction of questions whose gold passage has a block among the top-k retrieved blocks, for each k."""
-    row_of = {passage_id: row for row, passage_id in enumerate(passages["passage_id"])}
-    gold = np.asarray([row_of[p] for p in questions["gold_passage_id"]], dtype=np.int64)
-    block_passage = np.asarray(index.corpus["doc_id"], dtype=np.int64)
-    texts = list(questions["question"])
-    was_training = query_embedder.training
-    query_embedder.eval()
-    device = next(query_embedder.parameters()).device
-    rows = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
-                              max_length=max_question_length, return_tensors="pt").to(device)  # fmt: skip
-            query = query_embedder(**batch, return_dict=True).projected_score
-            rows.append(index.search(query.float().cpu().numpy(), min(max(ks), len(index)))[1])
-    finally:
-        query_embedder.train(was_training)
-    hits = block_passage[np.concatenate(rows, axis=0)] == gold[:, None]
-    return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
 def main() -> None:
@@ -167,8 +134,8 @@ def main() -> None:
             model.query_embedder,
             index,
             tokenizer,
-            questions,
-            passages,
+            questions["question"],
+            gold_doc_ids(questions, passages),
             max_question_length=data_args.max_question_length,
         )
         recall["seconds"] = time.perf_counter() - tick

@@ -34,7 +34,7 @@ from .modeling_realm import (
     RealmScorer,
     RealmScorerOutput,
 )
-from .openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa
+from .openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
 from .pipeline_realm import RealmOpenQAPipeline, register_realm_pipeline
 from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .retrieval_realm import RealmRetriever
@@ -84,6 +84,7 @@ __all__ = [
     "compute_embedder_fingerprint",
     "embed_corpus",
     "evaluate_open_qa",
+    "gold_passage_recall",
     "generate_model_card",
     "init_from_bert",
     "load_legacy_block_emb",

@@ -291,17 +291,65 @@ class _AnswerMatcher:
 
 
 @torch.no_grad()
-def _retrieve(model, tokenizer, questions: list[str], k: int, batch_size: int, max_length: int) -> np.ndarray:
-    """Top-`k` block ids, shape `(len(questions), k)`, of non-empty questions (embedder in eval mode)."""
+def _retrieve(
+    query_embedder, index, tokenizer, questions: list[str], k: int, batch_size: int, max_length: int
+) -> np.ndarray:
+    """Top-`k` block ids of `index`, shape `(len(questions), k)`, of non-empty questions (embedder as it is)."""
+    device = next(query_embedder.parameters()).device
     rows = []
     for start in range(0, len(questions), batch_size):
         texts = questions[start : start + batch_size]
         batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        batch = {key: value.to(model.device) for key, value in batch.items()}
-        query = model.embedder(**batch, return_dict=True).projected_score
-        _, ids = model.retriever.index.search(query.float().cpu().numpy(), k)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        query = query_embedder(**batch, return_dict=True).projected_score
+        _, ids = index.search(query.float().cpu().numpy(), k)
         rows.append(ids)
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, k), dtype=np.int64)
+
+
+@torch.no_grad()
+def gold_passage_recall(
+    query_embedder,
+    index,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    gold_doc_ids: Sequence[int],
+    ks: Sequence[int] = (1, 5, 20),
+    batch_size: int = 64,
+    max_question_length: int = 64,
+) -> dict[str, float]:
+    r"""
+    Retrieval recall against gold documents: the fraction of questions whose gold document has a block among the
+    top-k retrieved blocks, for each k (SQuAD-open's "gold passage recall").
+
+    Args:
+        query_embedder ([`RealmEmbedder`]): Embeds the questions (run in eval mode; its mode is restored).
+        index ([`RealmIndex`]): The blocks; its corpus `doc_id` column says which document each block comes from.
+        tokenizer ([`PreTrainedTokenizerBase`]): The question tokenizer.
+        questions (`Sequence[str]`): The questions.
+        gold_doc_ids (`Sequence[int]`): For each question, the `doc_id` of its gold document.
+        ks (`Sequence[int]`, *optional*, defaults to `(1, 5, 20)`): Retrieval depths (capped at the index size).
+        batch_size (`int`, *optional*, defaults to 64): Questions per forward pass.
+        max_question_length (`int`, *optional*, defaults to 64): Questions are truncated to this many tokens.
+
+    Returns:
+        `dict[str, float]`: `gold_recall_at_{k}` for each k, fractions in [0, 1].
+    """
+    if len(questions) != len(gold_doc_ids):
+        raise ValueError(f"gold_passage_recall: {len(questions)} questions but {len(gold_doc_ids)} gold doc ids.")
+    block_doc = np.asarray(index.corpus["doc_id"], dtype=np.int64)
+    gold = np.asarray(gold_doc_ids, dtype=np.int64)
+    k_max = min(max(ks), len(index))
+    was_training = query_embedder.training
+    query_embedder.eval()
+    try:
+        retrieved = _retrieve(
+            query_embedder, index, tokenizer, list(questions), k_max, batch_size, max_question_length
+        )
+    finally:
+        query_embedder.train(was_training)
+    hits = block_doc[retrieved] == gold[:, None]
+    return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) if len(gold) else 0.0 for k in ks}
 
 
 def evaluate_open_qa(
@@ -374,7 +422,13 @@ def evaluate_open_qa(
         )
         answered = [i for i in valid if answers[i].error is None]
         retrieved = _retrieve(
-            model, tokenizer, [questions[i] for i in answered], k, batch_size, max_length=max_question_length
+            model.embedder,
+            model.retriever.index,
+            tokenizer,
+            [questions[i] for i in answered],
+            k,
+            batch_size,
+            max_length=max_question_length,
         )
     finally:
         model.train(was_training)

@@ -507,10 +507,26 @@ def load_squad_open(
     return passages, questions
 
 
+def gold_doc_ids(questions, passages) -> list[int]:
+    """The `doc_id` of each question's gold passage (its row in `passages`, as
+    [`~realm_hf.corpus.split_documents_into_blocks`] numbers documents), from the `gold_passage_id` column that
+    [`load_squad_open`] writes.
+
+    Raises:
+        `ValueError`: If a gold passage is not among `passages`.
+    """
+    row_of = {passage_id: row for row, passage_id in enumerate(passages["passage_id"])}
+    missing = sorted({p for p in questions["gold_passage_id"] if p not in row_of})
+    if missing:
+        raise ValueError(f"{len(missing)} gold passages are not among the passages, for example {missing[:3]}.")
+    return [row_of[p] for p in questions["gold_passage_id"]]
+
+
 __all__ = [
     "ANSWER_TYPES",
     "FILE_FORMATS",
     "QADataError",
+    "gold_doc_ids",
     "load_curatedtrec",
     "load_nq_open",
     "load_qa_file",

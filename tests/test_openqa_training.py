@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -9,8 +10,14 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from realm_hf import RealmForOpenQA
-from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa
+from realm_hf import RealmForOpenQA, RealmIndex
+from realm_hf.openqa_training import (
+    DataCollatorForRealmOpenQA,
+    RealmTrainer,
+    evaluate_open_qa,
+    gold_passage_recall,
+)
+from realm_hf.qa_data import gold_doc_ids
 
 from .test_retrieval_realm import REFERENCE, openqa_retriever
 
@@ -164,3 +171,44 @@ def test_evaluate_open_qa_empty_dataset(model, openqa_tokenizer):
     result = evaluate_open_qa(model, openqa_tokenizer, [])
     assert result["num_questions"] == 0
     assert result["exact_match"] == result["recall_at_k"] == 0.0
+
+
+class _LookupEmbedder(torch.nn.Module):
+    """A query embedder whose embedding is a fixed vector per first question token."""
+
+    def __init__(self, vectors: torch.Tensor):
+        super().__init__()
+        self.table = torch.nn.Embedding.from_pretrained(vectors)
+
+    def forward(self, input_ids, return_dict=True, **kwargs):
+        return SimpleNamespace(projected_score=self.table(input_ids[:, 1]))
+
+
+def test_gold_passage_recall_counts_blocks_of_the_gold_document(tiny_tokenizer):
+    # Blocks 0..3 of documents 0, 0, 1, 2; block i has embedding e_i.
+    corpus = datasets.Dataset.from_dict(
+        {"title": ["a"] * 4, "text": ["b"] * 4, "doc_id": [0, 0, 1, 2], "token_ids": [[5, 6]] * 4}
+    )
+    index = RealmIndex.build(corpus, np.eye(4, dtype=np.float32), show_progress=False)
+    vocab = tiny_tokenizer.get_vocab()
+    vectors = torch.zeros(len(vocab), 4)
+    vectors[vocab["paris"]] = torch.tensor([1.0, 0.5, 0.0, 0.0])  # block 0 (doc 0), then block 1 (doc 0)
+    vectors[vocab["berlin"]] = torch.tensor([0.0, 0.0, 1.0, 0.5])  # block 2 (doc 1), then block 3 (doc 2)
+    vectors[vocab["rome"]] = torch.tensor([0.2, 0.0, 0.0, 1.0])  # block 3 (doc 2), then block 0 (doc 0)
+    embedder = _LookupEmbedder(vectors).train()
+    recall = gold_passage_recall(
+        embedder, index, tiny_tokenizer, ["paris", "berlin", "rome"], [0, 2, 0], ks=(1, 2, 9), batch_size=2
+    )
+    # paris: doc 0 at rank 1; berlin: doc 2 at rank 2; rome: doc 0 at rank 2.
+    assert recall == {"gold_recall_at_1": 1 / 3, "gold_recall_at_2": 1.0, "gold_recall_at_9": 1.0}
+    assert embedder.training  # mode restored
+    with pytest.raises(ValueError, match="2 questions but 1 gold"):
+        gold_passage_recall(embedder, index, tiny_tokenizer, ["paris", "rome"], [0])
+
+
+def test_gold_doc_ids_are_passage_rows():
+    passages = datasets.Dataset.from_dict({"passage_id": ["p0", "p1", "p2"]})
+    questions = datasets.Dataset.from_dict({"gold_passage_id": ["p2", "p0", "p2"]})
+    assert gold_doc_ids(questions, passages) == [2, 0, 2]
+    with pytest.raises(ValueError, match="1 gold passages are not among the passages"):
+        gold_doc_ids(datasets.Dataset.from_dict({"gold_passage_id": ["p9"]}), passages)

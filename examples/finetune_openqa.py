@@ -95,6 +95,10 @@ class ModelArguments:
     embedder_pooling: str = field(
         default="cls", metadata={"help": "'cls' (BERT pooler, original REALM) or 'mean' (sentence-transformers)."}
     )
+    embedder_single_segment: bool = field(
+        default=False,
+        metadata={"help": "Embed blocks as one segment (token types 0), as sentence-transformers checkpoints expect."},
+    )
     identity_projection: bool = field(
         default=False, metadata={"help": "Start the retrieval projection as the identity (needs proj size = hidden)."}
     )
@@ -217,6 +221,7 @@ def fill_card_results(card_data: RealmModelCardData, report: dict) -> None:
             "reader_beam_size": model_args["reader_beam_size"],
             "reader_seq_len": model_args["reader_seq_len"],
             "embedder_pooling": model_args["embedder_pooling"],
+            "embedder_single_segment": model_args["embedder_single_segment"],
             "identity_projection": model_args["identity_projection"],
             "retrieval_logit_scale": model_args["retrieval_logit_scale"],
             "training_questions_seen": (
@@ -295,6 +300,7 @@ def main() -> None:
         block_seq_len=data_args.max_block_length,
         num_block_records=len(corpus),
         embedder_pooling=model_args.embedder_pooling,
+        embedder_single_segment=model_args.embedder_single_segment,
     )
     model.to(train_args.device)
     tick = time.perf_counter()

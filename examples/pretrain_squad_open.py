@@ -74,6 +74,9 @@ class ModelArguments:
     num_candidates: int = field(default=5, metadata={"help": "Retrieved documents per sentence, null included."})
     embedder_pooling: str = field(default="mean", metadata={"help": "'cls' (BERT pooler) or 'mean'."})
     identity_projection: bool = field(default=True, metadata={"help": "Start the retrieval projection as identity."})
+    embedder_single_segment: bool = field(
+        default=False, metadata={"help": "Embed blocks as one segment (token types 0), as sentence-transformers do."}
+    )
     retrieval_logit_scale: float | None = field(default=20.0, metadata={"help": "See init_from_bert."})
 
 
@@ -123,6 +126,7 @@ def main() -> None:
         num_candidates=model_args.num_candidates,
         block_seq_len=data_args.max_block_length,
         embedder_pooling=model_args.embedder_pooling,
+        embedder_single_segment=model_args.embedder_single_segment,
     )
     model.to(accelerator.device)
 

@@ -71,6 +71,11 @@ class RealmConfig(PreTrainedConfig):
             How [`RealmEmbedder`] summarises a sequence before the retrieval projection: `"cls"` (the original REALM:
             the BERT pooler, dense + tanh over `[CLS]`) or `"mean"` (the average of the last hidden states over the
             attention mask, as sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained to be used).
+        embedder_single_segment (`bool`, *optional*, defaults to `False`):
+            Whether [`RealmEmbedder`] reads every input as one segment (all token type ids 0, whatever it is given).
+            The original REALM puts a block's title in segment 0 and its body in segment 1; sentence-transformers
+            checkpoints were trained on single segments, and embed `[CLS] title [SEP] body [SEP]` blocks better
+            that way. The reader and the knowledge-augmented encoder are not affected.
         use_null_document (`bool`, *optional*, defaults to `True`):
             Whether pre-training puts the null (empty) document first among the retrieved candidates, "a consistent
             sink when no retrieval is necessary" (paper, section 3.4).
@@ -114,6 +119,7 @@ class RealmConfig(PreTrainedConfig):
     share_query_embedder: bool = True
     block_seq_len: int = 288
     embedder_pooling: str = "cls"
+    embedder_single_segment: bool = False
     use_null_document: bool = True
     pad_token_id: int | None = 1
     bos_token_id: int | None = 0

@@ -349,7 +349,8 @@ class RealmEmbedder(RealmPreTrainedModel):
     r"""
     The REALM query/document embedder: BERT followed by a linear projection of the pooled `[CLS]` state and a layer
     norm, giving `config.retriever_proj_size`-dimensional retrieval embeddings. With `config.embedder_pooling="mean"`
-    the projection reads the attention-masked mean of the last hidden states instead of the pooled `[CLS]` state.
+    the projection reads the attention-masked mean of the last hidden states instead of the pooled `[CLS]` state;
+    with `config.embedder_single_segment` every token is read in segment 0 (the given `token_type_ids` are ignored).
 
     Example:
 
@@ -396,6 +397,8 @@ class RealmEmbedder(RealmPreTrainedModel):
             [`RealmEmbedderOutput`] (or a tuple when `return_dict=False`).
         """
         _reject_head_mask(head_mask)
+        if self.config.embedder_single_segment and token_type_ids is not None:
+            token_type_ids = torch.zeros_like(token_type_ids)
         outputs = self.realm(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -1,13 +1,24 @@
-"""`RealmConfig.embedder_pooling` and `init_from_bert(identity_projection=..., retrieval_logit_scale=...)`."""
+"""Embedder options for sentence-transformers checkpoints (`embedder_pooling`, `embedder_single_segment`) and
+`init_from_bert(identity_projection=..., retrieval_logit_scale=...)`."""
 
 import json
 
+import datasets
 import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from realm_hf import RealmConfig, RealmEmbedder, RealmForOpenQA, RealmForPreTraining, init_from_bert
+from realm_hf import (
+    RealmConfig,
+    RealmEmbedder,
+    RealmForOpenQA,
+    RealmForPreTraining,
+    compute_embedder_fingerprint,
+    embed_corpus,
+    init_from_bert,
+)
 from realm_hf.configuration_realm import EMBEDDER_POOLING_MODES
+from realm_hf.corpus import tokenize_blocks
 
 from .conftest import tiny_config_kwargs
 
@@ -172,3 +183,43 @@ def test_identity_projection_bad_arguments_are_refused(tmp_path):
         init_from_bert(
             RealmForOpenQA, tmp_path, identity_projection=True, retrieval_logit_scale=0.0, retriever_proj_size=32
         )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Single-segment embedder (sentence-transformers checkpoints)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_single_segment_defaults_off_and_round_trips(tmp_path):
+    assert RealmConfig().embedder_single_segment is False
+    RealmConfig(**tiny_config_kwargs(), embedder_single_segment=True).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["embedder_single_segment"] is True
+    assert RealmConfig.from_pretrained(tmp_path).embedder_single_segment is True
+
+
+def test_single_segment_embedder_ignores_token_types():
+    segmented, single = _embedder(embedder_pooling="mean"), _embedder(embedder_pooling="mean")
+    single.config.embedder_single_segment = True
+    ids = _ids(segmented.config, 2, L)
+    types = torch.zeros_like(ids)
+    types[:, 4:] = 1  # [CLS] title [SEP] in segment 0, the body in segment 1, as document_tower_inputs builds them
+    with torch.no_grad():
+        zeros = segmented(ids, token_type_ids=torch.zeros_like(ids)).projected_score
+        # The original layout reads the body in segment 1 (another embedding), the single-segment one does not.
+        assert not torch.allclose(segmented(ids, token_type_ids=types).projected_score, zeros)
+        torch.testing.assert_close(single(ids, token_type_ids=types).projected_score, zeros)
+        torch.testing.assert_close(single(ids).projected_score, zeros)
+
+
+def test_single_segment_reaches_the_corpus_embeddings_and_the_fingerprint(tiny_tokenizer):
+    model = _embedder(embedder_pooling="mean")
+    tokenizer = tiny_tokenizer
+    documents = datasets.Dataset.from_dict({"title": ["paris", "berlin"], "text": ["the capital of france", "a city"]})
+    corpus = tokenize_blocks(documents, tokenizer)
+    segmented = embed_corpus(model, corpus, tokenizer, show_progress=False)
+    fingerprint = compute_embedder_fingerprint(model)
+    model.config.embedder_single_segment = True
+    single = embed_corpus(model, corpus, tokenizer, show_progress=False)
+    assert not torch.allclose(torch.from_numpy(segmented), torch.from_numpy(single))
+    # An index embedded the other way is reported stale even though the weights are the same.
+    assert compute_embedder_fingerprint(model) != fingerprint

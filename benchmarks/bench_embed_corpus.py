@@ -1,18 +1,22 @@
-"""Corpus-embedding throughput: `embed_corpus` end to end vs the embedder's raw forward on the same batches.
+"""Corpus-embedding throughput: `embed_corpus` end to end vs the embedder's raw forward on the same batches, and
+what batching blocks of similar length saves over batching consecutive blocks.
 
 Corpus: the SQuAD-open passages (`squad_open/squad_v1.1_dev_passages.jsonl`) split into REALM blocks with
 `split_documents_into_blocks` (288 wordpieces, MiniLM tokenizer); the first `--num-blocks` blocks, in corpus order, are
 embedded. Embedder: `init_from_bert(RealmEmbedder, <MiniLM>, retriever_proj_size=128)` (MiniLM trunk, random REALM
 projection), in eval mode.
 
-* raw: the padded tensors of exactly the batches that `embed_corpus` uses (rows `[i, i + batch_size)` in corpus
-  order, built beforehand with `document_tower_inputs`, padded to the longest row of the batch), then only
-  `embedder(**inputs).projected_score` under `torch.no_grad()`;
-* pipeline: `embed_corpus(embedder, corpus, tokenizer, batch_size=..., show_progress=False)`, which reads the
-  token-id columns from Arrow, builds the same tensors, runs the same forward and gathers the numpy result.
+* raw: the padded tensors of exactly the batches that `embed_corpus` uses (the rows sorted by length, longest first,
+  `realm_hf.embedding.length_sorted_batches`, built beforehand with `document_tower_inputs`, each padded to its
+  longest row), then only `embedder(**inputs).projected_score` under `torch.no_grad()`;
+* pipeline: `embed_corpus(embedder, corpus, tokenizer, batch_size=..., show_progress=False)` (one chunk), which reads
+  the token-id columns from Arrow, builds the same tensors, runs the same forward and gathers the numpy result;
+* raw, consecutive rows: the raw forward over batches of consecutive corpus rows `[i, i + batch_size)`, as
+  `embed_corpus` batched before it sorted by length.
 
-Both are timed in `--rounds` interleaved rounds (the order alternates each round); the best round of each is
-reported with the ratio raw_time / pipeline_time (pipeline throughput as a share of raw throughput). The input
+All are timed in `--rounds` interleaved rounds (the order rotates each round); the best round of each is reported,
+with the ratio raw_time / pipeline_time (pipeline throughput as a share of raw throughput) and the speed-up of
+length-sorted over consecutive batches. The input
 preparation alone (Arrow -> lists -> padded tensors, no forward) is also timed so that the pipeline overhead is
 measured directly, not only as the difference of two noisy totals. The script checks that both paths return the same
 embeddings.
@@ -42,7 +46,7 @@ from _common import machine_info as common_machine_info  # noqa: E402
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
 from realm_hf.corpus import split_documents_into_blocks  # noqa: E402
-from realm_hf.embedding import _column_lists, document_tower_inputs, embed_corpus  # noqa: E402
+from realm_hf.embedding import _column_lists, document_tower_inputs, embed_corpus, length_sorted_batches  # noqa: E402
 from realm_hf.modeling_realm import RealmEmbedder  # noqa: E402
 from realm_hf.qa_data import load_squad_open  # noqa: E402
 
@@ -81,30 +85,46 @@ def machine_info() -> dict:
     }
 
 
-def batch_inputs(corpus, tokenizer, batch_size: int, max_length: int) -> list[dict[str, torch.Tensor]]:
-    """The tensors `embed_corpus` builds: consecutive rows, `[CLS] title [SEP] block [SEP]`, padded per batch."""
+def batch_inputs(
+    corpus, tokenizer, batch_size: int, max_length: int, length_sorted: bool = True
+) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """`(corpus rows, tensors)` of each batch: `[CLS] title [SEP] block [SEP]`, padded per batch; the batches of
+    `embed_corpus` over one chunk (`length_sorted`) or of consecutive rows."""
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
-    batches = []
-    for start in range(0, len(corpus), batch_size):
-        end = min(start + batch_size, len(corpus))
-        titles = _column_lists(corpus, "title_token_ids", start, end)
-        bodies = _column_lists(corpus, "token_ids", start, end)
-        batches.append(document_tower_inputs(titles, bodies, *special, max_length=max_length))
-    return batches
+    titles = _column_lists(corpus, "title_token_ids", 0, len(corpus))
+    bodies = _column_lists(corpus, "token_ids", 0, len(corpus))
+    if length_sorted:
+        groups = length_sorted_batches(np.array([len(t) + len(b) for t, b in zip(titles, bodies)]), batch_size)
+    else:
+        groups = [np.arange(s, min(s + batch_size, len(corpus))) for s in range(0, len(corpus), batch_size)]
+    return [
+        (rows, document_tower_inputs([titles[i] for i in rows], [bodies[i] for i in rows], *special, max_length))
+        for rows in groups
+    ]
 
 
 @torch.no_grad()
-def raw_forward(embedder, batches) -> tuple[np.ndarray, float]:
+def raw_forward(embedder, batches, num_rows: int | None = None) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
-    outputs = [embedder(**inputs, return_dict=True).projected_score for inputs in batches]
+    outputs = [(rows, embedder(**inputs, return_dict=True).projected_score) for rows, inputs in batches]
     seconds = time.perf_counter() - start
-    return torch.cat(outputs).numpy(), seconds
+    num_rows = num_rows or sum(len(rows) for rows, _ in outputs)
+    embeddings = np.zeros((num_rows, outputs[0][1].size(-1)), dtype=np.float32)
+    for rows, vectors in outputs:
+        embeddings[rows] = vectors.numpy()
+    return embeddings, seconds
 
 
 def pipeline(embedder, corpus, tokenizer, batch_size: int, max_length: int) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     embeddings = embed_corpus(
-        embedder, corpus, tokenizer, batch_size=batch_size, max_length=max_length, show_progress=False
+        embedder,
+        corpus,
+        tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        chunk_size=len(corpus),
+        show_progress=False,
     )
     return embeddings, time.perf_counter() - start
 
@@ -132,29 +152,45 @@ def main(argv=None) -> dict:
     embedder = init_from_bert(RealmEmbedder, args.model, retriever_proj_size=args.proj_size).eval()
 
     batches = batch_inputs(corpus, tokenizer, args.batch_size, args.max_block_length)
-    shapes = [tuple(b["input_ids"].shape) for b in batches]
-    real_tokens = int(sum(int(b["attention_mask"].sum()) for b in batches))
-    padded_tokens = int(sum(r * c for r, c in shapes))
-    print(f"{len(corpus)} blocks in {len(batches)} batches, shapes {shapes}", flush=True)
+    consecutive = batch_inputs(corpus, tokenizer, args.batch_size, args.max_block_length, length_sorted=False)
+
+    def layout(groups) -> dict:
+        shapes = [tuple(inputs["input_ids"].shape) for _, inputs in groups]
+        return {
+            "batches": len(groups),
+            "real_tokens": int(sum(int(inputs["attention_mask"].sum()) for _, inputs in groups)),
+            "padded_tokens": int(sum(r * c for r, c in shapes)),
+            "batch_shapes": shapes,
+        }
+
+    layouts = {"length_sorted": layout(batches), "consecutive": layout(consecutive)}
+    for name, value in layouts.items():
+        print(f"{len(corpus)} blocks, {name} batches: {value['padded_tokens']:,} computed positions "
+              f"({value['real_tokens']:,} real)", flush=True)  # fmt: skip
 
     # Warm-up (one batch each) and a correctness check on the whole subset.
-    raw_forward(embedder, batches[:1])
+    raw_forward(embedder, batches[:1], len(corpus))
     raw_vecs, _ = raw_forward(embedder, batches)
     pipe_vecs, _ = pipeline(embedder, corpus, tokenizer, args.batch_size, args.max_block_length)
+    consecutive_vecs, _ = raw_forward(embedder, consecutive)
     max_abs_diff = float(np.abs(raw_vecs - pipe_vecs).max())
-    print(f"max |raw - embed_corpus| = {max_abs_diff:.2e}", flush=True)
+    max_abs_diff_consecutive = float(np.abs(consecutive_vecs - pipe_vecs).max())
+    print(f"max |raw - embed_corpus| = {max_abs_diff:.2e}, vs consecutive batches {max_abs_diff_consecutive:.2e}")
 
-    raw_times, pipe_times = [], []
+    runs = {
+        "raw": lambda: raw_forward(embedder, batches)[1],
+        "pipeline": lambda: pipeline(embedder, corpus, tokenizer, args.batch_size, args.max_block_length)[1],
+        "consecutive": lambda: raw_forward(embedder, consecutive)[1],
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
     for round_index in range(args.rounds):
-        order = ("raw", "pipeline") if round_index % 2 == 0 else ("pipeline", "raw")
-        for name in order:
-            if name == "raw":
-                raw_times.append(raw_forward(embedder, batches)[1])
-            else:
-                pipe_times.append(pipeline(embedder, corpus, tokenizer, args.batch_size, args.max_block_length)[1])
+        for name in names[round_index % 3 :] + names[: round_index % 3]:
+            times[name].append(runs[name]())
         print(
-            f"round {round_index}: raw {len(corpus) / raw_times[-1]:.2f} blocks/s, "
-            f"embed_corpus {len(corpus) / pipe_times[-1]:.2f} blocks/s, load {os.getloadavg()[0]:.2f}",
+            f"round {round_index}: "
+            + ", ".join(f"{name} {len(corpus) / seconds[-1]:.2f} blocks/s" for name, seconds in times.items())
+            + f", load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
 
@@ -167,56 +203,54 @@ def main(argv=None) -> dict:
     column_seconds = []
     for _ in range(args.prep_repeats):
         start = time.perf_counter()
-        for s in range(0, len(corpus), args.batch_size):
-            e = min(s + args.batch_size, len(corpus))
-            _column_lists(corpus, "title_token_ids", s, e)
-            _column_lists(corpus, "token_ids", s, e)
+        _column_lists(corpus, "title_token_ids", 0, len(corpus))
+        _column_lists(corpus, "token_ids", 0, len(corpus))
         column_seconds.append(time.perf_counter() - start)
 
-    raw_best, pipe_best = min(raw_times), min(pipe_times)
+    best = {name: min(seconds) for name, seconds in times.items()}
+    raw_best, pipe_best = best["raw"], best["pipeline"]
     ratio = raw_best / pipe_best
+    sorting_speedup = best["consecutive"] / pipe_best
     rows = [
-        {
-            "method": "raw forward (pre-built padded batches)",
-            "seconds": raw_best,
-            "blocks_per_s": len(corpus) / raw_best,
-        },
-        {"method": "embed_corpus (end to end)", "seconds": pipe_best, "blocks_per_s": len(corpus) / pipe_best},
+        {"method": "raw forward (embed_corpus's length-sorted batches)", "seconds": raw_best},
+        {"method": "embed_corpus (end to end)", "seconds": pipe_best},
+        {"method": "raw forward, batches of consecutive rows (no length sorting)", "seconds": best["consecutive"]},
     ]
+    for row in rows:
+        row["blocks_per_s"] = len(corpus) / row["seconds"]
     overhead = {
         "input_preparation_seconds_best": min(prep),
         "input_preparation_ms_per_batch": 1000 * min(prep) / len(batches),
         "input_preparation_share_of_raw_forward": min(prep) / raw_best,
         "arrow_to_pylist_seconds_best": min(column_seconds),
         "pipeline_minus_raw_seconds_best_rounds": pipe_best - raw_best,
-        "per_round_ratio_raw_over_pipeline": [r / p for r, p in zip(raw_times, pipe_times)],
+        "per_round_ratio_raw_over_pipeline": [r / p for r, p in zip(times["raw"], times["pipeline"])],
+        "per_round_speedup_over_consecutive": [c / p for c, p in zip(times["consecutive"], times["pipeline"])],
     }
     info["load_average_at_end"] = os.getloadavg()
     results = {
         "config": vars(args),
         "machine": info,
-        "corpus": {
-            "blocks": len(corpus),
-            "batches": len(batches),
-            "real_tokens": real_tokens,
-            "padded_tokens": padded_tokens,
-            "batch_shapes": shapes,
-        },
+        "corpus": {"blocks": len(corpus), **layouts},
         "rows": rows,
-        "timing_rounds": {"raw_seconds": raw_times, "embed_corpus_seconds": pipe_times},
+        "timing_rounds": {f"{name}_seconds": seconds for name, seconds in times.items()},
         "overhead": overhead,
         "max_abs_difference_raw_vs_embed_corpus": max_abs_diff,
-        "goals": {"throughput_ratio": ratio, "goal_90_percent_met": ratio >= 0.9},
+        "max_abs_difference_consecutive_vs_embed_corpus": max_abs_diff_consecutive,
+        "goals": {
+            "throughput_ratio": ratio,
+            "goal_90_percent_met": ratio >= 0.9,
+            "speedup_over_consecutive_batches": sorting_speedup,
+        },
     }
     print(
         f"\n### Corpus embedding: {len(corpus)} SQuAD-open blocks, batch {args.batch_size}, MiniLM RealmEmbedder, "
         f"{os.cpu_count()} CPU cores\n"
     )
-    print("| method | best round (s) | blocks/s | share of raw |\n|---|---:|---:|---:|")
+    print("| method | best round (s) | blocks/s | vs embed_corpus |\n|---|---:|---:|---:|")
     for row in rows:
-        print(
-            f"| {row['method']} | {row['seconds']:.2f} | {row['blocks_per_s']:.2f} | {raw_best / row['seconds']:.3f} |"
-        )
+        print(f"| {row['method']} | {row['seconds']:.2f} | {row['blocks_per_s']:.2f} | "
+              f"{pipe_best / row['seconds']:.3f} |")  # fmt: skip
     print(
         f"\nInput preparation alone: {overhead['input_preparation_ms_per_batch']:.1f} ms/batch "
         f"({100 * overhead['input_preparation_share_of_raw_forward']:.2f}% of the raw forward time); "

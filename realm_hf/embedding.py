@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -63,6 +62,17 @@ def _chunks(num_rows: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_size, num_rows)) for start in range(0, num_rows, chunk_size)]
 
 
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row positions grouped into batches of rows of similar length, longest first.
+
+    A batch is padded to its longest row; consecutive corpus rows have very different lengths, sorted ones do not, so
+    the document tower computes far fewer padding positions. The longest batch comes first, so a batch size that does
+    not fit in memory fails at once.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def _embed_rows(
     embedder: torch.nn.Module,
@@ -73,20 +83,24 @@ def _embed_rows(
     special_ids: tuple[int, int, int],
     max_length: int,
     autocast_dtype: torch.dtype | None,
-) -> Iterator[np.ndarray]:
+) -> np.ndarray:
+    """Embeddings of the rows `[start, end)`, in row order, computed over [`length_sorted_batches`]."""
     device = next(embedder.parameters()).device
-    for batch_start in range(start, end, batch_size):
-        batch_end = min(batch_start + batch_size, end)
+    titles = _column_lists(corpus, "title_token_ids", start, end)
+    bodies = _column_lists(corpus, "token_ids", start, end)
+    lengths = np.fromiter((len(t) + len(b) for t, b in zip(titles, bodies)), dtype=np.int64, count=end - start)
+    embeddings = None
+    for rows in length_sorted_batches(lengths, batch_size):
         inputs = document_tower_inputs(
-            _column_lists(corpus, "title_token_ids", batch_start, batch_end),
-            _column_lists(corpus, "token_ids", batch_start, batch_end),
-            *special_ids,
-            max_length=max_length,
+            [titles[i] for i in rows], [bodies[i] for i in rows], *special_ids, max_length=max_length
         )
         inputs = {k: v.to(device) for k, v in inputs.items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            embeddings = embedder(**inputs, return_dict=True).projected_score
-        yield embeddings.float().cpu().numpy()
+            batch = embedder(**inputs, return_dict=True).projected_score
+        if embeddings is None:
+            embeddings = np.empty((end - start, batch.size(-1)), dtype=np.float32)
+        embeddings[rows] = batch.float().cpu().numpy()
+    return embeddings
 
 
 def embed_corpus(
@@ -103,7 +117,8 @@ def embed_corpus(
 ) -> np.ndarray:
     r"""
     Embeds every block of a corpus with the document tower: `[CLS] title [SEP] block [SEP]` built from the
-    pre-tokenized `title_token_ids` and `token_ids` columns (nothing is re-tokenized).
+    pre-tokenized `title_token_ids` and `token_ids` columns (nothing is re-tokenized). Within each chunk, blocks are
+    batched with blocks of similar length ([`length_sorted_batches`]), so little padding is computed.
 
     Args:
         embedder ([`RealmEmbedder`]): The document tower; it is put in eval mode for the pass and restored after.
@@ -146,10 +161,7 @@ def embed_corpus(
             if chunk_file is not None and chunk_file.exists():
                 array = np.load(chunk_file)
             else:
-                parts = list(
-                    _embed_rows(embedder, corpus, start, end, batch_size, special_ids, max_length, autocast_dtype)
-                )
-                array = np.concatenate(parts, axis=0)
+                array = _embed_rows(embedder, corpus, start, end, batch_size, special_ids, max_length, autocast_dtype)
                 if chunk_file is not None:
                     _atomic_save(array, chunk_file)
             local[(start, end)] = array

@@ -173,6 +173,31 @@ def test_embed_corpus_matches_embedder_and_resumes(tmp_path, synthetic_tokenizer
     np.testing.assert_array_equal(resumed, first)
 
 
+def test_embed_corpus_batches_blocks_of_similar_length(synthetic_tokenizer, corpus, monkeypatch):
+    torch.manual_seed(0)
+    embedder = RealmForPreTraining(make_config(synthetic_tokenizer)).embedder.eval()
+    one_at_a_time = embed_corpus(embedder, corpus, synthetic_tokenizer, batch_size=1, show_progress=False)
+    shapes = []
+    original_forward = type(embedder).forward
+
+    def recording_forward(self, *args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(embedder), "forward", recording_forward)
+    batched = embed_corpus(embedder, corpus, synthetic_tokenizer, batch_size=4, chunk_size=10, show_progress=False)
+    np.testing.assert_allclose(batched, one_at_a_time, atol=1e-5)  # rows come back in corpus order
+    lengths = [3 + len(t) + len(b) for t, b in zip(corpus["title_token_ids"], corpus["token_ids"])]
+    # Per chunk, the batches are the rows sorted by length, longest first: only that padding is computed.
+    expected = []
+    for start in range(0, len(lengths), 10):
+        ordered = sorted(lengths[start : start + 10], reverse=True)
+        expected += [(len(ordered[i : i + 4]), ordered[i]) for i in range(0, len(ordered), 4)]
+    assert shapes == expected
+    consecutive = sum(len(lengths[i : i + 4]) * max(lengths[i : i + 4]) for i in range(0, len(lengths), 4))
+    assert sum(rows * width for rows, width in shapes) < consecutive
+
+
 def test_shuffled_corpus_is_read_in_dataset_order(synthetic_tokenizer, corpus):
     model = RealmForPreTraining(make_config(synthetic_tokenizer))
     shuffled = corpus.shuffle(seed=0)

@@ -154,18 +154,27 @@ def best_round(values_per_round: Sequence[Sequence[float]]) -> dict[str, Any]:
     return {"round_medians": medians, "best_round": best, "best": medians[best]}
 
 
+#: CPU flags that decide matrix-product speed (fp32 vectors, bf16 / int8 instructions).
+_CPU_EXTENSIONS = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx_vnni"}
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model and count, torch and Python versions, and the load average now."""
+    """CPU model, count and vector extensions, torch's CPU capability, torch and Python versions, and the load
+    average now. (Two "AMD EPYC" machines can differ several-fold in speed; the extensions tell them apart.)"""
     import torch
 
-    model = platform.processor()
+    model, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
     except (OSError, StopIteration):
         pass
     return {
         "cpu": model,
+        "cpu_extensions": sorted(flags & _CPU_EXTENSIONS),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),

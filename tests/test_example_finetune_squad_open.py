@@ -65,7 +65,8 @@ def _run(example, monkeypatch, data_dir, bert_dir, output_dir, card_dir) -> dict
             "--retriever_proj_size", "16", "--searcher_beam_size", "4", "--reader_beam_size", "2",
             "--reader_seq_len", "32", "--max_steps", "3", "--per_device_train_batch_size", "2",
             "--learning_rate", "1e-3", "--logging_steps", "1", "--eval_batch_size", "2", "--save_strategy", "no",
-            "--report_to", "none", "--use_cpu", "True", "--seed", "7", "--save_final", "False"]  # fmt: skip
+            "--report_to", "none", "--use_cpu", "True", "--seed", "7", "--save_final", "False",
+            "--attention_probs_dropout_prob", "0.0"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     verbosity = logging.get_verbosity()
     try:
@@ -94,6 +95,8 @@ def test_finetune_squad_open_example_reports_and_is_reproducible(
     # The report names the checkpoint by a variable, not by a path of this machine.
     assert '--init_from "$INIT_FROM"' in first["command"] and str(tmp_path) not in first["command"]
     assert first["bf16"] is False and first["machine"]["cpu_count"] >= 1
+    # Dropout: the given attention dropout, the checkpoint's hidden dropout.
+    assert first["dropout"] == {"hidden": 0.1, "attention_probs": 0.0}
 
     card = (tmp_path / "card" / "README.md").read_text()
     summary = example.before_after_summary(first)
@@ -102,3 +105,4 @@ def test_finetune_squad_open_example_reports_and_is_reproducible(
     assert f"@5 {before:.3f} -> {after:.3f}" in summary
     assert "exact_match" in card and "Gold passage recall@5" in card
     assert "`training_questions_seen`: 6 (1.00 epochs of 6 questions)" in card
+    assert "`attention_probs_dropout_prob`: 0\n" in card and "`hidden_dropout_prob`: 0.1\n" in card

@@ -62,7 +62,7 @@ def init_from_bert(
             matrix, so that a checkpoint trained as a sentence embedder keeps its geometry: the embedding is then
             the layer-normalised pooled vector, and the inner product of two embeddings is `hidden_size` times
             their Pearson correlation. Needs `retriever_proj_size == hidden_size`. Combine it with
-            `embedder_pooling="mean"` for sentence-transformers checkpoints.
+            `embedder_pooling="mean"` and `embedder_single_segment=True` for sentence-transformers checkpoints.
         retrieval_logit_scale (`float`, *optional*):
             With `identity_projection`, sets the weights of the projection's layer norm to
             `sqrt(retrieval_logit_scale / retriever_proj_size)`, so that the inner product of two embeddings (the

@@ -233,12 +233,17 @@ class RealmReaderProjection(nn.Module):
         start_projection, end_projection = self.dense_intermediate(hidden_states).chunk(2, dim=-1)
         block_mask = block_mask.bool()
         rows, spans = (block_mask.index_select(-1, starts) & block_mask.index_select(-1, ends)).nonzero(as_tuple=True)
-        span_starts, span_ends = starts[spans], ends[spans]
+        # Flat row indices into [rows * seq_len, span_hidden_size]: `index_select` gathers whole rows, faster on CPU
+        # than two-dimensional advanced indexing.
+        seq_len = hidden_states.size(1)
+        start_rows, end_rows = rows * seq_len + starts[spans], rows * seq_len + ends[spans]
+        start_projection = start_projection.reshape(-1, start_projection.size(-1))
+        end_projection = end_projection.reshape(-1, end_projection.size(-1))
         pieces = []
         for first in range(0, rows.numel(), _SPAN_CHUNK):
             chunk = slice(first, first + _SPAN_CHUNK)
-            span_hidden = (
-                start_projection[rows[chunk], span_starts[chunk]] + end_projection[rows[chunk], span_ends[chunk]]
+            span_hidden = start_projection.index_select(0, start_rows[chunk]) + end_projection.index_select(
+                0, end_rows[chunk]
             )
             pieces.append(self.dense_output(self.layer_normalization(self.relu(span_hidden))).squeeze(-1))
         span_logits = torch.cat(pieces) if pieces else start_projection.new_empty(0)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info as common_machine_info  # noqa: E402
+from _common import reference_replacements, write_results  # noqa: E402
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
 from realm_hf.corpus import split_documents_into_blocks  # noqa: E402
@@ -257,11 +258,7 @@ def main(argv=None) -> dict:
         f"per-round ratios {[round(r, 3) for r in overhead['per_round_ratio_raw_over_pipeline']]}."
     )
     print(f"Goals: {json.dumps(results['goals'])}")
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nWrote {args.output}")
-    return results
+    return write_results(args.output, results, reference_replacements(None, data=args.data_dir, model=args.model))
 
 
 if __name__ == "__main__":

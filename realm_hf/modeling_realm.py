@@ -229,13 +229,13 @@ class RealmReaderProjection(nn.Module):
         MLP in chunks of `_SPAN_CHUNK`, whose `[chunk, span_hidden_size]` activations stay in the CPU cache (one
         tensor for all spans of a batch of questions is hundreds of MB); the result is the same.
         """
-        starts, ends = self.span_candidates(hidden_states.size(1), hidden_states.device)
+        seq_len = hidden_states.size(1)
+        starts, ends = self.span_candidates(seq_len, hidden_states.device)
         start_projection, end_projection = self.dense_intermediate(hidden_states).chunk(2, dim=-1)
         block_mask = block_mask.bool()
         rows, spans = (block_mask.index_select(-1, starts) & block_mask.index_select(-1, ends)).nonzero(as_tuple=True)
         # Flat row indices into [rows * seq_len, span_hidden_size]: `index_select` gathers whole rows, faster on CPU
         # than two-dimensional advanced indexing.
-        seq_len = hidden_states.size(1)
         start_rows, end_rows = rows * seq_len + starts[spans], rows * seq_len + ends[spans]
         start_projection = start_projection.reshape(-1, start_projection.size(-1))
         end_projection = end_projection.reshape(-1, end_projection.size(-1))

@@ -77,3 +77,65 @@ def test_span_logits_of_the_evidence_spans_only_match_the_full_computation(tiny_
     expected = expected + _mask_to_score(span_mask, expected.dtype)
     torch.testing.assert_close(logits, expected, atol=1e-6, rtol=0)
     assert torch.equal(logits[~span_mask], expected[~span_mask])  # both exactly the dtype's minimum
+
+
+def _plain_span_logits(head, hidden, block_mask):
+    """The span MLP of the original implementation over every span, then the evidence mask added."""
+    starts, ends = head.span_candidates(hidden.size(1), hidden.device)
+    start_projection, end_projection = head.dense_intermediate(hidden).chunk(2, dim=-1)
+    span_hidden = start_projection.index_select(1, starts) + end_projection.index_select(1, ends)
+    logits = head.dense_output(head.layer_normalization(head.relu(span_hidden))).squeeze(-1)
+    span_mask = block_mask.index_select(-1, starts) & block_mask.index_select(-1, ends)
+    return logits + _mask_to_score(span_mask, logits.dtype), span_mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.booleans(), min_size=14, max_size=14), min_size=1, max_size=5), st.integers(0, 2**16))
+def test_span_scorer_matches_the_plain_mlp_for_any_evidence_mask(mask_rows, seed):
+    """Holes in the evidence, rows without evidence, evidence at either end: same logits and gradients."""
+    from realm_hf import RealmConfig
+    from realm_hf.modeling_realm import RealmReaderProjection
+
+    config = RealmConfig(hidden_size=16, span_hidden_size=12, max_span_width=4, num_attention_heads=2)
+    torch.manual_seed(seed)
+    head = RealmReaderProjection(config)
+    with torch.no_grad():  # non-trivial layer-norm parameters, so that folding them is exercised
+        head.layer_normalization.weight.normal_()
+        head.layer_normalization.bias.normal_()
+    block_mask = torch.tensor(mask_rows)
+    hidden = torch.randn(*block_mask.shape, config.hidden_size, requires_grad=True)
+
+    logits, _, _ = head(hidden, block_mask)
+    expected, span_mask = _plain_span_logits(head, hidden, block_mask)
+    assert torch.equal(logits > torch.finfo(logits.dtype).min, span_mask)
+    torch.testing.assert_close(logits[span_mask], expected[span_mask], atol=1e-5, rtol=1e-5)
+    if not span_mask.any():
+        return
+    weights = torch.randn(int(span_mask.sum()))
+    grads = []
+    for out in (logits, expected):
+        head.zero_grad()
+        hidden.grad = None
+        (out[span_mask] * weights).sum().backward(retain_graph=True)
+        grads.append([hidden.grad.clone()] + [p.grad.clone() for p in head.parameters()])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_span_scorer_in_bfloat16_stays_close_to_float32(tiny_config):
+    """The folded layer norm is computed in float32 whatever the model's dtype, so bfloat16 only rounds."""
+    torch.manual_seed(0)
+    reader = RealmReader(tiny_config).eval()
+    head = reader.qa_outputs
+    inputs = _reader_inputs(tiny_config)
+    hidden = torch.randn(12, 20, tiny_config.hidden_size)
+    block_mask = inputs["block_mask"].flatten(0, 1)
+    expected, span_mask = _plain_span_logits(head, hidden, block_mask)
+    logits, _, _ = head.to(torch.bfloat16)(hidden.bfloat16(), block_mask)
+    assert logits.dtype == torch.bfloat16
+    assert torch.equal(logits > torch.finfo(logits.dtype).min, span_mask)
+    scale = expected[span_mask].abs().max()
+    assert (logits[span_mask].float() - expected[span_mask]).abs().max() < 0.05 * scale
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast_logits, _, _ = head.float()(hidden, block_mask)
+    assert (autocast_logits[span_mask].float() - expected[span_mask]).abs().max() < 0.05 * scale

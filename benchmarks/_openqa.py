@@ -229,7 +229,7 @@ class ReferenceOpenQA:
         """One question (the reference only takes batch size 1): tokenize, retrieve, read."""
         if len(examples) != 1:
             raise ValueError("The reference RealmForOpenQA takes one question at a time.")
-        question = self.tokenizer([examples[0]["question"]], return_tensors="pt")
+        question = self.tokenizer([examples[0]["question"]], return_tensors="pt").to(self.model.device)
         answer_ids = None
         if with_answers:
             answer_ids = self.tokenizer(

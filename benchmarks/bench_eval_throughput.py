@@ -17,6 +17,9 @@ Timing: `--rounds` rounds, each starting a fresh process per configuration (orde
 `--warmup-questions` questions untimed, then all `--num-questions` in one timed call; a configuration's rate is its
 best round.
 
+`--device cuda` puts both models on a GPU (each side's tokenization and, for the reference, its block decoding
+stay on the CPU, as in their own code); the timed call ends by decoding the answers, which waits for the device.
+
 Usage:
 
     python benchmarks/bench_eval_throughput.py --reference-python ../realm-ref-venv/bin/python --threads 1 \\
@@ -62,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16], help="realm_hf batch sizes (and 1)")
     parser.add_argument("--num-questions", type=int, default=128)
     parser.add_argument("--warmup-questions", type=int, default=4)
+    parser.add_argument("--device", type=str, default="cpu", help="torch device of both models, e.g. cuda")
     # Internal: worker processes.
     parser.add_argument("--worker", choices=["init", "reference", "realm_hf"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-batch-size", type=int, default=1, help=argparse.SUPPRESS)
@@ -97,7 +101,8 @@ def worker(args: argparse.Namespace) -> None:
         questions = json.loads((workdir / "questions.json").read_text())
         timed = questions[args.warmup_questions : args.warmup_questions + args.num_questions]
         side = ReferenceOpenQA(workdir, 0.0) if args.worker == "reference" else RealmHfOpenQA(workdir, 0.0)
-        side.model.eval()
+        side.model.to(args.device).eval()
+        result["device"] = str(next(side.model.parameters()).device)
         result["unexpected_keys"] = side.unexpected
         result["attn_implementation"] = side.attn_implementation
         answer_all(side, questions[: args.warmup_questions], args.worker_batch_size)
@@ -141,6 +146,7 @@ def main(argv=None) -> dict:
             worker_args = ["--worker", kind, "--workdir", str(workdir), "--worker-batch-size", str(size)]
             worker_args += ["--num-questions", str(args.num_questions), "--seed", str(args.seed)]
             worker_args += ["--warmup-questions", str(args.warmup_questions), "--result", str(result)]
+            worker_args += ["--device", args.device]
             if args.threads:
                 worker_args += ["--threads", str(args.threads)]
             return run_worker(python, script, worker_args, result, native_threads=args.threads)
@@ -179,6 +185,7 @@ def main(argv=None) -> dict:
             "questions_per_s": 1.0 / stats["best"],
             "peak_rss_gib": max(r["peak_rss_gib"] for r in rounds),
             "attn_implementation": rounds[0]["attn_implementation"],
+            "device": rounds[0]["device"],
         }
     reference_rate = summary["reference"]["questions_per_s"]
     speedups = {side: s["questions_per_s"] / reference_rate for side, s in summary.items() if side != "reference"}

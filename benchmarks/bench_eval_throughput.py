@@ -102,7 +102,7 @@ def worker(args: argparse.Namespace) -> None:
         timed = questions[args.warmup_questions : args.warmup_questions + args.num_questions]
         side = ReferenceOpenQA(workdir, 0.0) if args.worker == "reference" else RealmHfOpenQA(workdir, 0.0)
         side.model.to(args.device).eval()
-        result["device"] = str(next(side.model.parameters()).device)
+        result["device"] = str(side.model.device)
         result["unexpected_keys"] = side.unexpected
         result["attn_implementation"] = side.attn_implementation
         answer_all(side, questions[: args.warmup_questions], args.worker_batch_size)

@@ -249,21 +249,22 @@ class RealmReaderProjection(nn.Module):
                 ends,
             )
         # Spans starting at packed token t end at tokens t .. t + max_width - 1: pad with max_width - 1 rows.
-        tokens = nn.functional.pad(hidden_states[rows, positions], (0, 0, 0, max_width - 1))
+        pad = max_width - 1
+        tokens = nn.functional.pad(hidden_states[rows, positions], (0, 0, 0, pad))
         num_tokens = rows.numel()
+        folded = self._folded_output_layer()
         pieces = []
         for first in range(0, num_tokens, _SPAN_CHUNK):
             count = min(_SPAN_CHUNK, num_tokens - first)
-            start_projection, end_projection = self.dense_intermediate(
-                tokens[first : first + count + max_width - 1]
-            ).chunk(2, dim=-1)
+            start_projection, end_projection = self.dense_intermediate(tokens[first : first + count + pad]).chunk(
+                2, dim=-1
+            )
             # [count, max_width, span_hidden_size]: entry (t, k) is the end projection of token first + t + k
             ends_by_width = end_projection.unfold(0, max_width, 1).transpose(1, 2)
             span_hidden = (start_projection[:count].unsqueeze(1) + ends_by_width).relu_()
-            pieces.append(self._span_scores(span_hidden))
+            pieces.append(self._span_scores(span_hidden, *folded))
         scores = torch.cat(pieces)
         # Span (t, t + k) is a candidate when both ends lie in the same row's evidence block.
-        pad = max_width - 1
         end_rows = torch.cat([rows, rows.new_full((pad,), -1)]).unfold(0, max_width, 1)
         end_is_evidence = torch.cat([is_evidence, is_evidence.new_zeros(pad)]).unfold(0, max_width, 1)
         token, width_index = ((end_rows == rows[:, None]) & is_evidence[:, None] & end_is_evidence).nonzero(
@@ -276,18 +277,25 @@ class RealmReaderProjection(nn.Module):
         logits = logits.index_put((rows[token], spans_before_width[width_index] + positions[token]), span_logits)
         return logits, starts, ends
 
-    def _span_scores(self, span_hidden: torch.Tensor) -> torch.Tensor:
-        """`dense_output(layer_normalization(span_hidden))` over the last dimension, with the layer norm folded into
-        the output layer and computed in float32."""
+    def _folded_output_layer(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(g, sum(g), c)` in float32, with `g = gamma * w` and `c = beta.w + b`: the layer norm's affine part folded
+        into the output layer."""
         weight = self.dense_output.weight[0].float()
         gain = self.layer_normalization.weight.float() * weight
         shift = self.layer_normalization.bias.float() @ weight + self.dense_output.bias.float()[0]
+        return gain, gain.sum(), shift
+
+    def _span_scores(
+        self, span_hidden: torch.Tensor, gain: torch.Tensor, gain_sum: torch.Tensor, shift: torch.Tensor
+    ) -> torch.Tensor:
+        """`dense_output(layer_normalization(span_hidden))` over the last dimension, from the folded output layer
+        (see `_folded_output_layer`), computed in float32."""
         size = span_hidden.size(-1)
         with torch.autocast(span_hidden.device.type, enabled=False):
             flat = span_hidden.reshape(-1, size).float()
             mean = flat.mean(-1)
             variance = (torch.linalg.vector_norm(flat, dim=-1).square() / size - mean.square()).clamp_min(0)
-            scores = (flat @ gain - mean * gain.sum()) * torch.rsqrt(variance + self.layer_normalization.eps) + shift
+            scores = (flat @ gain - mean * gain_sum) * torch.rsqrt(variance + self.layer_normalization.eps) + shift
         return scores.view(span_hidden.shape[:-1]).to(span_hidden.dtype)
 
 

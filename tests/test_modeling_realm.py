@@ -106,6 +106,22 @@ def test_embedder_shapes_and_tuple_output(tiny_config):
     torch.testing.assert_close(as_tuple[0], out.projected_score)
 
 
+def test_gelu_new_runs_as_the_fused_kernel_with_the_same_outputs(tiny_config):
+    """`gelu_new` becomes transformers' `GELUTanh` (one kernel); swapping the original module back changes nothing."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    assert tiny_config.hidden_act == "gelu_new"
+    torch.manual_seed(0)
+    model = RealmEmbedder(tiny_config).eval()
+    activations = [m for m in model.modules() if isinstance(m, (GELUTanh, NewGELUActivation))]
+    assert activations and all(type(m) is GELUTanh for m in activations)
+    ids = _inputs(tiny_config, 4, L)
+    fused = model(ids).projected_score
+    for layer in model.realm.encoder.layer:
+        layer.intermediate.intermediate_act_fn = NewGELUActivation()
+    torch.testing.assert_close(fused, model(ids).projected_score, atol=1e-5, rtol=1e-5)
+
+
 def test_scorer_shapes_and_inner_product(tiny_config):
     model = RealmScorer(tiny_config).eval()
     assert model.query_embedder is model.embedder

@@ -6,6 +6,7 @@ capture come from transformers); the REALM heads are defined here with the modul
 transformers implementation, so its checkpoints load key for key.
 """
 
+import math
 import pickle
 from dataclasses import dataclass
 
@@ -312,17 +313,37 @@ def _evidence_range_tokens(block_mask: torch.Tensor) -> tuple[torch.Tensor, torc
     return rows, positions, block_mask[rows, positions]
 
 
-def _use_fused_gelu_new(model: nn.Module) -> None:
-    """Computes `gelu_new`, the activation of the REALM checkpoints, with PyTorch's fused kernel.
+class RealmGELUTanh(GELUTanh):
+    """`gelu_new`, the tanh approximation of GELU, the activation of the REALM checkpoints.
 
-    `gelu_new` is the tanh approximation of GELU, which transformers writes as five tensor operations, each a pass
-    over memory; [`~transformers.activations.GELUTanh`] is the same function in one kernel (the results differ by
-    float rounding only). On CPU this makes open-QA inference with small models a few percent faster.
+    transformers writes `gelu_new` as five tensor operations ([`~transformers.activations.NewGELUActivation`]), each a
+    pass over memory; this module is PyTorch's fused kernel (as [`~transformers.activations.GELUTanh`]), except for
+    float32 CPU inputs that need no gradient. There it uses the identity `0.5 x (1 + tanh(y)) = x sigmoid(2 y)`, in
+    place on one new tensor: PyTorch's CPU `tanh` is accurate to about 1 ulp and slow, its `sigmoid` is not, and the
+    six passes take 0.4 to 0.85 times as long as the fused kernel (reader activations of 0.4 to 15 million
+    values, AVX2). The results differ from the fused kernel by float rounding (about 5e-7).
     """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if (
+            input.device.type != "cpu"
+            or input.dtype != torch.float32
+            or (torch.is_grad_enabled() and input.requires_grad)
+        ):
+            return super().forward(input)
+        scale = 2 * math.sqrt(2 / math.pi)
+        output = input.square()
+        # 2 y = scale (x + 0.044715 x^3) = (scale 0.044715 x^2 + scale) x
+        output.mul_(scale * 0.044715).add_(scale).mul_(input).sigmoid_()
+        return output.mul_(input)
+
+
+def _use_fused_gelu_new(model: nn.Module) -> None:
+    """Replaces every `gelu_new` module ([`~transformers.activations.NewGELUActivation`]) with [`RealmGELUTanh`]."""
     for module in model.modules():
         for name, child in module.named_children():
             if type(child) is NewGELUActivation:
-                setattr(module, name, GELUTanh())
+                setattr(module, name, RealmGELUTanh())
 
 
 def _mask_to_score(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

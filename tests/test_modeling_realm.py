@@ -106,20 +106,53 @@ def test_embedder_shapes_and_tuple_output(tiny_config):
     torch.testing.assert_close(as_tuple[0], out.projected_score)
 
 
-def test_gelu_new_runs_as_the_fused_kernel_with_the_same_outputs(tiny_config):
-    """`gelu_new` becomes transformers' `GELUTanh` (one kernel); swapping the original module back changes nothing."""
+def test_gelu_new_runs_as_realm_gelu_tanh_with_the_same_outputs(tiny_config):
+    """`gelu_new` becomes `RealmGELUTanh`; swapping the original module back changes nothing."""
     from transformers.activations import GELUTanh, NewGELUActivation
+
+    from realm_hf.modeling_realm import RealmGELUTanh
 
     assert tiny_config.hidden_act == "gelu_new"
     torch.manual_seed(0)
     model = RealmEmbedder(tiny_config).eval()
     activations = [m for m in model.modules() if isinstance(m, (GELUTanh, NewGELUActivation))]
-    assert activations and all(type(m) is GELUTanh for m in activations)
+    assert activations and all(type(m) is RealmGELUTanh for m in activations)
     ids = _inputs(tiny_config, 4, L)
-    fused = model(ids).projected_score
+    with torch.no_grad():
+        fast = model(ids).projected_score
+    fused = model(ids).projected_score  # parameters need gradients: the fused kernel
     for layer in model.realm.encoder.layer:
         layer.intermediate.intermediate_act_fn = NewGELUActivation()
-    torch.testing.assert_close(fused, model(ids).projected_score, atol=1e-5, rtol=1e-5)
+    reference = model(ids).projected_score
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_realm_gelu_tanh_is_gelu_new_with_and_without_autograd(grad):
+    """Both paths of `RealmGELUTanh` (the sigmoid identity without autograd, the fused kernel with it) compute
+    `gelu_new`, leave the input untouched, and give its gradient."""
+    from transformers.activations import NewGELUActivation
+
+    from realm_hf.modeling_realm import RealmGELUTanh
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(4096) * 4, torch.tensor([0.0, -0.0, 30.0, -30.0, 1e-8, -1e-8])])
+    x.requires_grad_(grad)
+    before = x.detach().clone()
+    with torch.set_grad_enabled(grad):
+        out = RealmGELUTanh()(x)
+    expected = NewGELUActivation()(before.double()).float()
+    torch.testing.assert_close(out.detach(), expected, atol=2e-6, rtol=1e-5)
+    assert torch.equal(x.detach(), before)
+    assert out.requires_grad == grad
+    if grad:
+        out.sum().backward()
+        reference = before.double().requires_grad_()
+        NewGELUActivation()(reference).sum().backward()
+        torch.testing.assert_close(x.grad, reference.grad.float(), atol=2e-6, rtol=1e-5)
+    half = RealmGELUTanh()(before.bfloat16())  # other dtypes: the fused kernel
+    torch.testing.assert_close(half.float(), expected, atol=0.1, rtol=1e-2)
 
 
 def test_scorer_shapes_and_inner_product(tiny_config):

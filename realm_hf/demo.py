@@ -1,29 +1,50 @@
-"""The embedded default job: REALM pre-training from random initialisation on the synthetic knowledge corpus.
+"""The embedded default job: REALM pre-training on the synthetic knowledge corpus, from random initialisation.
 
-Everything is generated in code (corpus, vocabulary, model), so the job needs no download. It reports, over the
-steps, the masked-LM loss and two accuracies on masked facts whose own document is excluded from retrieval:
+Everything is generated in code (corpus, vocabulary, model), so the job needs no download. The pipeline is the
+paper's, in miniature:
+
+1. **Reading warm start** (the analogue of starting the encoder from BERT): the knowledge-augmented encoder learns to
+   read a document for a masked fact on *other* synthetic worlds (other names, other cities), each epoch a new world
+   with new facts, and with the evidence document given. It learns to read, not the target facts: a world that stays
+   the same is memorised instead, and an encoder of 2 layers does not learn to read at all.
+2. **ICT warm start** of the retriever on the target corpus, kept weak (`ict_steps`).
+3. **REALM pre-training**: the marginal masked-LM loss through retrieval trains both embedders (at
+   `retriever_learning_rate`) and the encoder; neither tower is ever shown the evidence document of a target fact
+   outside REALM's own retrieval.
+
+It reports, over the steps, the masked-LM loss and, on masked facts whose own document is excluded from retrieval:
 
 - retrieval accuracy: how often the top retrieved document (the null document aside) is the other document that
   states the masked fact (chance is 1 / (number of documents - 1));
-- masked-LM accuracy on the salient span: how often the marginal prediction of the masked fact is right.
+- masked-LM accuracy on the salient span: how often the marginal prediction of the masked fact is right;
+- the evidence document's prior `p(z|x)` and posterior `p(z|x, y)` when it is among the candidates (their difference
+  is the gradient that moves the retriever toward it).
 
-The pipeline is the paper's: the retriever is warm-started with the Inverse Cloze Task (`ict_steps`), then REALM
-pre-training trains the knowledge-augmented encoder and, at `retriever_learning_rate`, both embedders through the
-retrieval. Both accuracies are measured at random initialisation, after the warm start and during pre-training.
-The default retriever learning rate is far below the encoder's: while the encoder has not yet learned to read the
-retrieved documents, the retrieval gradient carries no signal and, at the encoder's rate, erodes the warm-started
-retriever within tens of steps (see `benchmarks/ablate_pretraining.py`).
+Facts are evaluated on training sentences and on **held-out** sentences: every sentence of `held_out_fraction` of the
+people is kept out of the pre-training stream (their documents stay in the corpus), so masked-LM accuracy there can
+only come from reading the retrieved document.
+
+Two things decide whether the masked-LM signal raises retrieval: an encoder that already reads (the retriever's
+gradient on a candidate is `prior - posterior`, and the evidence document's posterior exceeds its prior only when the
+encoder can read it; with a weak reader that signal is noise, which Adam turns into full-size steps, and retrieval
+collapses), and a fresh index (`index_refresh_steps=1`: at the retriever's learning rate the towers move fast, and a
+stale index rarely has the evidence document among the candidates). The measurements are in the README's
+pre-training section and `benchmarks/ablate_pretraining.py`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from .configuration_realm import RealmConfig
@@ -35,36 +56,53 @@ from .index import RealmIndex
 from .masking import tag_salient_spans
 from .modeling_realm import RealmForPreTraining
 from .pretraining import RealmPreTrainingArguments, train_realm
-from .synthetic import make_synthetic_knowledge
+from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 from .tokenization_realm import RealmTokenizerFast
 
 
 logger = logging.get_logger(__name__)
 
 
+def _arg(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class DemoArguments:
     """Arguments of the `realm-hf pretrain` demo."""
 
-    output_dir: str = "realm-demo"
-    max_steps: int = 600
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    retriever_learning_rate: float | None = 1e-6
-    ict_learning_rate: float = 1e-3
-    num_people: int = 300
-    num_cities: int = 50
-    ict_steps: int = 100
-    seed: int = 0
-    index_refresh_steps: int = 20
-    index_refresh_mode: str = "sync"
-    masking: str = "salient_span"
-    use_null_document: bool = True
-    hidden_size: int = 128
-    num_hidden_layers: int = 2
-    eval_steps: int = 100
-    num_eval_facts: int = 256
-    show_progress: bool = True
+    output_dir: str = _arg("realm-demo", "Where the tokenizer, checkpoints, indexes and report go.")
+    max_steps: int = _arg(300, "REALM pre-training steps.")
+    batch_size: int = _arg(32, "Masked sentences per step (also the batch of the warm starts).")
+    learning_rate: float = _arg(1e-3, "Peak learning rate of the knowledge-augmented encoder.")
+    retriever_learning_rate: float | None = _arg(
+        1e-4, "Peak learning rate of the query and document embedders (None: the encoder's)."
+    )
+    reading_steps: int = _arg(
+        500, "Reading warm start of the encoder on other generated worlds, evidence given (0: none)."
+    )
+    reading_learning_rate: float = _arg(1e-3, "Peak learning rate of the reading warm start.")
+    ict_learning_rate: float = _arg(1e-3, "Learning rate of the ICT warm start.")
+    num_people: int = _arg(300, "Invented people of the target world (two documents each).")
+    num_cities: int = _arg(50, "Invented cities of the target world (one document each).")
+    held_out_fraction: float = _arg(0.1, "Fraction of people whose sentences are kept out of pre-training.")
+    ict_steps: int = _arg(22, "ICT warm-start steps of the retriever (kept weak; 0: none).")
+    seed: int = _arg(0, "Random seed (worlds, model, data order, masking).")
+    index_refresh_steps: int = _arg(1, "Re-embed the corpus and swap the index every N steps (0: never, stale).")
+    index_refresh_mode: str = _arg("sync", "'sync' or 'async' index refresh.")
+    masking: str = _arg("salient_span", "'salient_span', 'random_token' or 'random_span'.")
+    use_null_document: bool = _arg(True, "Put the null (empty) document first among the candidates.")
+    hidden_size: int = _arg(128, "Hidden size of the three towers.")
+    num_hidden_layers: int = _arg(4, "Transformer layers of each tower (reading needs more than 2).")
+    eval_steps: int = _arg(50, "Evaluate the masked facts every N steps.")
+    num_eval_facts: int = _arg(256, "Masked training-sentence facts evaluated (held-out ones: all of them).")
+    show_progress: bool = _arg(True, "Progress bars.")
+
+    def __post_init__(self):
+        if not 0 <= self.held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}.")
+        if self.reading_steps < 0 or self.ict_steps < 0:
+            raise ValueError("reading_steps and ict_steps must be >= 0.")
 
 
 def build_tokenizer(vocabulary: list[str], directory: Path) -> RealmTokenizerFast:
@@ -110,25 +148,136 @@ def masked_facts(tokenizer, facts) -> dict[str, torch.Tensor]:
     }
 
 
-def make_fact_evaluator(tokenizer, facts, block_doc_ids: np.ndarray, batch_size: int = 64):
-    """`eval_fn(model, retriever, step)` for [`train_realm`]: retrieval and masked-LM accuracy on masked facts."""
+def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarray, batch_size: int) -> dict:
+    count = data["labels"].size(0)
+    correct_top1 = correct_tokens = total_tokens = 0
+    in_candidates = evidence_prior = evidence_posterior = 0.0
+    for start in range(0, count, batch_size):
+        part = {k: v[start : start + batch_size] for k, v in data.items()}
+        evidence = part.pop("evidence_doc_ids")
+        out = model(**part)
+        retrieved = out.retrieved_block_ids
+        first_real = retrieved[:, 1] if model.config.use_null_document else retrieved[:, 0]
+        correct_top1 += int((torch.from_numpy(block_doc_ids[first_real.numpy()]) == evidence).sum())
+        correct_tokens += int(out.masked_lm_correct.sum())
+        total_tokens += out.masked_lm_correct.numel()
+        ids = retrieved.numpy()
+        is_evidence = torch.from_numpy(np.where(ids >= 0, block_doc_ids[np.maximum(ids, 0)], -1)) == evidence[:, None]
+        in_candidates += float(is_evidence.any(-1).sum())
+        evidence_prior += float((out.relevance_score.softmax(-1) * is_evidence).sum())
+        evidence_posterior += float((out.retrieval_posterior * is_evidence).sum())
+    found = max(in_candidates, 1.0)
+    return {
+        "retrieval_accuracy": correct_top1 / count,
+        "eval_masked_lm_accuracy": correct_tokens / total_tokens,
+        "evidence_in_candidates": in_candidates / count,
+        "evidence_prior": evidence_prior / found,
+        "evidence_posterior": evidence_posterior / found,
+    }
+
+
+def make_fact_evaluator(tokenizer, facts, block_doc_ids: np.ndarray, held_out_facts=None, batch_size: int = 64):
+    """`eval_fn(model, retriever, step)` for [`train_realm`]: retrieval and masked-LM accuracy on masked facts.
+
+    Besides the two accuracies it reports how often the evidence document is among the candidates and its mean prior
+    and posterior there. With `held_out_facts` (facts whose sentences were kept out of pre-training), the same figures
+    on them come with a `held_out_` prefix (`held_out_masked_lm_accuracy`, `held_out_retrieval_accuracy`, ...).
+    """
     data = masked_facts(tokenizer, facts)
+    held_out = masked_facts(tokenizer, held_out_facts) if held_out_facts is not None and len(held_out_facts) else None
 
     def evaluate(model, retriever, step) -> dict:
-        correct_top1 = correct_tokens = total_tokens = 0
-        count = data["labels"].size(0)
-        for start in range(0, count, batch_size):
-            part = {k: v[start : start + batch_size] for k, v in data.items()}
-            evidence = part.pop("evidence_doc_ids")
-            out = model(**part)
-            retrieved = out.retrieved_block_ids
-            first_real = retrieved[:, 1] if model.config.use_null_document else retrieved[:, 0]
-            correct_top1 += int((torch.from_numpy(block_doc_ids[first_real.numpy()]) == evidence).sum())
-            correct_tokens += int(out.masked_lm_correct.sum())
-            total_tokens += out.masked_lm_correct.numel()
-        return {"retrieval_accuracy": correct_top1 / count, "eval_masked_lm_accuracy": correct_tokens / total_tokens}
+        metrics = _fact_metrics(model, data, block_doc_ids, batch_size)
+        if held_out is not None:
+            for key, value in _fact_metrics(model, held_out, block_doc_ids, batch_size).items():
+                metrics["held_out_" + key.removeprefix("eval_")] = value
+        return metrics
 
     return evaluate
+
+
+def reading_worlds(args: DemoArguments, exclude_words) -> Iterator[SyntheticKnowledge]:
+    """The reading warm start's worlds: the same invented names and cities (none of the target world's), new facts
+    in each, so that no fact can be memorised across them."""
+    epoch = 0
+    while True:
+        yield make_synthetic_knowledge(
+            num_people=_READING_PEOPLE, num_cities=args.num_cities, seed=args.seed + 1 + epoch,
+            entity_seed=args.seed + _READING_ENTITY_SEED, name_pool_size=_READING_NAME_POOL, exclude_words=exclude_words,
+        )  # fmt: skip
+        epoch += 1
+
+
+_READING_PEOPLE, _READING_NAME_POOL, _READING_ENTITY_SEED = 2000, 100, 10_000
+
+
+def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> list[dict]:
+    """Teaches the knowledge-augmented encoder to read: masked sentences of `worlds` with their evidence document
+    as the only candidate (plain masked-LM through the encoder; the embedders are untouched). Single process.
+
+    Returns the logged history (`step`, `loss`, `reading_accuracy`).
+    """
+    from .retrieval_realm import RealmRetriever
+
+    config = model.config
+    collator = DataCollatorForRealmPreTraining(tokenizer, masking="salient_span", max_length=48, seed=args.seed)
+    parameters = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=args.reading_learning_rate, weight_decay=0.01, eps=1e-6)
+    warmup = min(20, args.reading_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.reading_steps)
+    )
+    generator = torch.Generator().manual_seed(args.seed)
+    progress = tqdm(total=args.reading_steps, desc="Reading warm start", disable=not args.show_progress)
+    history, window, step = [], [], 0
+    model.train()
+    for world in worlds:
+        corpus = tokenize_blocks(world.documents, tokenizer)
+        sentences = tag_salient_spans(world.documents, tokenizer)  # people's documents are 0 .. 2 * people - 1
+        sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0 and row["doc_id"] < 2 * _READING_PEOPLE)
+        # Served through a retriever for its input formats; the placeholder index is never searched.
+        placeholder = RealmIndex.build(corpus, np.zeros((len(corpus), config.retriever_proj_size), np.float32))
+        retriever = RealmRetriever(placeholder, tokenizer)
+        row_of_doc = {int(doc): row for row, doc in enumerate(corpus["doc_id"])}
+        loader = DataLoader(
+            sentences, batch_size=args.batch_size, shuffle=True, collate_fn=collator, generator=generator
+        )
+        for batch in loader:
+            # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
+            evidence = torch.tensor([[row_of_doc[int(doc) ^ 1]] for doc in batch["doc_ids"]])
+            inputs = retriever.pretraining_inputs(
+                evidence,
+                retriever.question_token_ids(batch["input_ids"], batch["attention_mask"]),
+                config.block_seq_len,
+            )
+            inputs.pop("retrieved_block_ids")
+            out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **inputs)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            window.append((out.loss.item(), out.masked_lm_correct.float().mean().item()))
+            if step % 50 == 0 or step == args.reading_steps:
+                losses, accuracies = zip(*window)
+                history.append(
+                    {"step": step, "loss": float(np.mean(losses)), "reading_accuracy": float(np.mean(accuracies))}
+                )
+                window = []
+            if step >= args.reading_steps:
+                progress.close()
+                model.zero_grad(set_to_none=True)
+                return history
+    return history
+
+
+def held_out_split(num_people: int, fraction: float, seed: int) -> set[int]:
+    """Documents of `fraction` of the people, drawn at random: their sentences are kept out of pre-training."""
+    rng = np.random.default_rng(seed)
+    people = rng.choice(num_people, int(fraction * num_people), replace=False)
+    return {int(doc) for person in people for doc in (2 * person, 2 * person + 1)}
 
 
 def run_demo(args: DemoArguments) -> dict:
@@ -137,14 +286,26 @@ def run_demo(args: DemoArguments) -> dict:
     torch.manual_seed(args.seed)
     output_dir = Path(args.output_dir)
     knowledge = make_synthetic_knowledge(num_people=args.num_people, num_cities=args.num_cities, seed=args.seed)
-    tokenizer = build_tokenizer(knowledge.vocabulary(), output_dir / "tokenizer")
+    worlds = reading_worlds(args, exclude_words=knowledge.vocabulary()) if args.reading_steps else iter(())
+    first_world = next(worlds, None)
+    vocabulary = knowledge.vocabulary()
+    if first_world is not None:
+        worlds = itertools.chain([first_world], worlds)
+        vocabulary += sorted(set(first_world.vocabulary()) - set(vocabulary))
+    tokenizer = build_tokenizer(vocabulary, output_dir / "tokenizer")
     corpus = tokenize_blocks(knowledge.documents, tokenizer)
+    held_out_docs = held_out_split(args.num_people, args.held_out_fraction, args.seed)
     sentences = tag_salient_spans(knowledge.documents, tokenizer)
-    sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0)
+    sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0 and row["doc_id"] not in held_out_docs)
     model = RealmForPreTraining(demo_config(tokenizer, args))
-    facts = knowledge.facts.shuffle(seed=args.seed).select(range(min(args.num_eval_facts, len(knowledge.facts))))
-    evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]))
+    training_facts = knowledge.facts.filter(lambda row: row["doc_id"] not in held_out_docs).shuffle(seed=args.seed)
+    facts = training_facts.select(range(min(args.num_eval_facts, len(training_facts))))
+    held_out_facts = knowledge.facts.filter(lambda row: row["doc_id"] in held_out_docs)
+    evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
     at_random_init = _initial_eval(model, _build_index(model, corpus, tokenizer), tokenizer, evaluate)
+    reading_began = time.perf_counter()
+    reading_history = train_reading_warm_start(model, tokenizer, worlds, args) if args.reading_steps else []
+    reading_seconds = time.perf_counter() - reading_began
     ict_history, ict_began = [], time.perf_counter()
     if args.ict_steps > 0:
         ict_examples = prepare_ict_examples(knowledge.documents, tokenizer)
@@ -182,12 +343,15 @@ def run_demo(args: DemoArguments) -> dict:
         "documents": len(knowledge.documents),
         "training_sentences": len(sentences),
         "eval_facts": len(facts),
+        "held_out_facts": len(held_out_facts),
         "chance_retrieval_accuracy": 1 / (len(knowledge.documents) - 1),
         "random_init": at_random_init,
         "before": before,
-        "after": {k: history[-1][k] for k in ("retrieval_accuracy", "eval_masked_lm_accuracy") if k in history[-1]},
+        "after": {k: v for k, v in history[-1].items() if k in before},
         "seconds": time.perf_counter() - began,
         "ict_seconds": ict_seconds,
+        "reading_seconds": reading_seconds,
+        "reading_history": reading_history,
         "total_seconds": time.perf_counter() - started,
         "steps": args.max_steps,
         "ict_history": ict_history,
@@ -226,15 +390,25 @@ def _plot(history: list[dict], at_random_init: dict, before: dict, path: Path) -
         return
     steps = [r["step"] for r in history]
     evals = [(0, before)] + [(r["step"], r) for r in history if "retrieval_accuracy" in r]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     left.plot(steps, [r["loss"] for r in history])
-    left.set(title="Marginal masked-LM loss", xlabel="step", ylabel="loss")
-    right.plot([s for s, _ in evals], [r["retrieval_accuracy"] for _, r in evals], marker="o", label="retrieval top-1")
-    right.plot([s for s, _ in evals], [r["eval_masked_lm_accuracy"] for _, r in evals], marker="s", label="masked-LM")
+    left.set(title="Marginal masked-LM loss", xlabel="REALM pre-training step", ylabel="loss")
+    x = [s for s, _ in evals]
+    curves = (
+        ("retrieval_accuracy", "retrieval top-1", "o", "-"),
+        ("eval_masked_lm_accuracy", "masked-LM", "s", "-"),
+        ("held_out_retrieval_accuracy", "retrieval top-1, held-out sentences", "o", "--"),
+        ("held_out_masked_lm_accuracy", "masked-LM, held-out sentences", "s", "--"),
+    )
+    for key, label, marker, style in curves:
+        if key in before:
+            right.plot(x, [r[key] for _, r in evals], marker=marker, linestyle=style, label=label)
     right.plot([0], [at_random_init["retrieval_accuracy"]], marker="x", linestyle="", color="gray",
-               label="retrieval top-1 before the ICT warm start")  # fmt: skip
-    right.set(title="Accuracy on masked facts", xlabel="REALM pre-training step (after ICT)", ylim=(-0.02, 1.02))
-    right.legend()
+               label="retrieval top-1 at random initialisation")  # fmt: skip
+    right.set(title="Accuracy on masked facts", xlabel="REALM pre-training step (after the warm starts)",
+              ylim=(-0.02, 1.02))  # fmt: skip
+    # Below the axes, so that the legend never covers a curve.
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize="small", frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -164,6 +164,10 @@ class RealmForPreTrainingOutput(ModelOutput):
             document.
         null_document_probability (`torch.FloatTensor` of shape `()`, *optional*):
             Mean retrieval probability of the null document (candidate 0), when it is among the candidates.
+        retrieval_posterior (`torch.FloatTensor` of shape `(batch_size, num_candidates)`, *optional*):
+            Posterior `p(z|x, y_t)` of each candidate given the masked tokens, averaged over the sentence's masked
+            tokens (detached; returned with `labels`). The retrieval logits' gradient is `prior - posterior` (times
+            the tokens' weights), so this shows where the masked-LM signal moves the retriever.
     """
 
     loss: torch.FloatTensor | None = None
@@ -172,6 +176,7 @@ class RealmForPreTrainingOutput(ModelOutput):
     masked_lm_correct: torch.BoolTensor | None = None
     retrieval_utility: torch.FloatTensor | None = None
     null_document_probability: torch.FloatTensor | None = None
+    retrieval_posterior: torch.FloatTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -901,7 +906,7 @@ class RealmForPreTraining(RealmPreTrainedModel):
         ).projected_score.view(batch_size, num_candidates, -1)
         relevance_score = torch.einsum("bd,bkd->bk", query, candidates)
 
-        loss = masked_lm_correct = retrieval_utility = null_document_probability = None
+        loss = masked_lm_correct = retrieval_utility = null_document_probability = retrieval_posterior = None
         if null_document_first:
             null_document_probability = relevance_score.detach().softmax(-1)[:, 0].mean()
         if labels is not None:
@@ -931,6 +936,10 @@ class RealmForPreTraining(RealmPreTrainedModel):
             with torch.no_grad():
                 prediction = (prior.unsqueeze(-1) + token_log_probs).logsumexp(1).argmax(-1)
                 masked_lm_correct = prediction == targets
+                token_posterior = (prior + gold - marginal.unsqueeze(-1)).exp()
+                retrieval_posterior = token_posterior.new_zeros(batch_size, num_candidates).index_add_(
+                    0, rows, token_posterior
+                ) / torch.bincount(rows, minlength=batch_size).clamp_min(1).unsqueeze(-1)
                 if null_document_first:
                     retrieval_utility = (marginal - gold[:, 0]).mean()
         output = RealmForPreTrainingOutput(
@@ -940,6 +949,7 @@ class RealmForPreTraining(RealmPreTrainedModel):
             masked_lm_correct=masked_lm_correct,
             retrieval_utility=retrieval_utility,
             null_document_probability=null_document_probability,
+            retrieval_posterior=retrieval_posterior,
         )
         return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
 

@@ -115,7 +115,7 @@ def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch
         if not param.requires_grad:
             continue
         no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        is_retriever = name.startswith(("embedder.", "query_embedder."))
+        is_retriever = name.startswith(_RETRIEVER_PREFIXES)
         key = (retriever_lr if is_retriever else args.learning_rate, 0.0 if no_decay else args.weight_decay)
         groups.setdefault(key, []).append(param)
     param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
@@ -175,6 +175,7 @@ def train_realm(
     if hasattr(data_collator, "state_dict") and hasattr(data_collator, "load_state_dict"):
         accelerator.register_for_checkpointing(data_collator)
     unwrapped = accelerator.unwrap_model(model)
+    retriever_parameters = [p for n, p in unwrapped.named_parameters() if n.startswith(_RETRIEVER_PREFIXES)]
     if args.report_to:
         accelerator.init_trackers("realm_pretraining", config={k: v for k, v in asdict(args).items() if v is not None})
 
@@ -220,6 +221,7 @@ def train_realm(
                 global_tokens = accelerator.reduce(local_tokens.detach().clone(), reduction="sum")
                 loss = outputs.loss * local_tokens / global_tokens * accelerator.num_processes
                 accelerator.backward(loss)
+                retriever_grad_norm = _grad_norm(retriever_parameters) if accelerator.sync_gradients else None
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -227,6 +229,8 @@ def train_realm(
                     scheduler.step()
                 optimizer.zero_grad()
             window.append(_batch_stats(outputs, batch))
+            if retriever_grad_norm is not None:
+                window[-1]["retriever_grad_norm"] = retriever_grad_norm
             if not accelerator.sync_gradients:
                 continue
             step += 1
@@ -244,7 +248,6 @@ def train_realm(
                     unwrapped.embedder, retriever.index, tokenizer, accelerator, batch_size=args.embed_batch_size
                 )
                 index_step, refresh_seconds = step, time.perf_counter() - t0
-                _save_index(accelerator, retriever.index, output_dir, index_step)
 
             should_eval = bool(eval_fn and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps))
             if step % args.logging_steps == 0 or step == args.max_steps or refresh_seconds is not None or should_eval:
@@ -260,6 +263,9 @@ def train_realm(
                 accelerator.log(record, step=step)
                 progress.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")
             if (args.save_steps and step % args.save_steps == 0) or step == args.max_steps:
+                # The index a checkpoint was trained with is saved with it (not at every refresh: the refresh period
+                # can be one step), so that a resumed run reloads it.
+                _save_index(accelerator, retriever.index, output_dir, index_step)
                 _save_checkpoint(accelerator, output_dir, step, index_step, history, args.save_total_limit)
             if step >= args.max_steps:
                 break
@@ -268,6 +274,15 @@ def train_realm(
         refresher.wait()
     accelerator.end_training()
     return history
+
+
+_RETRIEVER_PREFIXES = ("embedder.", "query_embedder.")
+
+
+def _grad_norm(parameters: list[torch.nn.Parameter]) -> float:
+    """Global norm of the gradients of `parameters` (before clipping): the size of the retrieval signal."""
+    norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
 
 
 def _batch_stats(outputs, batch) -> dict:

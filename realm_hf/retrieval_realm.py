@@ -349,7 +349,36 @@ class RealmRetriever:
             block_ids = self._search_excluding(queries, num_retrieve, exclude_doc_ids)
         if null_document:
             block_ids = np.concatenate([np.full((batch_size, 1), -1, dtype=np.int64), block_ids], axis=1)
-        num_k = block_ids.shape[1]
+        return self.pretraining_inputs(block_ids, query_token_ids, max_block_length)
+
+    def pretraining_inputs(
+        self,
+        block_ids: torch.Tensor | np.ndarray,
+        query_token_ids: Sequence[Sequence[int]],
+        max_block_length: int = 288,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        The document-tower and encoder inputs of given candidate blocks (the second half of
+        [`~RealmRetriever.retrieve_for_pretraining`], without the search).
+
+        Args:
+            block_ids (`torch.Tensor` or `np.ndarray` of shape `(batch_size, K)`): Corpus rows of the candidates of
+                each sentence; -1 stands for the null (empty) document.
+            query_token_ids: For each sentence, its (masked) token ids without special tokens.
+            max_block_length (`int`): Maximum length of a document-tower input.
+
+        Returns:
+            `dict`: as [`~RealmRetriever.retrieve_for_pretraining`].
+        """
+        block_ids = np.asarray(block_ids.cpu() if torch.is_tensor(block_ids) else block_ids, dtype=np.int64)
+        if block_ids.ndim != 2 or block_ids.shape[0] != len(query_token_ids):
+            raise ValueError(
+                f"block_ids must have shape (batch_size, K) with batch_size={len(query_token_ids)}, got "
+                f"{block_ids.shape}."
+            )
+        if block_ids.size and block_ids.max() >= len(self.index):
+            raise ValueError(f"block id {int(block_ids.max())} is out of range for {len(self.index)} blocks.")
+        batch_size, num_k = block_ids.shape
         real = block_ids[block_ids >= 0]
         values, offsets = self.block_token_ids(real)
         title_values, title_offsets = self._gather_ragged(self._title_ids, real)

@@ -10,6 +10,7 @@ QA.
 """
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import datasets
@@ -23,6 +24,7 @@ OCCUPATIONS = [
     "painter", "sailor", "chemist", "poet", "architect", "astronomer", "composer", "botanist",
     "engineer", "historian", "physician", "sculptor", "mathematician", "cartographer", "weaver", "geologist",
 ]  # fmt: skip
+YEARS = range(1700, 1951)
 _BORN_TEMPLATES = [
     "{name} was born in {city} in {year}.",
     "In {year}, {name} was born in {city}.",
@@ -47,16 +49,23 @@ class SyntheticKnowledge:
             fact) and `relation`.
         facts (`datasets.Dataset`): one row per (sentence, salient span): `doc_id` of the sentence, `sentence`,
             `answer` (the salient span of the sentence) and `evidence_doc_id` (the other document stating it).
+        entity_names (`tuple[str, ...]`): Every country, city and name part the generator could draw from (with
+            `name_pool_size`, worlds of other seeds draw from the same pools).
     """
 
     documents: datasets.Dataset
     questions: datasets.Dataset
     facts: datasets.Dataset
+    entity_names: tuple[str, ...] = ()
 
     def vocabulary(self) -> list[str]:
-        """WordPiece vocabulary covering every word of the corpus and questions (special tokens first)."""
+        """WordPiece vocabulary covering every word of the corpus and questions and every word the generator can use
+        with this world's entities (names, occupations, years), special tokens first."""
         words = set()
-        for text in [*self.documents["title"], *self.documents["text"], *self.questions["question"]]:
+        for text in [
+            *self.documents["title"], *self.documents["text"], *self.questions["question"], *self.entity_names,
+            *OCCUPATIONS, *map(str, YEARS),
+        ]:  # fmt: skip
             words.update(_words(text))
         return SPECIAL_TOKENS + sorted(words)
 
@@ -76,6 +85,7 @@ def _words(text: str) -> list[str]:
 
 
 def _name(rng: random.Random, used: set[str], syllables: int) -> str:
+    """A new invented word; `used` holds the lower-cased words already taken."""
     while True:
         name = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables))
         if name not in used and len(name) > 3:
@@ -84,7 +94,14 @@ def _name(rng: random.Random, used: set[str], syllables: int) -> str:
 
 
 def make_synthetic_knowledge(
-    num_people: int = 120, num_cities: int = 30, num_countries: int = 8, seed: int = 0
+    num_people: int = 120,
+    num_cities: int = 30,
+    num_countries: int = 8,
+    seed: int = 0,
+    *,
+    entity_seed: int | None = None,
+    name_pool_size: int | None = None,
+    exclude_words: Iterable[str] = (),
 ) -> SyntheticKnowledge:
     """Generates a synthetic encyclopedic corpus.
 
@@ -93,24 +110,45 @@ def make_synthetic_knowledge(
         num_cities (`int`): Number of invented cities (one short document each).
         num_countries (`int`): Number of invented countries.
         seed (`int`): Random seed; the same seed gives the same corpus.
+        entity_seed (`int`, *optional*): Seed of the entity names (countries, cities, name pools) when they should
+            not change with `seed`: worlds with the same `entity_seed` and other seeds state other facts about the
+            same cities and names, so no fact can be memorised across them (the demo's reading warm start).
+        name_pool_size (`int`, *optional*): Draw first and last names from two pools of this many names (people are
+            distinct combinations), instead of inventing two new words per person.
+        exclude_words (`Iterable[str]`): Words no invented name may be (for example another world's vocabulary).
 
     Returns:
         [`SyntheticKnowledge`].
     """
     if min(num_people, num_cities, num_countries) < 1:
         raise ValueError("num_people, num_cities and num_countries must all be >= 1.")
+    if name_pool_size is not None and (name_pool_size < 1 or name_pool_size**2 < num_people):
+        raise ValueError(f"name_pool_size={name_pool_size} gives fewer than num_people={num_people} distinct names.")
     rng = random.Random(seed)
-    used: set[str] = set()
-    countries = [_name(rng, used, 2) for _ in range(num_countries)]
-    cities = [_name(rng, used, 2) for _ in range(num_cities)]
-    city_country = {city: rng.choice(countries) for city in cities}
+    entity_rng = rng if entity_seed is None else random.Random(entity_seed)
+    used: set[str] = {word.lower() for word in exclude_words}
+    countries = [_name(entity_rng, used, 2) for _ in range(num_countries)]
+    cities = [_name(entity_rng, used, 2) for _ in range(num_cities)]
+    city_country = {city: entity_rng.choice(countries) for city in cities}
+    entity_names = [*countries, *cities]
+    if name_pool_size is not None:
+        first_names = [_name(entity_rng, used, 2) for _ in range(name_pool_size)]
+        last_names = [_name(entity_rng, used, 2) for _ in range(name_pool_size)]
+        entity_names += first_names + last_names
+        combinations = rng.sample(range(name_pool_size**2), num_people)
+        names = [f"{first_names[c // name_pool_size]} {last_names[c % name_pool_size]}" for c in combinations]
     people = []
-    for _ in range(num_people):
+    for person_id in range(num_people):
+        if name_pool_size is None:
+            name = f"{_name(rng, used, 2)} {_name(rng, used, 2)}"
+            entity_names.append(name)
+        else:
+            name = names[person_id]
         people.append(
             {
-                "name": f"{_name(rng, used, 2)} {_name(rng, used, 2)}",
+                "name": name,
                 "city": rng.choice(cities),
-                "year": str(rng.randint(1700, 1950)),
+                "year": str(rng.choice(YEARS)),
                 "occupation": rng.choice(OCCUPATIONS),
                 "work_city": rng.choice(cities),
             }
@@ -157,4 +195,5 @@ def make_synthetic_knowledge(
         documents=datasets.Dataset.from_list(documents),
         questions=datasets.Dataset.from_list(questions),
         facts=datasets.Dataset.from_list(facts),
+        entity_names=tuple(entity_names),
     )

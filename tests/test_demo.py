@@ -2,20 +2,30 @@
 
 import json
 
+import pytest
+
 from realm_hf.cli import main
 from realm_hf.demo import DemoArguments, run_demo
 
 
 def test_demo_runs_end_to_end_and_reports(tmp_path):
     args = DemoArguments(
-        output_dir=str(tmp_path / "demo"), max_steps=6, ict_steps=4, batch_size=8, num_people=8, num_cities=3,
-        index_refresh_steps=3, eval_steps=3, num_eval_facts=16, hidden_size=32, show_progress=False,
+        output_dir=str(tmp_path / "demo"), max_steps=6, ict_steps=4, reading_steps=3, batch_size=8, num_people=8,
+        num_cities=3, held_out_fraction=0.25, index_refresh_steps=3, eval_steps=3, num_eval_facts=16, hidden_size=32,
+        show_progress=False,
     )  # fmt: skip
     report = run_demo(args)
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["steps"] == 6 and saved["documents"] == 2 * 8 + 3
-    assert 0 <= saved["after"]["retrieval_accuracy"] <= 1 and 0 <= saved["before"]["retrieval_accuracy"] <= 1
+    assert saved["held_out_facts"] == 2 * 6 and saved["eval_facts"] == 16
+    for phase in ("before", "after"):
+        assert set(saved[phase]) >= {
+            "retrieval_accuracy", "eval_masked_lm_accuracy", "evidence_prior", "evidence_posterior",
+            "held_out_retrieval_accuracy", "held_out_masked_lm_accuracy",
+        }  # fmt: skip
+    assert [r["step"] for r in saved["reading_history"]] == [3]
     assert [r["step"] for r in report["history"] if "retrieval_accuracy" in r] == [3, 6]
+    assert all(r["retriever_grad_norm"] > 0 for r in report["history"])
     assert any("index_refresh_seconds" in r for r in report["history"])
     assert report["ict_history"] and (tmp_path / "demo" / "report.png").stat().st_size > 1000
 
@@ -28,15 +38,13 @@ def test_cli_pretrain_arguments(tmp_path, capsys):
     assert '"steps": 2' in capsys.readouterr().out
 
 
-def test_demo_pipeline_learns_to_retrieve_the_evidence_document(tmp_path):
-    """A smaller version of the demo: top-1 retrieval of the document holding the masked fact rises from chance."""
-    args = DemoArguments(
-        output_dir=str(tmp_path / "demo"), num_people=150, num_cities=30, ict_steps=40, max_steps=6, eval_steps=6,
-        num_eval_facts=96, index_refresh_steps=3, show_progress=False,
-    )  # fmt: skip
-    report = run_demo(args)
-    chance = report["chance_retrieval_accuracy"]
-    assert chance < 0.01
-    assert report["random_init"]["retrieval_accuracy"] <= 0.1
-    assert report["before"]["retrieval_accuracy"] >= max(0.5, 50 * chance)
-    assert report["after"]["retrieval_accuracy"] >= max(0.5, 50 * chance)
+@pytest.mark.slow
+def test_realm_pretraining_itself_raises_retrieval_over_its_warm_start(tmp_path):
+    """The default job (about 9 minutes on 2 CPU cores): REALM pre-training, with the retriever trained by the
+    masked-LM signal alone, at least doubles top-1 retrieval of the evidence document over the weak ICT warm start
+    (with the retriever frozen it would stay where the warm start left it), on training and held-out sentences."""
+    report = run_demo(DemoArguments(output_dir=str(tmp_path / "demo"), show_progress=False))
+    before, after = report["before"], report["after"]
+    assert before["retrieval_accuracy"] <= 0.2
+    for key in ("retrieval_accuracy", "held_out_retrieval_accuracy"):
+        assert after[key] >= max(2 * before[key], 50 * report["chance_retrieval_accuracy"]), (key, before, after)

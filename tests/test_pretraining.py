@@ -38,6 +38,15 @@ def make_config(tokenizer, **overrides):
     return RealmConfig(**{**kwargs, **overrides})
 
 
+def model_with_retriever(tokenizer, corpus) -> RealmForPreTraining:
+    """A seeded tiny `RealmForPreTraining` with a retriever over its own embeddings of `corpus`."""
+    torch.manual_seed(0)
+    model = RealmForPreTraining(make_config(tokenizer))
+    embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=8, show_progress=False)
+    model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), tokenizer))
+    return model
+
+
 def masked_batch(tokenizer, knowledge, rows=(0, 3, 7)):
     data = masked_facts(tokenizer, knowledge.facts.select(rows))
     batch = {k: data[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -80,11 +89,8 @@ def test_pretraining_loss_equals_scorer_plus_encoder(synthetic_tokenizer, knowle
 
 
 def test_pretraining_retrieves_excludes_source_and_backpropagates(synthetic_tokenizer, knowledge, corpus):
-    torch.manual_seed(0)
-    config = make_config(synthetic_tokenizer)
-    model = RealmForPreTraining(config)
-    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, batch_size=8, show_progress=False)
-    model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer))
+    model = model_with_retriever(synthetic_tokenizer, corpus)
+    config = model.config
     batch, labels, doc_ids = masked_batch(synthetic_tokenizer, knowledge)
     out = model(**batch, labels=labels, doc_ids=doc_ids)
     ids = out.retrieved_block_ids
@@ -250,3 +256,37 @@ def test_pretraining_with_the_hf_trainer_and_the_refresh_callback(tmp_path, synt
     fresh = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
     np.testing.assert_allclose(np.asarray(retriever.index.embeddings), fresh, atol=1e-4)
     assert not np.allclose(np.asarray(embeddings), fresh, atol=1e-4)
+
+
+def test_retrieval_posterior_is_the_gradient_of_the_retrieval_logits(synthetic_tokenizer, knowledge, corpus):
+    model = model_with_retriever(synthetic_tokenizer, corpus)
+    config = model.config
+    batch, labels, doc_ids = masked_batch(synthetic_tokenizer, knowledge)
+    out = model(**batch, labels=labels, doc_ids=doc_ids)
+    posterior = out.retrieval_posterior
+    assert posterior.shape == (3, config.num_candidates) and not posterior.requires_grad
+    torch.testing.assert_close(posterior.sum(-1), torch.ones(3))
+    # d loss / d relevance = (prior - posterior) * (masked tokens of the row) / (all masked tokens)
+    relevance = out.relevance_score
+    relevance.retain_grad()
+    out.loss.backward()
+    tokens = (labels != -100).sum(-1, keepdim=True).float()
+    expected = (relevance.detach().softmax(-1) - posterior) * tokens / tokens.sum()
+    torch.testing.assert_close(relevance.grad, expected, atol=1e-6, rtol=1e-4)
+
+
+def test_pretraining_inputs_of_given_blocks_equal_the_retrieved_ones(synthetic_tokenizer, knowledge, corpus):
+    model = model_with_retriever(synthetic_tokenizer, corpus)
+    retriever = model.retriever
+    batch, _, doc_ids = masked_batch(synthetic_tokenizer, knowledge)
+    query = model.embedder(**batch).projected_score.detach()
+    tokens = retriever.question_token_ids(batch["input_ids"], batch["attention_mask"])
+    retrieved = retriever.retrieve_for_pretraining(query, tokens, exclude_doc_ids=doc_ids, num_candidates=4)
+    again = retriever.pretraining_inputs(retrieved["retrieved_block_ids"], tokens)
+    assert retrieved.keys() == again.keys()
+    for key in retrieved:
+        torch.testing.assert_close(again[key], retrieved[key])
+    with pytest.raises(ValueError, match="out of range"):
+        retriever.pretraining_inputs([[len(corpus)]] * 3, tokens)
+    with pytest.raises(ValueError, match="batch_size=3"):
+        retriever.pretraining_inputs([[0, 1]], tokens)

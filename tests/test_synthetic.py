@@ -32,3 +32,22 @@ def test_same_seed_same_corpus_and_vocabulary_covers_it():
 def test_bad_sizes():
     with pytest.raises(ValueError, match=">= 1"):
         make_synthetic_knowledge(num_people=0)
+
+
+def test_worlds_of_one_entity_seed_share_names_but_not_facts():
+    target = make_synthetic_knowledge(num_people=20, num_cities=5, seed=0)
+    first, second = (
+        make_synthetic_knowledge(
+            num_people=60, num_cities=8, seed=s, entity_seed=7, name_pool_size=10, exclude_words=target.vocabulary()
+        )
+        for s in (1, 2)
+    )
+    assert first.entity_names == second.entity_names
+    assert set(first.vocabulary()) == set(second.vocabulary())  # the pools, used or not
+    assert first.facts.to_list() != second.facts.to_list()
+    names = {doc["title"] for doc in first.documents.select(range(120))}
+    assert len(names) == 60  # distinct combinations of pooled first and last names
+    invented = {word.lower() for name in first.entity_names for word in name.split()}
+    assert not invented & set(target.vocabulary())
+    with pytest.raises(ValueError, match="distinct names"):
+        make_synthetic_knowledge(num_people=30, name_pool_size=5)

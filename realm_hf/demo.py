@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,13 +55,16 @@ from .embedding import embed_corpus
 from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .index import RealmIndex
 from .masking import tag_salient_spans
-from .modeling_realm import RealmForPreTraining
+from .modeling_realm import RealmForPreTraining, RealmKnowledgeAugEncoder
 from .pretraining import RealmPreTrainingArguments, train_realm
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 from .tokenization_realm import RealmTokenizerFast
 
 
 logger = logging.get_logger(__name__)
+
+
+READER_DIR = "reading-warm-start"
 
 
 def _arg(default, help: str):
@@ -96,6 +100,11 @@ class DemoArguments:
     num_hidden_layers: int = _arg(4, "Transformer layers of each tower (reading needs more than 2).")
     eval_steps: int = _arg(50, "Evaluate the masked facts every N steps.")
     num_eval_facts: int = _arg(256, "Masked training-sentence facts evaluated (held-out ones: all of them).")
+    reader_from: str | None = _arg(
+        None,
+        f"Start the encoder from the reading warm start that a run with the same world and model settings saved in "
+        f"its {READER_DIR}/ (the reading warm start is then skipped).",
+    )
     show_progress: bool = _arg(True, "Progress bars.")
 
     def __post_init__(self):
@@ -303,8 +312,13 @@ def run_demo(args: DemoArguments) -> dict:
     held_out_facts = knowledge.facts.filter(lambda row: row["doc_id"] in held_out_docs)
     evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
     at_random_init = _initial_eval(model, _build_index(model, corpus, tokenizer), tokenizer, evaluate)
-    reading_began = time.perf_counter()
-    reading_history = train_reading_warm_start(model, tokenizer, worlds, args) if args.reading_steps else []
+    reading_began, reading_history = time.perf_counter(), []
+    if args.reader_from is not None:
+        _load_reader(model, output_dir / "tokenizer" / "vocab.txt", Path(args.reader_from))
+    elif args.reading_steps:
+        reading_history = train_reading_warm_start(model, tokenizer, worlds, args)
+        model.encoder.save_pretrained(output_dir / READER_DIR)
+        shutil.copyfile(output_dir / "tokenizer" / "vocab.txt", output_dir / READER_DIR / "vocab.txt")
     reading_seconds = time.perf_counter() - reading_began
     ict_history, ict_began = [], time.perf_counter()
     if args.ict_steps > 0:
@@ -360,6 +374,20 @@ def run_demo(args: DemoArguments) -> dict:
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
     _plot(history, at_random_init, before, output_dir / "report.png")
     return report
+
+
+def _load_reader(model, run_vocab: Path, path: Path) -> None:
+    """Loads the knowledge-augmented encoder saved by a reading warm start, refusing another vocabulary."""
+    vocab = path / "vocab.txt"
+    if not vocab.is_file():
+        raise FileNotFoundError(f"reader_from: {path} has no vocab.txt (expected a {READER_DIR}/ of a demo run).")
+    if vocab.read_text(encoding="utf-8") != run_vocab.read_text(encoding="utf-8"):
+        raise ValueError(
+            f"reader_from: the vocabulary in {vocab} is not this run's; the world settings (num_people, num_cities, "
+            "seed) must match the run that saved it."
+        )
+    encoder = RealmKnowledgeAugEncoder.from_pretrained(path)
+    model.encoder.load_state_dict(encoder.state_dict())
 
 
 def _build_index(model, corpus, tokenizer) -> RealmIndex:

@@ -48,3 +48,18 @@ def test_realm_pretraining_itself_raises_retrieval_over_its_warm_start(tmp_path)
     assert before["retrieval_accuracy"] <= 0.2
     for key in ("retrieval_accuracy", "held_out_retrieval_accuracy"):
         assert after[key] >= max(2 * before[key], 50 * report["chance_retrieval_accuracy"]), (key, before, after)
+
+
+def test_demo_reuses_a_saved_reading_warm_start_of_the_same_world_only(tmp_path):
+    tiny = dict(
+        max_steps=1, ict_steps=0, reading_steps=2, batch_size=4, num_people=4, num_cities=2, eval_steps=1,
+        num_eval_facts=4, hidden_size=32, num_hidden_layers=2, show_progress=False,
+    )  # fmt: skip
+    first = run_demo(DemoArguments(output_dir=str(tmp_path / "first"), **tiny))
+    saved = tmp_path / "first" / "reading-warm-start"
+    assert first["reading_history"] and (saved / "model.safetensors").is_file()
+    again = run_demo(DemoArguments(output_dir=str(tmp_path / "again"), reader_from=str(saved), **tiny))
+    assert again["reading_history"] == []
+    assert again["random_init"] == first["random_init"]  # same world, same initial model
+    with pytest.raises(ValueError, match="vocabulary"):
+        run_demo(DemoArguments(output_dir=str(tmp_path / "other"), reader_from=str(saved), **{**tiny, "seed": 1}))

@@ -165,13 +165,12 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         part = {k: v[start : start + batch_size] for k, v in data.items()}
         evidence = part.pop("evidence_doc_ids")
         out = model(**part)
-        retrieved = out.retrieved_block_ids
-        first_real = retrieved[:, 1] if model.config.use_null_document else retrieved[:, 0]
-        correct_top1 += int((torch.from_numpy(block_doc_ids[first_real.numpy()]) == evidence).sum())
+        ids = out.retrieved_block_ids.numpy()  # -1: the null document
+        is_evidence = torch.from_numpy(np.where(ids >= 0, block_doc_ids[np.maximum(ids, 0)], -1)) == evidence[:, None]
+        first_real = int(model.config.use_null_document)
+        correct_top1 += int(is_evidence[:, first_real].sum())
         correct_tokens += int(out.masked_lm_correct.sum())
         total_tokens += out.masked_lm_correct.numel()
-        ids = retrieved.numpy()
-        is_evidence = torch.from_numpy(np.where(ids >= 0, block_doc_ids[np.maximum(ids, 0)], -1)) == evidence[:, None]
         in_candidates += float(is_evidence.any(-1).sum())
         evidence_prior += float((out.relevance_score.softmax(-1) * is_evidence).sum())
         evidence_posterior += float((out.retrieval_posterior * is_evidence).sum())
@@ -233,6 +232,7 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
     parameters = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.reading_learning_rate, weight_decay=0.01, eps=1e-6)
     warmup = min(20, args.reading_steps)
+    # Not transformers' linear schedule: this one (warm-up times the linear decay) is the one the README's runs used.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.reading_steps)
     )
@@ -295,7 +295,9 @@ def run_demo(args: DemoArguments) -> dict:
     torch.manual_seed(args.seed)
     output_dir = Path(args.output_dir)
     knowledge = make_synthetic_knowledge(num_people=args.num_people, num_cities=args.num_cities, seed=args.seed)
-    worlds = reading_worlds(args, exclude_words=knowledge.vocabulary()) if args.reading_steps else iter(())
+    # The reading worlds' words are in the vocabulary whenever the encoder reads them or was trained on them.
+    with_reading = args.reading_steps > 0 or args.reader_from is not None
+    worlds = reading_worlds(args, exclude_words=knowledge.vocabulary()) if with_reading else iter(())
     first_world = next(worlds, None)
     vocabulary = knowledge.vocabulary()
     if first_world is not None:

@@ -13,17 +13,32 @@ pre-training, and the retrieval gain `after - before`:
 * `no_null_document`: no null document among the candidates;
 * `no_warm_start`: no ICT warm start (random initialisation of the retriever);
 * `no_reading_warm_start`: the encoder starts from random weights;
+* `reading_in_invented_places`: the reading worlds invent their own places, so the encoder has never seen the target
+  world's city names (the recipe before the reading worlds were set in the target world's places);
+* `frozen_retriever`: the embedders do not train (learning rate 0): what the warm starts alone give;
 * `retriever_at_encoder_lr`: the embedders train at the encoder's learning rate.
+
+With `--seeds`, every variant runs once per seed (worlds, model, data order and masking all change with it). Variants
+that keep the default reading warm start reuse the one the first of them trained for that seed (`reader_from`: the
+same weights, saved once, so the comparison is unchanged and the run shorter).
 
 Usage:
 
     python benchmarks/ablate_pretraining.py --output benchmarks/results/ablate_pretraining.json
     python benchmarks/ablate_pretraining.py --variants default stale_index --max_steps 100   # quicker
+    python benchmarks/ablate_pretraining.py --variants default frozen_retriever --seeds 0 1 2 --output seeds.json
+
+Variants can run in separate processes (for example two one-thread processes side by side on two cores) and be
+merged into one result, which checks that they ran with the same settings:
+
+    python benchmarks/ablate_pretraining.py --merge first.json second.json --output ablate_pretraining.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 import time
@@ -35,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, machine_info, write_results  # noqa: E402
 
-from realm_hf.demo import DemoArguments, run_demo  # noqa: E402
+from realm_hf.demo import READER_DIR, DemoArguments, run_demo  # noqa: E402
 
 
 VARIANTS = {
@@ -49,8 +64,12 @@ VARIANTS = {
     "no_null_document": {"use_null_document": False},
     "no_warm_start": {"ict_steps": 0},
     "no_reading_warm_start": {"reading_steps": 0},
+    "reading_in_invented_places": {"reading_in_target_places": False},
+    "frozen_retriever": {"retriever_learning_rate": 0.0},
     "retriever_at_encoder_lr": {"retriever_learning_rate": None},
 }
+# Variants that change the reading warm start (or the world it is trained for) cannot reuse the default's.
+_OWN_READER = {"no_reading_warm_start", "reading_in_invented_places"}
 
 
 def main() -> None:
@@ -67,9 +86,20 @@ def main() -> None:
     parser.add_argument(
         "--index_refresh_steps", type=int, default=defaults.index_refresh_steps, help="The default's refresh period."
     )
-    parser.add_argument("--seed", type=int, default=0, help="Random seed of every variant.")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="Random seeds; every variant runs once per seed."
+    )
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None,
+        help="Merge the JSON results of earlier runs (same settings) into --output instead of running anything.",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.merge:
+        result = merge_results([json.loads(path.read_text()) for path in args.merge])
+        write_results(args.output, result)
+        print(markdown_table(result))
+        return
 
     base = DemoArguments(
         max_steps=args.max_steps,
@@ -78,53 +108,123 @@ def main() -> None:
         num_people=args.num_people,
         num_cities=args.num_cities,
         index_refresh_steps=args.index_refresh_steps,
-        seed=args.seed,
         show_progress=False,
     )
     rows = []
-    for name in args.variants:
-        with tempfile.TemporaryDirectory() as workdir:
-            variant = replace(base, output_dir=workdir, **VARIANTS[name])
-            began = time.perf_counter()
-            report = run_demo(variant)
-            rows.append(
-                {
-                    "variant": name,
-                    "changed": VARIANTS[name],
-                    "random_init": report["random_init"],
-                    "before": report["before"],
-                    "after": report["after"],
-                    "retrieval_gain": report["after"]["retrieval_accuracy"] - report["before"]["retrieval_accuracy"],
-                    "best_retrieval_accuracy": max(
-                        [report["before"]["retrieval_accuracy"]]
-                        + [r["retrieval_accuracy"] for r in report["history"] if "retrieval_accuracy" in r]
-                    ),
-                    "seconds": time.perf_counter() - began,
-                }
-            )
-        after, before = rows[-1]["after"], rows[-1]["before"]
-        print(
-            f"{name:>24}: retrieval top-1 {before['retrieval_accuracy']:.3f} -> {after['retrieval_accuracy']:.3f}, "
-            f"masked-LM accuracy (held-out) {after['eval_masked_lm_accuracy']:.3f} "
-            f"({after.get('held_out_masked_lm_accuracy', float('nan')):.3f}) ({rows[-1]['seconds']:.0f} s)",
-            flush=True,
-        )
-        # Written after every variant, so that an interrupted run keeps what it measured.
-        write_results(args.output, _result(base, report, rows))
+    with tempfile.TemporaryDirectory() as readers:
+        for seed in args.seeds:
+            shared_reader = None
+            for name in args.variants:
+                reader_from = None if name in _OWN_READER else shared_reader
+                with tempfile.TemporaryDirectory() as workdir:
+                    variant = replace(base, output_dir=workdir, seed=seed, reader_from=reader_from, **VARIANTS[name])
+                    began = time.perf_counter()
+                    report = run_demo(variant)
+                    if reader_from is None and name not in _OWN_READER and variant.reading_steps:
+                        shared_reader = str(Path(readers) / f"seed-{seed}")
+                        shutil.copytree(Path(workdir) / READER_DIR, shared_reader)
+                rows.append(
+                    _row(name, seed, report, time.perf_counter() - began, reused_reader=reader_from is not None)
+                )
+                after, before = rows[-1]["after"], rows[-1]["before"]
+                print(
+                    f"{name:>26} seed {seed}: retrieval top-1 {before['retrieval_accuracy']:.3f} -> "
+                    f"{after['retrieval_accuracy']:.3f}, masked-LM accuracy (held-out) "
+                    f"{after['eval_masked_lm_accuracy']:.3f} ({after.get('held_out_masked_lm_accuracy', float('nan')):.3f}) "
+                    f"({rows[-1]['seconds']:.0f} s)",
+                    flush=True,
+                )
+                # Written after every run, so that an interrupted ablation keeps what it measured.
+                write_results(args.output, _result(base, args.seeds, report, rows))
+    print(markdown_table(_result(base, args.seeds, report, rows)))
 
 
-def _result(base: DemoArguments, report: dict, rows: list[dict]) -> dict:
-    default = next((row for row in rows if row["variant"] == "default"), None)
-    for row in rows:
-        if default is not None and default["retrieval_gain"] > 0:
-            row["retrieval_gain_vs_default"] = row["retrieval_gain"] / default["retrieval_gain"]
+def _row(name: str, seed: int, report: dict, seconds: float, reused_reader: bool) -> dict:
+    return {
+        "variant": name,
+        "seed": seed,
+        "changed": VARIANTS[name],
+        "random_init": report["random_init"],
+        "before": report["before"],
+        "after": report["after"],
+        "retrieval_gain": report["after"]["retrieval_accuracy"] - report["before"]["retrieval_accuracy"],
+        "best_retrieval_accuracy": max(
+            [report["before"]["retrieval_accuracy"]]
+            + [r["retrieval_accuracy"] for r in report["history"] if "retrieval_accuracy" in r]
+        ),
+        "reused_reading_warm_start": reused_reader,
+        "seconds": seconds,
+    }
+
+
+def _result(base: DemoArguments, seeds: list[int], report: dict, rows: list[dict]) -> dict:
+    _add_gain_ratios(rows)
     return {
         "machine": machine_info(),
         "command": command_line(),
-        "settings": {k: v for k, v in asdict(base).items() if k not in ("output_dir", "show_progress")},
+        "seeds": seeds,
+        "settings": {k: v for k, v in asdict(base).items() if k not in ("output_dir", "show_progress", "seed")},
         "chance_retrieval_accuracy": report["chance_retrieval_accuracy"],
         "variants": rows,
     }
+
+
+def _add_gain_ratios(rows: list[dict]) -> None:
+    """`retrieval_gain_vs_default` of every row against the `default` row of the same seed, where there is one."""
+    defaults = {row["seed"]: row for row in rows if row["variant"] == "default"}
+    for row in rows:
+        default = defaults.get(row["seed"])
+        if default is not None and default["retrieval_gain"] > 0:
+            row["retrieval_gain_vs_default"] = row["retrieval_gain"] / default["retrieval_gain"]
+
+
+def merge_results(results: list[dict]) -> dict:
+    """One result from the results of several runs of this script with the same settings."""
+    first = results[0]
+    for other in results[1:]:
+        if other["settings"] != first["settings"]:
+            changed = sorted(k for k in first["settings"] if first["settings"][k] != other["settings"].get(k))
+            raise SystemExit(f"Cannot merge runs with different settings (differing: {', '.join(changed)}).")
+    rows, seen = [], set()
+    for result in results:
+        for row in result["variants"]:
+            key = (row["variant"], row["seed"])
+            if key in seen:
+                raise SystemExit(f"Variant {key[0]!r} with seed {key[1]} is in more than one of the merged results.")
+            seen.add(key)
+            rows.append(row)
+    _add_gain_ratios(rows)
+    return {
+        "machine": first["machine"],
+        "commands": [command for result in results for command in result.get("commands", [result["command"]])],
+        "seeds": sorted({row["seed"] for row in rows}),
+        "settings": first["settings"],
+        "chance_retrieval_accuracy": first["chance_retrieval_accuracy"],
+        "variants": rows,
+    }
+
+
+def markdown_table(result: dict) -> str:
+    """The table of the README: one line per variant and seed."""
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}%"
+
+    lines = [
+        "| variant | seed | top-1 retrieval before -> after | gain vs default | held-out retrieval after | "
+        "masked-LM after (held-out) | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["variants"]:
+        before, after = row["before"], row["after"]
+        ratio = row.get("retrieval_gain_vs_default")
+        lines.append(
+            f"| `{row['variant']}` | {row['seed']} | {pct(before['retrieval_accuracy'])} -> "
+            f"{pct(after['retrieval_accuracy'])} | {'' if ratio is None else f'{ratio:.2f}'} | "
+            f"{pct(after['held_out_retrieval_accuracy'])} | {pct(after['eval_masked_lm_accuracy'])} "
+            f"({pct(after['held_out_masked_lm_accuracy'])}) | {row['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ Everything is generated in code (corpus, vocabulary, model), so the job needs no
 paper's, in miniature:
 
 1. **Reading warm start** (the analogue of starting the encoder from BERT): the knowledge-augmented encoder learns to
-   read a document for a masked fact on *other* synthetic worlds (other names, other cities), each epoch a new world
-   with new facts, and with the evidence document given. It learns to read, not the target facts: a world that stays
-   the same is memorised instead, and an encoder of 2 layers does not learn to read at all.
+   read a document for a masked fact on *other* synthetic worlds (other people, set in the target world's cities),
+   each epoch a new world with new facts, and with the evidence document given. It learns to read, and the place names
+   it will read, not the target facts: a world that stays the same is memorised instead, an encoder of 2 layers does
+   not learn to read at all, and one that never saw the target world's city names barely copies them (their
+   embeddings were never trained; measured in the README's pre-training section).
 2. **ICT warm start** of the retriever on the target corpus, kept weak (`ict_steps`).
 3. **REALM pre-training**: the marginal masked-LM loss through retrieval trains both embedders (at
    `retriever_learning_rate`) and the encoder; neither tower is ever shown the evidence document of a target fact
@@ -17,6 +19,7 @@ It reports, over the steps, the masked-LM loss and, on masked facts whose own do
 - retrieval accuracy: how often the top retrieved document (the null document aside) is the other document that
   states the masked fact (chance is 1 / (number of documents - 1));
 - masked-LM accuracy on the salient span: how often the marginal prediction of the masked fact is right;
+- reading accuracy: the same with the evidence document as the only candidate (how well the encoder reads);
 - the evidence document's prior `p(z|x)` and posterior `p(z|x, y)` when it is among the candidates (their difference
   is the gradient that moves the retriever toward it).
 
@@ -24,12 +27,13 @@ Facts are evaluated on training sentences and on **held-out** sentences: every s
 people is kept out of the pre-training stream (their documents stay in the corpus), so masked-LM accuracy there can
 only come from reading the retrieved document.
 
-Two things decide whether the masked-LM signal raises retrieval: an encoder that already reads (the retriever's
-gradient on a candidate is `prior - posterior`, and the evidence document's posterior exceeds its prior only when the
-encoder can read it; with a weak reader that signal is noise, which Adam turns into full-size steps, and retrieval
-collapses), and a fresh index (`index_refresh_steps=1`: at the retriever's learning rate the towers move fast, and a
-stale index rarely has the evidence document among the candidates). The measurements are in the README's
-pre-training section and `benchmarks/ablate_pretraining.py`.
+Two things decide whether the masked-LM signal raises retrieval: an encoder that already reads the target world's
+documents (the retriever's gradient on a candidate is `prior - posterior`, and the evidence document's posterior exceeds
+its prior only when the encoder can read it; with a weak reader that signal is noise, which Adam turns into full-size
+steps, and retrieval collapses), and a fresh index (`index_refresh_steps=1`: at the retriever's learning rate the
+towers move fast, and a stale index rarely has the evidence document among the candidates). `reading_accuracy` in the
+report (masked-LM accuracy with the evidence document as the only candidate) tells the two apart. The measurements are
+in the README's pre-training section and `benchmarks/ablate_pretraining.py`.
 """
 
 from __future__ import annotations
@@ -86,11 +90,17 @@ class DemoArguments:
         500, "Reading warm start of the encoder on other generated worlds, evidence given (0: none)."
     )
     reading_learning_rate: float = _arg(1e-3, "Peak learning rate of the reading warm start.")
+    reading_in_target_places: bool = _arg(
+        True,
+        "Set the reading worlds in the target world's cities and countries (other people, other facts), so that the "
+        "encoder knows the place names it will read, as BERT knows real ones; --no_reading_in_target_places invents "
+        "other places too (the encoder then cannot copy a target city's name: its embedding was never trained).",
+    )
     ict_learning_rate: float = _arg(1e-3, "Learning rate of the ICT warm start.")
     num_people: int = _arg(300, "Invented people of the target world (two documents each).")
     num_cities: int = _arg(50, "Invented cities of the target world (one document each).")
     held_out_fraction: float = _arg(0.1, "Fraction of people whose sentences are kept out of pre-training.")
-    ict_steps: int = _arg(22, "ICT warm-start steps of the retriever (kept weak; 0: none).")
+    ict_steps: int = _arg(14, "ICT warm-start steps of the retriever (kept weak; 0: none).")
     seed: int = _arg(0, "Random seed (worlds, model, data order, masking).")
     index_refresh_steps: int = _arg(1, "Re-embed the corpus and swap the index every N steps (0: never, stale).")
     index_refresh_mode: str = _arg("sync", "'sync' or 'async' index refresh.")
@@ -98,6 +108,7 @@ class DemoArguments:
     use_null_document: bool = _arg(True, "Put the null (empty) document first among the candidates.")
     hidden_size: int = _arg(128, "Hidden size of the three towers.")
     num_hidden_layers: int = _arg(4, "Transformer layers of each tower (reading needs more than 2).")
+    num_candidates: int = _arg(8, "Documents retrieved per masked sentence (the null document included).")
     eval_steps: int = _arg(50, "Evaluate the masked facts every N steps.")
     num_eval_facts: int = _arg(256, "Masked training-sentence facts evaluated (held-out ones: all of them).")
     reader_from: str | None = _arg(
@@ -112,6 +123,10 @@ class DemoArguments:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}.")
         if self.reading_steps < 0 or self.ict_steps < 0:
             raise ValueError("reading_steps and ict_steps must be >= 0.")
+        if self.num_candidates < 2:
+            raise ValueError(
+                f"num_candidates must be >= 2 (the null document and one retrieved), got {self.num_candidates}."
+            )
 
 
 def build_tokenizer(vocabulary: list[str], directory: Path) -> RealmTokenizerFast:
@@ -130,7 +145,7 @@ def demo_config(tokenizer, args: DemoArguments) -> RealmConfig:
         intermediate_size=hidden * 2,
         retriever_proj_size=64,
         max_position_embeddings=256,
-        num_candidates=8,
+        num_candidates=args.num_candidates,
         block_seq_len=128,
         use_null_document=args.use_null_document,
         hidden_act="gelu",
@@ -159,7 +174,9 @@ def masked_facts(tokenizer, facts) -> dict[str, torch.Tensor]:
 
 def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarray, batch_size: int) -> dict:
     count = data["labels"].size(0)
-    correct_top1 = correct_tokens = total_tokens = 0
+    row_of_doc = np.full(int(block_doc_ids.max()) + 1, -1, dtype=np.int64)
+    row_of_doc[block_doc_ids] = np.arange(len(block_doc_ids))
+    correct_top1 = correct_tokens = total_tokens = reading_tokens = 0
     in_candidates = evidence_prior = evidence_posterior = 0.0
     for start in range(0, count, batch_size):
         part = {k: v[start : start + batch_size] for k, v in data.items()}
@@ -174,10 +191,20 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         in_candidates += float(is_evidence.any(-1).sum())
         evidence_prior += float((out.relevance_score.softmax(-1) * is_evidence).sum())
         evidence_posterior += float((out.retrieval_posterior * is_evidence).sum())
+        # The same sentences with their evidence document as the only candidate: how well the encoder reads.
+        given = model.retriever.pretraining_inputs(
+            row_of_doc[evidence.numpy()][:, None],
+            model.retriever.question_token_ids(part["input_ids"], part["attention_mask"]),
+            model.config.block_seq_len,
+        )
+        given.pop("retrieved_block_ids")
+        read = model(**{k: part[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **given)
+        reading_tokens += int(read.masked_lm_correct.sum())
     found = max(in_candidates, 1.0)
     return {
         "retrieval_accuracy": correct_top1 / count,
         "eval_masked_lm_accuracy": correct_tokens / total_tokens,
+        "reading_accuracy": reading_tokens / total_tokens,
         "evidence_in_candidates": in_candidates / count,
         "evidence_prior": evidence_prior / found,
         "evidence_posterior": evidence_posterior / found,
@@ -204,14 +231,17 @@ def make_fact_evaluator(tokenizer, facts, block_doc_ids: np.ndarray, held_out_fa
     return evaluate
 
 
-def reading_worlds(args: DemoArguments, exclude_words) -> Iterator[SyntheticKnowledge]:
-    """The reading warm start's worlds: the same invented names and cities (none of the target world's), new facts
-    in each, so that no fact can be memorised across them."""
+def reading_worlds(args: DemoArguments, target: SyntheticKnowledge) -> Iterator[SyntheticKnowledge]:
+    """The reading warm start's worlds: the same invented people's names (none of the target world's words), new facts
+    in each, so that no fact can be memorised across them; set in the target world's places when
+    `args.reading_in_target_places` (no target fact is ever stated: its people are not there)."""
+    geography = target.geography if args.reading_in_target_places else None
     epoch = 0
     while True:
         yield make_synthetic_knowledge(
             num_people=_READING_PEOPLE, num_cities=args.num_cities, seed=args.seed + 1 + epoch,
-            entity_seed=args.seed + _READING_ENTITY_SEED, name_pool_size=_READING_NAME_POOL, exclude_words=exclude_words,
+            entity_seed=args.seed + _READING_ENTITY_SEED, name_pool_size=_READING_NAME_POOL,
+            exclude_words=target.vocabulary(), geography=geography,
         )  # fmt: skip
         epoch += 1
 
@@ -297,7 +327,7 @@ def run_demo(args: DemoArguments) -> dict:
     knowledge = make_synthetic_knowledge(num_people=args.num_people, num_cities=args.num_cities, seed=args.seed)
     # The reading worlds' words are in the vocabulary whenever the encoder reads them or was trained on them.
     with_reading = args.reading_steps > 0 or args.reader_from is not None
-    worlds = reading_worlds(args, exclude_words=knowledge.vocabulary()) if with_reading else iter(())
+    worlds = reading_worlds(args, knowledge) if with_reading else iter(())
     first_world = next(worlds, None)
     vocabulary = knowledge.vocabulary()
     if first_world is not None:

@@ -10,8 +10,8 @@ QA.
 """
 
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import datasets
 
@@ -51,12 +51,14 @@ class SyntheticKnowledge:
             `answer` (the salient span of the sentence) and `evidence_doc_id` (the other document stating it).
         entity_names (`tuple[str, ...]`): Every country, city and name part the generator could draw from (with
             `name_pool_size`, worlds of other seeds draw from the same pools).
+        geography (`dict[str, str]`): The country of every city.
     """
 
     documents: datasets.Dataset
     questions: datasets.Dataset
     facts: datasets.Dataset
     entity_names: tuple[str, ...] = ()
+    geography: dict[str, str] = field(default_factory=dict)
 
     def vocabulary(self) -> list[str]:
         """WordPiece vocabulary covering every word of the corpus and questions and every word the generator can use
@@ -102,6 +104,7 @@ def make_synthetic_knowledge(
     entity_seed: int | None = None,
     name_pool_size: int | None = None,
     exclude_words: Iterable[str] = (),
+    geography: Mapping[str, str] | None = None,
 ) -> SyntheticKnowledge:
     """Generates a synthetic encyclopedic corpus.
 
@@ -116,6 +119,9 @@ def make_synthetic_knowledge(
         name_pool_size (`int`, *optional*): Draw first and last names from two pools of this many names (people are
             distinct combinations), instead of inventing two new words per person.
         exclude_words (`Iterable[str]`): Words no invented name may be (for example another world's vocabulary).
+        geography (`Mapping[str, str]`, *optional*): Use these cities (keys) and their countries (values) instead of
+            inventing `num_cities` cities in `num_countries` countries: a world of other people in the places of
+            another world (`SyntheticKnowledge.geography`), as the demo's reading warm start uses them.
 
     Returns:
         [`SyntheticKnowledge`].
@@ -127,9 +133,16 @@ def make_synthetic_knowledge(
     rng = random.Random(seed)
     entity_rng = rng if entity_seed is None else random.Random(entity_seed)
     used: set[str] = {word.lower() for word in exclude_words}
-    countries = [_name(entity_rng, used, 2) for _ in range(num_countries)]
-    cities = [_name(entity_rng, used, 2) for _ in range(num_cities)]
-    city_country = {city: entity_rng.choice(countries) for city in cities}
+    if geography is None:
+        countries = [_name(entity_rng, used, 2) for _ in range(num_countries)]
+        cities = [_name(entity_rng, used, 2) for _ in range(num_cities)]
+        city_country = {city: entity_rng.choice(countries) for city in cities}
+    elif not geography:
+        raise ValueError("geography must name at least one city.")
+    else:
+        city_country = dict(geography)
+        cities, countries = list(city_country), sorted(set(city_country.values()))
+        used.update(word.lower() for word in (*cities, *countries))
     entity_names = [*countries, *cities]
     if name_pool_size is not None:
         first_names = [_name(entity_rng, used, 2) for _ in range(name_pool_size)]
@@ -196,4 +209,5 @@ def make_synthetic_knowledge(
         questions=datasets.Dataset.from_list(questions),
         facts=datasets.Dataset.from_list(facts),
         entity_names=tuple(entity_names),
+        geography=city_country,
     )

@@ -21,7 +21,8 @@ def test_demo_runs_end_to_end_and_reports(tmp_path):
     for phase in ("before", "after"):
         assert set(saved[phase]) >= {
             "retrieval_accuracy", "eval_masked_lm_accuracy", "evidence_prior", "evidence_posterior",
-            "held_out_retrieval_accuracy", "held_out_masked_lm_accuracy",
+            "held_out_retrieval_accuracy", "held_out_masked_lm_accuracy", "reading_accuracy",
+            "held_out_reading_accuracy",
         }  # fmt: skip
     assert [r["step"] for r in saved["reading_history"]] == [3]
     assert [r["step"] for r in report["history"] if "retrieval_accuracy" in r] == [3, 6]
@@ -40,14 +41,16 @@ def test_cli_pretrain_arguments(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_realm_pretraining_itself_raises_retrieval_over_its_warm_start(tmp_path):
-    """The default job (about 9 minutes on 2 CPU cores): REALM pre-training, with the retriever trained by the
-    masked-LM signal alone, at least doubles top-1 retrieval of the evidence document over the weak ICT warm start
-    (with the retriever frozen it would stay where the warm start left it), on training and held-out sentences."""
+    """The default job (about 8 minutes on 2 CPU cores): REALM pre-training, with the retriever trained by the
+    masked-LM signal alone, raises top-1 retrieval of the evidence document from a weak ICT warm start (<= 20%) to
+    >= 80% and >= 4x (with the retriever frozen it would stay where the warm start left it), on training and held-out
+    sentences, and the encoder reads the held-out facts (masked-LM accuracy >= 50% where nothing was memorised)."""
     report = run_demo(DemoArguments(output_dir=str(tmp_path / "demo"), show_progress=False))
     before, after = report["before"], report["after"]
     assert before["retrieval_accuracy"] <= 0.2
     for key in ("retrieval_accuracy", "held_out_retrieval_accuracy"):
-        assert after[key] >= max(2 * before[key], 50 * report["chance_retrieval_accuracy"]), (key, before, after)
+        assert after[key] >= max(4 * before[key], 0.8), (key, before, after)
+    assert after["held_out_masked_lm_accuracy"] >= 0.5, after
 
 
 def test_demo_reuses_a_saved_reading_warm_start_of_the_same_world_only(tmp_path):

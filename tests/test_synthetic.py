@@ -51,3 +51,22 @@ def test_worlds_of_one_entity_seed_share_names_but_not_facts():
     assert not invented & set(target.vocabulary())
     with pytest.raises(ValueError, match="distinct names"):
         make_synthetic_knowledge(num_people=30, name_pool_size=5)
+
+
+def test_a_world_set_in_the_places_of_another_states_none_of_its_facts():
+    target = make_synthetic_knowledge(num_people=20, num_cities=5, num_countries=2, seed=0)
+    assert len(target.geography) == 5 and set(target.geography.values()) <= set(target.entity_names)
+    other = make_synthetic_knowledge(
+        num_people=40, seed=1, entity_seed=7, name_pool_size=10, exclude_words=target.vocabulary(),
+        geography=target.geography,
+    )  # fmt: skip
+    assert other.geography == target.geography
+    assert {d["title"] for d in other.documents.select(range(80, 85))} == set(target.geography)
+    assert {fact["answer"] for fact in other.facts} - {str(y) for y in range(1700, 1951)} <= set(target.geography)
+    people = {doc["title"] for doc in other.documents.select(range(80))}
+    target_words = set(target.vocabulary())
+    assert not {word.lower() for name in people for word in name.split()} & target_words
+    target_sentences = {fact["sentence"] for fact in target.facts}
+    assert not target_sentences & {fact["sentence"] for fact in other.facts}
+    with pytest.raises(ValueError, match="geography"):
+        make_synthetic_knowledge(num_people=3, geography={})

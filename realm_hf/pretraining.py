@@ -238,7 +238,7 @@ def train_realm(
 
             refresh_seconds = None
             if refresher is not None:
-                record = _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule)
+                record = _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule, output_dir)
                 if record is not None:
                     index_step, refresh_seconds = record.step, record.seconds
                     _save_index(accelerator, retriever.index, output_dir, index_step)
@@ -317,8 +317,12 @@ def _evaluate(eval_fn, unwrapped, retriever, step, model) -> dict:
         model.train()
 
 
-def _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule) -> RefreshRecord | None:
-    """Main process polls its background refresh; all processes agree on the swap through a broadcast."""
+def _poll_async(
+    refresher, accelerator, unwrapped, retriever, step, schedule, output_dir: Path
+) -> RefreshRecord | None:
+    """Main process polls its background refresh; all processes agree on the swap through a broadcast, and the other
+    processes load the new index from where the checkpoints keep theirs (`output_dir`, whatever the accelerator's
+    `project_dir`)."""
     record = None
     if accelerator.is_main_process:
         record = refresher.poll()
@@ -334,10 +338,10 @@ def _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule) ->
         return None
     if accelerator.is_main_process:
         retriever.index = record.index
-        record.index.save_pretrained(Path(accelerator.project_dir) / INDEX_DIR / f"step-{record.step}")
+        record.index.save_pretrained(output_dir / INDEX_DIR / f"step-{record.step}")
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        path = Path(accelerator.project_dir) / INDEX_DIR / f"step-{int(ready.item())}"
+        path = output_dir / INDEX_DIR / f"step-{int(ready.item())}"
         retriever.index = RealmIndex.from_pretrained(path)
         record = RefreshRecord(step=int(ready.item()), seconds=0.0, index=retriever.index)
     return record

@@ -105,6 +105,24 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.distributed
+def test_async_refresh_with_the_callers_accelerator_in_two_processes(tmp_path):
+    """A caller's own Accelerator (no project_dir) with async refresh over 2 processes: the new index is shared and
+    saved under output_dir, where checkpoints and resume look for it."""
+    args = ["--async-refresh", "--plain-accelerator", "--save-steps", "2", "--refresh-steps", "1"]
+    run_script(tmp_path / "run", *args, "--max-steps", "4", torchrun=True)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["num_processes"] == 2
+    swapped = [r["step"] for r in result["history"] if "index_refresh_seconds" in r]
+    assert swapped, result["history"]  # at least one background refresh was swapped in, on both processes
+    state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert (tmp_path / "run" / "indexes" / f"step-{state['index_step']}" / "index_config.json").is_file()
+    run_script(tmp_path / "run", *args, "--max-steps", "6", "--resume", torchrun=True)
+    resumed = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert resumed["resumed_from"] == "checkpoint-4"
+    assert [r["step"] for r in resumed["history"]][-2:] == [5, 6]
+
+
+@pytest.mark.distributed
 def test_one_process_dying_stops_the_other(tmp_path):
     """Rank 1 dies at step 2: the launcher ends the run with an error in bounded time instead of hanging."""
     output_dir = tmp_path / "crash"

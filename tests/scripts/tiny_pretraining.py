@@ -26,6 +26,7 @@ from pathlib import Path
 
 import accelerate.checkpointing
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import save_file
 
 import realm_hf.index
@@ -142,6 +143,10 @@ def main() -> None:
     parser.add_argument("--optim", default="adamw")
     parser.add_argument("--crash-rank-at-step", default=None, help="RANK:STEP: that process dies at that step.")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--async-refresh", action="store_true", help="index_refresh_mode='async'")
+    parser.add_argument(
+        "--plain-accelerator", action="store_true", help="a caller's own Accelerator, without a project_dir"
+    )
     args = parser.parse_args()
     output_dir = Path(args.output_dir)
 
@@ -170,10 +175,15 @@ def main() -> None:
     train_args = RealmPreTrainingArguments(
         output_dir=str(output_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, optim=args.optim, save_steps=args.save_steps, index_refresh_steps=args.refresh_steps, logging_steps=1,
+        index_refresh_mode="async" if args.async_refresh else "sync",
         eval_steps=1 if (args.hang_at_step or args.crash_rank_at_step) else 0, use_cpu=True, show_progress=False,
         resume_from_checkpoint="latest" if args.resume else None,
     )  # fmt: skip
     accelerator = make_accelerator(train_args)
+    if args.plain_accelerator:
+        accelerator = Accelerator(
+            cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        )
 
     install_kill_hooks(kill_points(), accelerator)
     resumed_from = latest_checkpoint(output_dir) if args.resume else None

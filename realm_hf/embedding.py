@@ -9,7 +9,6 @@ world size (chunk boundaries do not depend on the number of processes).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import datasets
@@ -18,6 +17,8 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
+
+from .file_utils import atomic_open
 
 
 logger = logging.get_logger(__name__)
@@ -163,7 +164,8 @@ def embed_corpus(
             else:
                 array = _embed_rows(embedder, corpus, start, end, batch_size, special_ids, max_length, autocast_dtype)
                 if chunk_file is not None:
-                    _atomic_save(array, chunk_file)
+                    with atomic_open(chunk_file, "wb") as handle:
+                        np.save(handle, array)
             local[(start, end)] = array
             progress.update(end - start)
     finally:
@@ -190,16 +192,3 @@ def _gather_chunks(local, chunks, world, accelerator) -> np.ndarray:
     per_rank = {r: iter(np.split(gathered[r][: rows_per_rank[r]], np.cumsum([e - s for s, e in chunks[r::world]])[:-1]))
                 for r in range(world)}  # fmt: skip
     return np.concatenate([next(per_rank[i % world]) for i in range(len(chunks))], axis=0)
-
-
-def _atomic_save(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,7 +8,10 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 _AT_FDCWD = -100
@@ -62,17 +65,21 @@ def replace_directory(tmp: Path, target: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Writes `text` to `path` so that `path` holds either its previous content or all of `text`, never a part.
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = None) -> Iterator[IO]:
+    """Opens a temporary file next to `path` for writing; when the block ends without an exception it is flushed to
+    disk and renamed over `path`, so that `path` holds either its previous content or all of the new one, never a part.
 
-    The text goes to a temporary file in the same directory, which is flushed to disk and then renamed over `path`.
-    If writing fails (or the process dies), `path` is unchanged; on an exception the temporary file is removed.
+    If the block raises (or the process dies), `path` is unchanged; on an exception the temporary file is removed. An
+    existing `path` keeps its permissions; a new one gets the default permissions of the umask.
     """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a whole file: mode must be 'w' or 'wb', got {mode!r}.")
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, encoding=encoding, **({} if "b" in mode else {"newline": ""})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():
@@ -83,6 +90,12 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Writes `text` to `path` atomically ([`atomic_open`])."""
+    with atomic_open(path, "w", encoding=encoding) as handle:
+        handle.write(text)
 
 
 def _umask() -> int:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging
 
+from .file_utils import replace_directory
 from .index import RealmIndex
 from .index_refresh import AsyncIndexRefresher, IndexRefreshSchedule, RefreshRecord, refresh_index
 from .retrieval_realm import RealmRetriever
@@ -368,9 +369,7 @@ def _save_checkpoint(
     if accelerator.is_main_process:
         state = {"step": step, "index_step": index_step, "history": history}
         (tmp / STATE_FILE).write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_directory(tmp, final)  # an existing checkpoint of this step stays whole until the new one replaces it
         _rotate(output_dir, limit)
     accelerator.wait_for_everyone()
 

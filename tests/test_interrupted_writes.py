@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard
 
 import realm_hf.file_utils as file_utils
 from realm_hf import RealmConfig, RealmEmbedder
-from realm_hf.file_utils import atomic_write_text, replace_directory
+from realm_hf.file_utils import atomic_open, atomic_write_text, replace_directory
 from realm_hf.hub import save_realm
 from realm_hf.index import RealmIndex
 from realm_hf.model_card import RealmModelCardData, save_model_card
@@ -111,6 +111,20 @@ def test_atomic_write_text_keeps_permissions(tmp_path):
     path.chmod(0o640)
     atomic_write_text(path, "two")
     assert path.read_text() == "two" and path.stat().st_mode & 0o777 == 0o640
+
+
+def test_atomic_open_leaves_the_previous_file_when_the_block_raises(tmp_path):
+    path = tmp_path / "chunk.npy"
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, np.arange(3))
+    with pytest.raises(RuntimeError), atomic_open(path, "wb") as handle:
+        np.save(handle, np.arange(5))
+        raise RuntimeError("killed while writing")
+    np.testing.assert_array_equal(np.load(path), np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk.npy"]  # no temporary file left
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_open(path, "a"):
+            pass
 
 
 def _umask() -> int:

@@ -425,8 +425,6 @@ class RealmIndex:
             seed=seed,
         )
 
-    replace_embeddings = refresh
-
     @classmethod
     def from_legacy(
         cls,

@@ -969,7 +969,6 @@ class RealmReader(RealmPreTrainedModel):
 
     def __init__(self, config: RealmConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.realm = BertModel(config)
         self.cls = BertOnlyMLMHead(config)
         self.qa_outputs = RealmReaderProjection(config)

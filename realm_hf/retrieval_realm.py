@@ -27,29 +27,9 @@ logger = logging.get_logger(__name__)
 INDEX_SUBFOLDER = "index"
 
 
-def longest_first_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
-    """Lengths two segments keep under the `tokenizers` library's longest-first pair truncation.
-
-    Args:
-        len_a, len_b: Lengths of the first and second segment (without special tokens).
-        budget: Tokens available for both segments (`max_length` minus the special tokens).
-    """
-    if len_a + len_b <= budget:
-        return len_a, len_b
-    n1, n2, swap = len_a, len_b, False
-    if n1 > n2:  # n1 is the shorter segment
-        n1, n2, swap = n2, n1, True
-    n2 = n1 if n1 > budget else max(n1, budget - n1)
-    if n1 + n2 > budget:
-        n1 = budget // 2
-        n2 = n1 + budget % 2
-    if swap:
-        n1, n2 = n2, n1
-    return min(n1, len_a), min(n2, len_b)
-
-
 def longest_first_lengths_array(len_a: np.ndarray, len_b: np.ndarray, budget: int) -> np.ndarray:
-    """[`longest_first_lengths`] for arrays of segment lengths (broadcast together).
+    """Lengths two segments keep under the `tokenizers` library's longest-first pair truncation, for arrays of segment
+    lengths (broadcast together).
 
     Args:
         len_a, len_b (`np.ndarray` of int): Lengths of the first and second segments.
@@ -152,7 +132,7 @@ class RealmRetriever:
     # Persistence
     # ---------------------------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Saves the tokenizer files and the index (in the `index/` subfolder)."""
         os.makedirs(save_directory, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)

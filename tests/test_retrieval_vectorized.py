@@ -7,7 +7,28 @@ from hypothesis import strategies as st
 
 from realm_hf import RealmReader
 from realm_hf.modeling_realm import _mask_to_score
-from realm_hf.retrieval_realm import longest_first_lengths, longest_first_lengths_array
+from realm_hf.retrieval_realm import longest_first_lengths_array
+
+
+def longest_first_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """The straightforward version: lengths two segments keep under the `tokenizers` library's longest-first pair truncation.
+
+    Args:
+        len_a, len_b: Lengths of the first and second segment (without special tokens).
+        budget: Tokens available for both segments (`max_length` minus the special tokens).
+    """
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    n1, n2, swap = len_a, len_b, False
+    if n1 > n2:  # n1 is the shorter segment
+        n1, n2, swap = n2, n1, True
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    if swap:
+        n1, n2 = n2, n1
+    return min(n1, len_a), min(n2, len_b)
 
 
 @settings(max_examples=200, deadline=None)

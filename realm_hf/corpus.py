@@ -23,9 +23,6 @@ logger = logging.getLogger(__name__)
 #: Number of special tokens around a block in the retriever input `[CLS] title [SEP] block [SEP]`.
 NUM_BLOCK_SPECIAL_TOKENS = 3
 
-# A simple sentence splitter (no NLTK): a sentence ends after `.`, `!` or `?` (possibly repeated and followed by
-# closing quotes or brackets) when whitespace follows, after CJK full stops, and at every line break.
-_SENTENCE_BOUNDARY = re.compile(r"[.!?]+[\"'\u201d\u2019\u00bb)\]]*\s+|[\u3002\uff01\uff1f]+|\n+")
 
 _STRING_DTYPES = ("string", "large_string")
 _BINARY_DTYPES = ("binary", "large_binary")
@@ -49,8 +46,65 @@ def block_output_features() -> datasets.Features:
     )
 
 
+# A sentence ends after `.`, `!` or `?` (possibly repeated and followed by closing quotes or brackets) when
+# whitespace or the end of the text follows, after CJK full stops, and at every line break.
+_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019\u00bb)\]]*(?=\s|$)|[\u3002\uff01\uff1f]+|\n")
+# A single `.` after one of these words (or after a single letter, as in "J. R. R. Tolkien" or "e.g.") does not end
+# a sentence.
+ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs fig inc ltd corp gen col lt sgt capt rev hon mt".split()
+)  # fmt: skip
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Split a text into sentences with a simple regex (no NLTK).
+
+    A sentence ends after `.`, `!` or `?` (repeats and closing quotes/brackets included) followed by whitespace or
+    the end of the text, after a CJK full stop (`。！？`), and at every line break. A single `.` after a single letter
+    (initials, "e.g.") or after a common title/abbreviation ("Mr.", "Dr.", "St.", "Inc.", ...) does not end a
+    sentence. Leading and trailing whitespace is excluded from every sentence and empty sentences are dropped.
+
+    Args:
+        text (`str`):
+            The text to split.
+
+    Returns:
+        `list[tuple[int, int]]`: sorted, non-overlapping, non-empty character spans `(start, end)`;
+        `text[start:end]` is a sentence without surrounding whitespace.
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if _is_abbreviation(text, match):
+            continue
+        _append_stripped(spans, text, start, match.end())
+        start = match.end()
+    _append_stripped(spans, text, start, len(text))
+    return spans
+
+
+def _is_abbreviation(text: str, match: re.Match) -> bool:
+    if match.group() != ".":
+        return False
+    end = match.start()
+    begin = end
+    while begin > 0 and text[begin - 1].isalpha():
+        begin -= 1
+    word = text[begin:end]
+    return len(word) == 1 or word.lower() in ABBREVIATIONS
+
+
+def _append_stripped(spans: list[tuple[int, int]], text: str, start: int, end: int) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start < end:
+        spans.append((start, end))
+
+
 def sentence_boundaries(text: str) -> np.ndarray:
-    """Character offsets where a new sentence starts (the regex splitter used for block packing).
+    """Character offsets where a new sentence starts ([`split_sentences`]; used for block packing).
 
     Args:
         text (`str`):
@@ -59,7 +113,7 @@ def sentence_boundaries(text: str) -> np.ndarray:
     Returns:
         `np.ndarray` of int64: sorted start offsets of every sentence after the first one.
     """
-    return np.fromiter((m.end() for m in _SENTENCE_BOUNDARY.finditer(text)), dtype=np.int64)
+    return np.fromiter((start for start, _ in split_sentences(text)[1:]), dtype=np.int64)
 
 
 def split_documents_into_blocks(

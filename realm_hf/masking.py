@@ -7,7 +7,7 @@ was not released). This module does the offline part:
 
 - a *tagger* maps texts to character spans `(start, end, label)`: [`RuleBasedTagger`] needs no model,
   [`SpacyTagger`] wraps spaCy and [`TransformersNERTagger`] wraps a `transformers` token-classification pipeline;
-- [`split_sentences`] is a small regex sentence splitter;
+- [`~realm_hf.corpus.split_sentences`] is the small regex sentence splitter (shared with block packing);
 - [`tag_salient_spans`] runs both over a `datasets.Dataset` with `Dataset.map` (once, never per training step) and
   emits one row per sentence with its wordpiece ids and the salient spans as wordpiece index ranges. The masking
   itself happens in [`~realm_hf.data_collator.DataCollatorForRealmPreTraining`].
@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import datasets
 import numpy as np
 from transformers.utils import logging
+
+from .corpus import ABBREVIATIONS, split_sentences
 
 
 logger = logging.get_logger(__name__)
@@ -43,63 +45,6 @@ class SalientSpanTagger(Protocol):
 # ----------------------------------------------------------------------------------------------------------------
 # Sentence splitting
 # ----------------------------------------------------------------------------------------------------------------
-
-# A sentence ends after `.`, `!` or `?` (possibly repeated and followed by closing quotes or brackets) when
-# whitespace or the end of the text follows, after CJK full stops, and at every line break.
-_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019\u00bb)\]]*(?=\s|$)|[\u3002\uff01\uff1f]+|\n")
-# A single `.` after one of these words (or after a single letter, as in "J. R. R. Tolkien" or "e.g.") does not end
-# a sentence.
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st jr sr vs fig inc ltd corp gen col lt sgt capt rev hon mt".split()
-)  # fmt: skip
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Split a text into sentences with a simple regex (no NLTK).
-
-    A sentence ends after `.`, `!` or `?` (repeats and closing quotes/brackets included) followed by whitespace or
-    the end of the text, after a CJK full stop (`。！？`), and at every line break. A single `.` after a single letter
-    (initials, "e.g.") or after a common title/abbreviation ("Mr.", "Dr.", "St.", "Inc.", ...) does not end a
-    sentence. Leading and trailing whitespace is excluded from every sentence and empty sentences are dropped.
-
-    Args:
-        text (`str`):
-            The text to split.
-
-    Returns:
-        `list[tuple[int, int]]`: sorted, non-overlapping, non-empty character spans `(start, end)`;
-        `text[start:end]` is a sentence without surrounding whitespace.
-    """
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        if _is_abbreviation(text, match):
-            continue
-        _append_stripped(spans, text, start, match.end())
-        start = match.end()
-    _append_stripped(spans, text, start, len(text))
-    return spans
-
-
-def _is_abbreviation(text: str, match: re.Match) -> bool:
-    if match.group() != ".":
-        return False
-    end = match.start()
-    begin = end
-    while begin > 0 and text[begin - 1].isalpha():
-        begin -= 1
-    word = text[begin:end]
-    return len(word) == 1 or word.lower() in _ABBREVIATIONS
-
-
-def _append_stripped(spans: list[tuple[int, int]], text: str, start: int, end: int) -> None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if start < end:
-        spans.append((start, end))
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Rule-based tagger
@@ -245,7 +190,7 @@ def _joined(text: str, words: list[tuple[int, int, str]], i: int) -> bool:
     """Are words `i` and `i + 1` separated by spaces only (or by `". "` after an initial or a title, as in
     "J. R. R. Tolkien" or "Dr. Watson")?"""
     start, end, word = words[i]
-    if text[end : end + 1] == "." and (len(word) == 1 or word.lower() in _ABBREVIATIONS):
+    if text[end : end + 1] == "." and (len(word) == 1 or word.lower() in ABBREVIATIONS):
         end += 1
     return _GAP_ONLY.fullmatch(text, end, words[i + 1][0]) is not None
 

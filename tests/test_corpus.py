@@ -17,6 +17,7 @@ from realm_hf.corpus import (
     block_output_features,
     sentence_boundaries,
     split_documents_into_blocks,
+    split_sentences,
     tokenize_blocks,
 )
 
@@ -277,3 +278,12 @@ def test_random_unicode_documents_real_vocab(documents):
 @functools.lru_cache(maxsize=1)
 def _real_tokenizer() -> BertTokenizerFast:
     return BertTokenizerFast(vocab=str(REAL_VOCAB), do_lower_case=True)
+
+
+def test_block_packing_and_masking_split_sentences_alike():
+    text = "Dr. Smith met J. R. R. Tolkien in Oxford. They talked about St. Giles for an hour!  Then he left."
+    spans = split_sentences(text)
+    assert [text[a:b] for a, b in spans] == [
+        "Dr. Smith met J. R. R. Tolkien in Oxford.", "They talked about St. Giles for an hour!", "Then he left.",
+    ]  # fmt: skip
+    assert sentence_boundaries(text).tolist() == [start for start, _ in spans[1:]]

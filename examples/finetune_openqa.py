@@ -62,6 +62,7 @@ from realm_hf.model_card import (
     update_card_from_metrics,
 )
 from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
+from realm_hf.optimization import parameter_groups
 from realm_hf.qa_data import gold_doc_ids, load_squad_open
 from realm_hf.retrieval_realm import RealmRetriever
 
@@ -155,7 +156,7 @@ def load_data(data_args: DataArguments) -> tuple[datasets.Dataset, datasets.Data
 
 
 def build_optimizer(model: RealmForOpenQA, train_args: TrainingArguments, model_args: ModelArguments):
-    """AdamW with the query embedder in its own learning-rate group, after freezing the reader's lowest layers."""
+    """AdamW with the query embedder at its own learning rate, after freezing the reader's lowest layers."""
     reader = model.reader.realm
     if model_args.reader_frozen_layers > 0:
         if model_args.reader_frozen_layers > len(reader.encoder.layer):
@@ -166,13 +167,10 @@ def build_optimizer(model: RealmForOpenQA, train_args: TrainingArguments, model_
         for module in (reader.embeddings, *reader.encoder.layer[: model_args.reader_frozen_layers]):
             module.requires_grad_(False)
     embedder_lr = model_args.embedder_learning_rate or train_args.learning_rate
-    embedder = [p for p in model.embedder.parameters() if p.requires_grad]
-    others = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("embedder.")]
-    groups = [
-        {"params": others, "lr": train_args.learning_rate},
-        {"params": embedder, "lr": embedder_lr},
-    ]
-    return torch.optim.AdamW(groups, lr=train_args.learning_rate, weight_decay=train_args.weight_decay)
+    groups = parameter_groups(
+        model, train_args.learning_rate, train_args.weight_decay, {"embedder.": embedder_lr}
+    )  # no weight decay on biases and layer norms, as BERT is trained
+    return torch.optim.AdamW(groups, lr=train_args.learning_rate)
 
 
 def command_line(model_args: ModelArguments) -> str:

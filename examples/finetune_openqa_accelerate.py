@@ -38,6 +38,7 @@ from transformers.utils import logging
 
 from realm_hf import load_realm, save_realm
 from realm_hf.openqa_training import DataCollatorForRealmOpenQA, evaluate_open_qa
+from realm_hf.optimization import parameter_groups
 from realm_hf.qa_data import load_nq_open, load_qa_file, load_webquestions
 
 
@@ -91,7 +92,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     collator = DataCollatorForRealmOpenQA(tokenizer, max_question_length=args.max_question_length)
     loader = DataLoader(examples, batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator)
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay
+        parameter_groups(model, args.learning_rate, args.weight_decay), lr=args.learning_rate
     )
     # The schedule counts optimizer steps; it is stepped here, not by Accelerate (whose prepared scheduler steps once
     # per process, which would make it decay num_processes times too fast).

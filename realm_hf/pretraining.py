@@ -27,6 +27,7 @@ from transformers.utils import logging
 from .file_utils import replace_directory
 from .index import RealmIndex
 from .index_refresh import AsyncIndexRefresher, IndexRefreshSchedule, RefreshRecord, refresh_index
+from .optimization import parameter_groups
 from .retrieval_realm import RealmRetriever
 
 
@@ -111,18 +112,12 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch.optim.Optimizer:
     retriever_lr = args.learning_rate if args.retriever_learning_rate is None else args.retriever_learning_rate
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        is_retriever = name.startswith(_RETRIEVER_PREFIXES)
-        key = (retriever_lr if is_retriever else args.learning_rate, 0.0 if no_decay else args.weight_decay)
-        groups.setdefault(key, []).append(param)
-    param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+    groups = parameter_groups(
+        model, args.learning_rate, args.weight_decay, {prefix: retriever_lr for prefix in _RETRIEVER_PREFIXES}
+    )
     if args.optim == "sgd":
-        return torch.optim.SGD(param_groups, lr=args.learning_rate)
-    return torch.optim.AdamW(param_groups, lr=args.learning_rate, eps=1e-6)
+        return torch.optim.SGD(groups, lr=args.learning_rate)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=1e-6)
 
 
 def train_realm(

@@ -290,3 +290,18 @@ def test_pretraining_inputs_of_given_blocks_equal_the_retrieved_ones(synthetic_t
         retriever.pretraining_inputs([[len(corpus)]] * 3, tokens)
     with pytest.raises(ValueError, match="batch_size=3"):
         retriever.pretraining_inputs([[0, 1]], tokens)
+
+
+def test_parameter_groups_decay_matrices_only_and_give_prefixes_their_rate():
+    from realm_hf.optimization import parameter_groups
+
+    model = RealmForPreTraining(RealmConfig(**tiny_config_kwargs()))
+    model.encoder.requires_grad_(False)
+    groups = parameter_groups(model, 1e-3, 0.01, {"embedder.": 1e-4})
+    names = {id(p): n for n, p in model.named_parameters()}
+    grouped = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert not any(name.startswith("encoder.") for name in grouped)  # frozen parameters are left out
+    assert grouped and all(lr == 1e-4 for name, (lr, _) in grouped.items() if name.startswith("embedder."))
+    for name, (_, decay) in grouped.items():
+        no_decay = "LayerNorm" in name or name.endswith("bias")
+        assert decay == (0.0 if no_decay else 0.01), name

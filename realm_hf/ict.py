@@ -8,7 +8,7 @@ BERT checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -63,15 +63,18 @@ class _InverseCloze(torch.nn.Module):
 class InverseClozeTaskArguments:
     """Arguments of [`train_inverse_cloze_task`] (ORQA used lr 1e-4, batch 4096, 100k steps on TPU)."""
 
-    max_steps: int = 1000
-    per_device_train_batch_size: int = 64
-    learning_rate: float = 1e-4
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    logging_steps: int = 10
-    use_cpu: bool = False
-    show_progress: bool = True
+    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps."})
+    per_device_train_batch_size: int = field(
+        default=64,
+        metadata={"help": "Sentences per device and step; the other blocks of the batch are the negatives."},
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of both towers (ORQA: 1e-4)."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then linear decay to 0."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping by global norm."})
+    seed: int = field(default=42, metadata={"help": "Random seed (data order)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss and in-batch accuracy every N steps."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU processes (gloo) even if a GPU exists."})
+    show_progress: bool = field(default=True, metadata={"help": "Progress bar on the main process."})
 
 
 def train_inverse_cloze_task(

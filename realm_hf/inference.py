@@ -89,7 +89,7 @@ def answer_questions(
             _warn_long_questions(tokenizer, questions, rows, max_question_length)
             try:
                 batch_answers = _answer_batch(model, tokenizer, [questions[i] for i in rows], max_question_length)
-            except Exception as err:  # noqa: BLE001 - one bad question must not lose the answers of the others
+            except _ANSWERING_ERRORS as err:  # one bad question must not lose the answers of the others
                 if len(rows) == 1:
                     batch_answers = [_failed(questions[rows[0]], _describe(err))]
                     logger.warning(f"Question {rows[0]} could not be answered: {_describe(err)}")
@@ -101,6 +101,11 @@ def answer_questions(
     finally:
         model.train(was_training)
     return answers
+
+
+# What a model may raise on one question (out of memory, an input it cannot take: torch and the models raise
+# `RuntimeError` and `ValueError`); anything else is a bug and propagates.
+_ANSWERING_ERRORS = (RuntimeError, ValueError)
 
 
 def _failed(question, error: str) -> RealmAnswer:
@@ -123,7 +128,7 @@ def _warn_long_questions(tokenizer, questions: list[str], rows: list[int], max_q
 def _answer_one(model, tokenizer, question: str, index: int, max_question_length: int) -> RealmAnswer:
     try:
         return _answer_batch(model, tokenizer, [question], max_question_length)[0]
-    except Exception as err:  # noqa: BLE001 - reported in the answer's `error`
+    except _ANSWERING_ERRORS as err:  # reported in the answer's `error`
         logger.warning(f"Question {index} could not be answered: {_describe(err)}")
         return _failed(question, _describe(err))
 

@@ -115,3 +115,17 @@ def test_a_question_the_model_fails_on_does_not_lose_the_other_answers(model, op
     expected = evaluate_open_qa(model, openqa_tokenizer, QUESTIONS, batch_size=1, return_predictions=True)
     for i in (0, 1, 2, 4):
         assert result["predictions"][i]["prediction"] == expected["predictions"][i]["prediction"]
+
+
+def test_a_bug_in_the_model_is_raised_not_turned_into_an_answer(model, openqa_tokenizer):
+    original = model.forward
+
+    def buggy_forward(input_ids, **kwargs):
+        raise TypeError("forward() got an unexpected keyword argument")
+
+    model.forward = buggy_forward
+    try:
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            evaluate_open_qa(model, openqa_tokenizer, QUESTIONS, batch_size=2)
+    finally:
+        model.forward = original

@@ -23,6 +23,8 @@ class RealmAnswer:
         title (`str`): Title of the evidence block.
         evidence (`str`): Text of the evidence block.
         error (`str`, *optional*): Why there is no answer (for example an empty question).
+        retrieved_block_ids (`tuple[int, ...]`): Corpus ids of the blocks the reader read, best retrieval score first
+            (the top `config.reader_beam_size`; empty when the question could not be answered).
     """
 
     question: str
@@ -32,6 +34,7 @@ class RealmAnswer:
     title: str
     evidence: str
     error: str | None = None
+    retrieved_block_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +147,7 @@ def _answer_batch(model, tokenizer, texts: list[str], max_question_length: int) 
     reader = output.reader_output
     logits = reader.logits.unsqueeze(0) if single else reader.logits
     block_index = reader.block_idx.view(-1)
+    read = output.retrieved_block_ids[:, : model.config.reader_beam_size].tolist()
     out = []
     for j, question in enumerate(texts):
         block_id = int(output.retrieved_block_ids[j, block_index[j]])
@@ -156,6 +160,7 @@ def _answer_batch(model, tokenizer, texts: list[str], max_question_length: int) 
                 block_id=block_id,
                 title=block.get("title", "") or "",
                 evidence=block.get("text", "") or "",
+                retrieved_block_ids=tuple(int(b) for b in read[j]),
             )
         )
     return out

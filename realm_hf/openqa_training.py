@@ -421,15 +421,19 @@ def evaluate_open_qa(
             model, tokenizer, list(questions), batch_size=batch_size, max_question_length=max_question_length
         )
         answered = [i for i in valid if answers[i].error is None]
-        retrieved = _retrieve(
-            model.embedder,
-            model.retriever.index,
-            tokenizer,
-            [questions[i] for i in answered],
-            k,
-            batch_size,
-            max_length=max_question_length,
-        )
+        if all(len(answers[i].retrieved_block_ids) >= k for i in answered):
+            # The blocks the model retrieved to answer: recall needs no second search.
+            retrieved = [answers[i].retrieved_block_ids[:k] for i in answered]
+        else:  # k beyond the reader's beam
+            retrieved = _retrieve(
+                model.embedder,
+                model.retriever.index,
+                tokenizer,
+                [questions[i] for i in answered],
+                k,
+                batch_size,
+                max_length=max_question_length,
+            )
     finally:
         model.train(was_training)
 

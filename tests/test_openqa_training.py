@@ -11,6 +11,7 @@ import torch
 from transformers import TrainingArguments
 
 from realm_hf import RealmForOpenQA, RealmIndex
+from realm_hf.inference import answer_questions
 from realm_hf.openqa_training import (
     DataCollatorForRealmOpenQA,
     RealmTrainer,
@@ -165,6 +166,30 @@ def test_evaluate_open_qa(model, openqa_tokenizer):
     assert again["exact_match"] == result["exact_match"]
     assert again["recall_at_1"] == result["recall_at_1"]
     assert again["num_retrieved_at_k"] == len(QUESTIONS)  # every answer is somewhere in the corpus
+
+
+def test_evaluate_open_qa_reads_recall_from_the_answers_retrieval(model, openqa_tokenizer, monkeypatch):
+    """Recall within the reader's beam comes from the blocks the model retrieved to answer: one search per batch, the
+    same figures as searching again (which k beyond the beam still does)."""
+    index = model.retriever.index
+    searches = []
+    original = type(index).search
+
+    def counting_search(self, *args, **kwargs):
+        searches.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(index), "search", counting_search)
+    k = model.config.reader_beam_size
+    result = evaluate_open_qa(model, openqa_tokenizer, QUESTIONS, batch_size=2, return_predictions=True)
+    assert len(searches) == -(-len(QUESTIONS) // 2)  # the model's own searches only
+    answers = answer_questions(model, openqa_tokenizer, [q["question"] for q in QUESTIONS])
+    assert all(len(a.retrieved_block_ids) == k for a in answers)
+    assert [a.block_id in a.retrieved_block_ids for a in answers] == [True] * len(answers)
+    searches.clear()
+    wider = evaluate_open_qa(model, openqa_tokenizer, QUESTIONS, batch_size=2, k=k + 1)
+    assert len(searches) > -(-len(QUESTIONS) // 2)  # k beyond the beam: searched again
+    assert wider["recall_at_1"] == result["recall_at_1"]
 
 
 def test_evaluate_open_qa_empty_dataset(model, openqa_tokenizer):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from realm_hf import RealmForOpenQA, load_realm, save_realm
 
-from .test_retrieval_realm import REFERENCE, openqa_retriever
+from .utils import REFERENCE, openqa_retriever
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from realm_hf import RealmForOpenQA, save_realm
 from realm_hf.cli import main
 from realm_hf.inference import answer_questions
 
-from .test_retrieval_realm import REFERENCE, openqa_retriever
+from .utils import REFERENCE, openqa_retriever
 
 
 def _model(openqa_tokenizer, blocks):

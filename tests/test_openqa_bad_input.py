@@ -11,7 +11,7 @@ from realm_hf.inference import answer_questions
 from realm_hf.openqa_training import evaluate_open_qa
 from realm_hf.qa_data import load_curatedtrec
 
-from .test_retrieval_realm import REFERENCE, openqa_retriever
+from .utils import REFERENCE, openqa_retriever
 
 
 QUESTIONS = json.loads((REFERENCE / "openqa" / "questions.json").read_text())

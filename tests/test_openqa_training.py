@@ -20,7 +20,7 @@ from realm_hf.openqa_training import (
 )
 from realm_hf.qa_data import gold_doc_ids
 
-from .test_retrieval_realm import REFERENCE, openqa_retriever
+from .utils import REFERENCE, openqa_retriever
 
 
 QUESTIONS = json.loads((REFERENCE / "openqa" / "questions.json").read_text())

@@ -9,7 +9,7 @@ from realm_hf import RealmForOpenQA, save_realm
 from realm_hf.inference import answer_questions
 from realm_hf.pipeline_realm import RealmOpenQAPipeline
 
-from .test_retrieval_realm import REFERENCE, openqa_retriever
+from .utils import REFERENCE, openqa_retriever
 
 
 QUESTIONS = [q["question"] for q in json.loads((REFERENCE / "openqa" / "questions.json").read_text())]

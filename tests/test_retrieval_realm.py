@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -12,21 +11,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from realm_hf import RealmConfig, RealmForOpenQA, RealmTokenizerFast
-from realm_hf.corpus import tokenize_blocks
 from realm_hf.index import RealmIndex
 from realm_hf.legacy import load_legacy_block_emb
 from realm_hf.retrieval_realm import RealmRetriever, find_answer_spans, longest_first_lengths_array
 
-
-REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
-
-
-def make_retriever(texts, tokenizer, embeddings=None):
-    corpus = tokenize_blocks(datasets.Dataset.from_dict({"text": list(texts)}), tokenizer)
-    if embeddings is None:
-        embeddings = np.eye(len(texts), dtype=np.float32)
-    index = RealmIndex.build(corpus, np.asarray(embeddings, dtype=np.float32), show_progress=False)
-    return RealmRetriever(index, tokenizer)
+from .utils import REFERENCE, make_retriever, openqa_retriever
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -160,11 +149,6 @@ def test_answer_spans_match_brute_force(blocks_ids, answers):
 # ------------------------------------------------------------------------------------------------------------------
 # RealmForOpenQA against the reference
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def openqa_retriever(tokenizer, blocks, source="legacy_bin"):
-    block_emb = load_legacy_block_emb(REFERENCE / "openqa" / source)
-    return make_retriever(blocks, tokenizer, embeddings=block_emb.numpy())
 
 
 @pytest.mark.parametrize("checkpoint_format", ["safetensors", "legacy_bin"])

@@ -1,26 +1,25 @@
 """`RealmIndex`: a knowledge corpus (`datasets.Dataset`), its block embeddings and a FAISS MIPS index.
 
-Design notes (measured with faiss-cpu 1.15.1, datasets 5.2):
+Design notes (the measurements behind them are in `benchmarks/README.md`, "Design measurements of the index"):
 
 * **Metric.** Always `faiss.METRIC_INNER_PRODUCT` (REALM scores a block by the inner product of the query and block
   embeddings). `datasets.Dataset.add_faiss_index` defaults to L2, which is one reason the FAISS object is managed
   here instead of being attached to the corpus.
 * **Embeddings** are stored once, as `embeddings.npy`, and loaded with `np.load(mmap_mode="r")`: a 13.35M x 128
-  float32 corpus (6.8 GB) then lives in the page cache, not twice in process memory. `get_embeddings` and the
+  float32 corpus then lives in the page cache, not twice in process memory. `get_embeddings` and the
   `refine_factor` re-scoring read exact vectors from it even when the FAISS index is compressed (PQ/SQ).
 * **Flat (exact) indexes store no `index.faiss`**: exact search is a chunked brute force directly on the
   (memory-mapped) embedding matrix: numpy's BLAS `sgemm` for a `[queries, chunk]` score block, then `torch.topk`, then
-  a merge. There is no second 6.8 GB copy on disk or in RAM. On the 2-core development machine this was 3-5x faster
-  than `faiss.knn` / `IndexFlatIP.search` (512 queries x 1M x 128: 1.4-1.9 s vs 4.8 s), whose blocked
-  `knn_inner_product` + heap reduction is slower than one large `sgemm` + `torch.topk` here.
+  a merge. There is no second copy of the embeddings on disk or in RAM, and one large `sgemm` + `torch.topk` was
+  faster than `faiss.knn` / `IndexFlatIP.search` (blocked `knn_inner_product` + heap reduction) on CPUs.
 * **Other indexes** are written with `faiss.write_index` and read back with
   `faiss.read_index(path, IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY)`. With faiss 1.15.1 this memory-maps the codes of
   `IndexFlatCodes` descendants (PQ, SQ), the storage of HNSW indexes (the graph itself is read into memory) and the
-  inverted lists of IVF indexes; a 1M x 128 IVF256,Flat file (496 MB) loads with a 3 MB RSS increase. (The older
+  inverted lists of IVF indexes, so loading a large index barely raises the resident memory. (The older
   `IO_FLAG_MMAP` only maps IVF inverted lists and fails when combined with `IO_FLAG_MMAP_IFC`.) FAISS still checks
   the file length while reading, so a truncated file raises instead of faulting later.
 * **IVF-PQ** indexes are built with `do_polysemous_training = False`: polysemous codes only serve Hamming-filtered L2
-  search, and their training doubled IVF-PQ training time (58 s -> 28 s for 65,536 x 128 training vectors).
+  search, and their training doubles IVF-PQ training time.
 * **No pickle anywhere.** The corpus is written with `Dataset.save_to_disk` (Arrow), the config as JSON.
 """
 

@@ -27,10 +27,8 @@ dropout, and reads the top 3 of 20 retrieved blocks per question:
         --card_dir model_cards/realm-minilm-squad-open
 
 `--bf16 True` runs the steps under bf16 autocast: faster on GPUs and on CPUs with bf16 instructions (AVX512-BF16,
-AMX), much slower on CPUs without them, where PyTorch emulates bf16 matrix products (110 s instead of 9.5 s per step
-on a 2-core AVX2-only CPU). Dropout costs time on CPU too (random masks over every attention matrix): without it a
-step took 23% less here, and the same settings with dropout 0.1 for 500 steps reached EM 31.8
-(`benchmarks/results/squad_open_finetune_500steps_dropout.json`).
+AMX), much slower on CPUs without them, where PyTorch emulates bf16 matrix products. Dropout costs time on CPU too
+(random masks over every attention matrix). Both are measured in `benchmarks/README.md` (SQuAD-open section).
 
 Besides answer recall, EM and F1, the report has gold-passage recall (is a block of the question's own passage
 retrieved?), measured on all evaluation questions; `--card_dir` writes the model card of the run with the measured

@@ -5,8 +5,6 @@ so `AutoConfig`, `AutoModel` and `AutoTokenizer` load REALM checkpoints without 
 `"realm-open-qa"` task with `transformers.pipeline` (the only effects of the import).
 """
 
-__version__ = "0.1.0.dev0"
-
 from .auto_registration import register_auto_classes
 from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
@@ -39,6 +37,7 @@ from .pipeline_realm import RealmOpenQAPipeline, register_realm_pipeline
 from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .retrieval_realm import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
+from .version import __version__
 
 
 register_auto_classes()

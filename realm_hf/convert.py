@@ -32,13 +32,14 @@ from transformers.utils import logging
 
 from .file_utils import replace_directory
 from .hub import (
+    _IGNORED_DOWNLOADS,
     LEGACY_BLOCK_RECORDS_NAME,
     _load_tokenizer,
     _model_class,
-    _resolve_checkpoint_directory,
     save_realm,
 )
 from .model_card import RealmModelCardData
+from .storage import resolve_directory
 
 
 logger = logging.get_logger(__name__)
@@ -97,8 +98,8 @@ def convert_legacy_checkpoint(
             f"{block_records} is a legacy REALM block_records.npy, a pickled numpy array: unpickling can execute "
             "arbitrary code. Pass allow_pickle=True (`--allow-pickle`) if you trust the file."
         )
-    source_dir = _resolve_checkpoint_directory(
-        source_dir_or_repo, revision=revision, token=token, local_files_only=False, cache_dir=None
+    source_dir = resolve_directory(
+        source_dir_or_repo, revision=revision, token=token, ignore_patterns=_IGNORED_DOWNLOADS
     )
     model_class = _model_class(source_dir)
     model = model_class.from_pretrained(source_dir, weights_only=True)

@@ -43,7 +43,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, HfApi, ModelCard, snapshot_download
+from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.utils import get_token, validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -51,7 +51,15 @@ from transformers.utils import logging
 
 from .file_utils import atomic_write_text
 from .model_card import RealmModelCardData, generate_model_card
-from .retrieval_realm import INDEX_SUBFOLDER, RealmRetriever
+from .retrieval_realm import (
+    INDEX_SUBFOLDER,
+    LEGACY_BLOCK_RECORDS_NAME,
+    PickleNotAllowedError,
+    RealmRetriever,
+    load_index_in,
+)
+from .storage import resolve_directory
+from .version import __version__
 
 
 if TYPE_CHECKING:
@@ -63,7 +71,6 @@ logger = logging.get_logger(__name__)
 
 CONFIG_NAME = "config.json"
 README_NAME = "README.md"
-LEGACY_BLOCK_RECORDS_NAME = "block_records.npy"
 DEFAULT_COMMIT_MESSAGE = "Upload REALM model with realm_hf"
 DEFAULT_INDEX_COMMIT_MESSAGE = "Upload REALM knowledge index with realm_hf"
 
@@ -204,7 +211,7 @@ def publish_realm(
     repo_id = _check_repo_id(repo_id)
     _check_revision(revision, create_pr)
     token = _require_token(token)
-    api = HfApi(token=token, library_name="realm_hf", library_version=_version())
+    api = HfApi(token=token, library_name="realm_hf", library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="realm_hf-publish-") as tmp:
         folder = save_realm(tmp, model, tokenizer, retriever_or_index, card=card, repo_id=repo_id)
         return _upload(
@@ -256,7 +263,7 @@ def push_index_to_hub(
     token = _require_token(token)
     if isinstance(index, RealmRetriever):
         index = index.index
-    api = HfApi(token=token, library_name="realm_hf", library_version=_version())
+    api = HfApi(token=token, library_name="realm_hf", library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="realm_hf-index-") as tmp:
         folder = Path(tmp) / "index"
         index.save_pretrained(folder)
@@ -333,8 +340,13 @@ def load_realm(
     Raises:
         `ValueError`: if `repo_id_or_path` is neither a directory nor a valid repo id, or is not a REALM checkpoint.
     """
-    directory = _resolve_checkpoint_directory(
-        repo_id_or_path, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir
+    directory = resolve_directory(
+        repo_id_or_path,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        ignore_patterns=_IGNORED_DOWNLOADS,
     )
     model_class = _model_class(directory)
     if _is_legacy(directory):
@@ -357,12 +369,6 @@ def load_realm(
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _version() -> str:
-    from realm_hf import __version__
-
-    return __version__
 
 
 def _check_repo_id(repo_id: str) -> str:
@@ -500,40 +506,6 @@ def _index_card(index: RealmIndex, repo_id: str) -> str:
     )
 
 
-def _resolve_checkpoint_directory(
-    repo_id_or_path: str | os.PathLike,
-    revision: str | None,
-    token: str | bool | None,
-    local_files_only: bool,
-    cache_dir: str | os.PathLike | None,
-) -> Path:
-    if not os.fspath(repo_id_or_path):
-        raise ValueError("Expected a checkpoint directory or a Hub repo id, got an empty string.")
-    path = Path(os.fspath(repo_id_or_path)).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(f"{repo_id_or_path} is a file; expected a checkpoint directory or a Hub repo id.")
-    try:
-        validate_repo_id(os.fspath(repo_id_or_path))
-    except ValueError as err:
-        raise ValueError(
-            f"{os.fspath(repo_id_or_path)!r} is neither a local directory nor a valid Hub repo id: {err}"
-        ) from err
-    return Path(
-        snapshot_download(
-            os.fspath(repo_id_or_path),
-            revision=revision,
-            token=token,
-            local_files_only=local_files_only,
-            cache_dir=cache_dir,
-            ignore_patterns=_IGNORED_DOWNLOADS,
-            library_name="realm_hf",
-            library_version=_version(),
-        )
-    )
-
-
 def _model_class(directory: Path) -> type:
     from . import modeling_realm
 
@@ -579,25 +551,13 @@ def _load_index(
     mmap: bool,
     source: str | os.PathLike,
 ) -> RealmIndex | None:
-    from .index import INDEX_CONFIG_NAME, RealmIndex
-
-    if (directory / INDEX_SUBFOLDER / INDEX_CONFIG_NAME).is_file():
-        return RealmIndex.from_pretrained(directory / INDEX_SUBFOLDER, mmap=mmap)
-    block_records = directory / LEGACY_BLOCK_RECORDS_NAME
-    if not block_records.is_file():
-        return None
-    if not allow_pickle:
-        logger.warning(
-            f"{source} holds a legacy {LEGACY_BLOCK_RECORDS_NAME}, a pickled numpy array: unpickling can execute "
-            "arbitrary code, so the knowledge index was not loaded and the retriever is None. If you trust the "
-            "file, pass `allow_pickle=True` to build the index from it, or convert the checkpoint once with "
-            "`realm-hf convert` (realm_hf.convert.convert_legacy_checkpoint) into the pickle-free layout."
-        )
-        return None
-    if tokenizer is None:
+    """[`load_index_in`], with a warning and no index where the legacy one cannot be read (`load_realm` still returns
+    the model)."""
+    if tokenizer is None and (directory / LEGACY_BLOCK_RECORDS_NAME).is_file() and allow_pickle:
         logger.warning(f"{source} has a {LEGACY_BLOCK_RECORDS_NAME} but no tokenizer files: the index is skipped.")
         return None
-    from .legacy import load_legacy_block_emb
-
-    block_emb = load_legacy_block_emb(directory)
-    return RealmIndex.from_legacy(block_records, block_emb, tokenizer, allow_pickle=True, show_progress=False)
+    try:
+        return load_index_in(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap)
+    except PickleNotAllowedError as err:
+        logger.warning(f"{err} The retriever is None.")
+        return None

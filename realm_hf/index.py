@@ -44,6 +44,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .file_utils import replace_directory
+from .storage import resolve_directory
+from .version import __version__
 
 
 logger = logging.getLogger(__name__)
@@ -66,14 +68,6 @@ def _import_faiss() -> Any:
             "RealmIndex needs FAISS: `pip install faiss-cpu` (or a GPU build such as `faiss-gpu-cu12`)."
         ) from err
     return faiss
-
-
-def _realm_hf_version() -> str:
-    try:
-        from realm_hf import __version__
-    except ImportError:  # pragma: no cover
-        return "unknown"
-    return __version__
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -125,7 +119,7 @@ class RealmIndexConfig:
     hnsw_ef_search: int | None = None
     refine_factor: int | None = None
     embedder_fingerprint: str | None = None
-    realm_hf_version: str = dataclasses.field(default_factory=_realm_hf_version)
+    realm_hf_version: str = dataclasses.field(default_factory=lambda: __version__)
     format_version: int = INDEX_FORMAT_VERSION
     corpus_dir: str = CORPUS_DIR_NAME
     embeddings_file: str = EMBEDDINGS_NAME
@@ -711,7 +705,7 @@ class RealmIndex:
         logger.info("Saved %r to %s.", self, target)
 
     def _write_files(self, directory: Path) -> None:
-        config = dataclasses.replace(self.config, file_sizes={}, realm_hf_version=_realm_hf_version())
+        config = dataclasses.replace(self.config, file_sizes={}, realm_hf_version=__version__)
         _write_corpus(self._corpus, directory / config.corpus_dir)
         _write_embeddings(self._embeddings, directory / config.embeddings_file)
         config.file_sizes[config.embeddings_file] = (directory / config.embeddings_file).stat().st_size
@@ -763,13 +757,13 @@ class RealmIndex:
             `ValueError`: naming the offending file if a file is missing, truncated, corrupt, or if row counts or
             dimensions disagree.
         """
-        directory = _resolve_directory(
+        directory = resolve_directory(
             pretrained_index_name_or_path,
-            revision=revision,
             repo_type=repo_type,
             subfolder=subfolder,
-            cache_dir=cache_dir,
+            revision=revision,
             token=token,
+            cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
         config = RealmIndexConfig.from_json_file(directory / INDEX_CONFIG_NAME)
@@ -1133,51 +1127,6 @@ def _check_loaded(
             _check_faiss_index(faiss_index, config.num_blocks, config.dim, name=str(directory / config.index_file))
         except ValueError as err:
             raise ValueError(f"{err} (see {INDEX_CONFIG_NAME})") from err
-
-
-def _resolve_directory(
-    name_or_path: str | os.PathLike,
-    revision: str | None,
-    repo_type: str,
-    subfolder: str | None,
-    cache_dir: str | os.PathLike | None,
-    token: str | bool | None,
-    local_files_only: bool,
-) -> Path:
-    if os.path.isdir(name_or_path):
-        directory = Path(name_or_path)
-    elif _looks_like_local_path(name_or_path):
-        raise ValueError(f"{name_or_path} is not a directory (and not a Hub repo id).")
-    else:
-        from huggingface_hub import snapshot_download
-
-        directory = Path(
-            snapshot_download(
-                str(name_or_path),
-                repo_type=repo_type,
-                revision=revision,
-                cache_dir=cache_dir,
-                token=token,
-                local_files_only=local_files_only,
-                allow_patterns=None if subfolder is None else [f"{subfolder.strip('/')}/*"],
-                library_name="realm_hf",
-                library_version=_realm_hf_version(),
-            )
-        )
-    return directory if subfolder is None else _safe_join(directory, subfolder)
-
-
-def _looks_like_local_path(name_or_path: str | os.PathLike) -> bool:
-    """Hub repo ids are `name` or `owner/name`; anything else with a path shape is a missing local path."""
-    text = os.fspath(name_or_path)
-    return (
-        isinstance(name_or_path, os.PathLike)
-        or os.path.isabs(text)
-        or text.startswith((".", "~"))
-        or text.count("/") > 1
-        or os.sep != "/"
-        and os.sep in text
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.utils import logging
 
 from .file_utils import atomic_write_text
+from .version import __version__
 
 
 logger = logging.get_logger(__name__)
@@ -585,13 +586,7 @@ def framework_versions() -> dict[str, str]:
                 break
             except importlib.metadata.PackageNotFoundError:
                 continue
-    if "realm_hf" not in versions:
-        try:
-            from realm_hf import __version__
-
-            versions["realm_hf"] = __version__
-        except ImportError:  # pragma: no cover
-            pass
+    versions.setdefault("realm_hf", __version__)
     return versions
 
 

@@ -120,23 +120,25 @@ class RealmOpenQAPipeline(Pipeline):
 
 
 def _retriever_next_to(model: RealmForOpenQA, tokenizer):
-    """The [`RealmRetriever`] of the `index/` folder next to a model loaded from a local directory."""
-    from .retrieval_realm import INDEX_SUBFOLDER, RealmRetriever
-
-    directory = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
-    index_dir = os.path.join(str(directory), INDEX_SUBFOLDER)
-    if not directory or not os.path.isdir(index_dir):
-        raise ValueError(
-            f"The {TASK} pipeline needs a knowledge index: load the model with realm_hf.load_realm, pass "
-            f"retriever=RealmRetriever(index, tokenizer), or give a directory written by realm_hf.save_realm "
-            f"(no {INDEX_SUBFOLDER}/ folder found next to {directory!r})."
-        )
-    from .index import RealmIndex
+    """The [`RealmRetriever`] saved next to a model loaded from a local directory (`index/`, or a legacy
+    `block_records.npy`, which stays refused: the pipeline never unpickles)."""
+    from .retrieval_realm import RealmRetriever
 
     if tokenizer is None:
         raise ValueError(f"The {TASK} pipeline needs the question tokenizer.")
-    logger.info(f"Loading the knowledge index from {index_dir}.")
-    return RealmRetriever(RealmIndex.from_pretrained(index_dir), tokenizer)
+    directory = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
+    if directory and os.path.isdir(directory):
+        try:
+            logger.info(f"Loading the knowledge index from {directory}.")
+            return RealmRetriever.from_pretrained(directory, tokenizer=tokenizer)
+        except ValueError as err:
+            reason = str(err)
+    else:
+        reason = f"{directory!r} is not a local directory"
+    raise ValueError(
+        f"The {TASK} pipeline needs a knowledge index: load the model with realm_hf.load_realm, pass "
+        f"retriever=RealmRetriever(index, tokenizer), or give a directory written by realm_hf.save_realm ({reason})."
+    )
 
 
 def register_realm_pipeline() -> None:

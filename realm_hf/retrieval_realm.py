@@ -139,12 +139,51 @@ class RealmRetriever:
         self.index.save_pretrained(os.path.join(save_directory, INDEX_SUBFOLDER))
 
     @classmethod
-    def from_pretrained(cls, pretrained_path: str | os.PathLike, **kwargs) -> RealmRetriever:
-        """Loads a retriever saved with [`~RealmRetriever.save_pretrained`] (a local directory)."""
-        from .index import RealmIndex
+    def from_pretrained(
+        cls,
+        pretrained_name_or_path: str | os.PathLike,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        allow_pickle: bool = False,
+        mmap: bool = True,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        **tokenizer_kwargs,
+    ) -> RealmRetriever:
+        r"""
+        Loads a retriever from a local directory or a Hub repository: one written by
+        [`~RealmRetriever.save_pretrained`] or `realm_hf.save_realm` (tokenizer files and an `index/` folder), or a
+        checkpoint of the original transformers REALM (`vocab.txt`, `block_records.npy` and the block embeddings in
+        its weights), whose `block_records.npy` is a pickle and is read only with `allow_pickle=True`.
 
-        tokenizer = AutoTokenizer.from_pretrained(pretrained_path, **kwargs)
-        index = RealmIndex.from_pretrained(os.path.join(pretrained_path, INDEX_SUBFOLDER))
+        Args:
+            pretrained_name_or_path (`str` or `os.PathLike`): A local directory or a Hub model repository id.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): The question tokenizer; loaded from the same place
+                when not given.
+            allow_pickle (`bool`, *optional*, defaults to `False`): Allow reading a legacy `block_records.npy`.
+            mmap (`bool`, *optional*, defaults to `True`): Memory-map the index files.
+            revision, token, cache_dir, local_files_only: Hub options, as for every `from_pretrained`.
+            tokenizer_kwargs: Passed to `AutoTokenizer.from_pretrained`.
+
+        Raises:
+            `ValueError`: if there is no index there, or only a legacy one and `allow_pickle` is not set.
+        """
+        from .storage import resolve_directory
+
+        directory = resolve_directory(
+            pretrained_name_or_path, revision=revision, token=token, cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )  # fmt: skip
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(directory, **tokenizer_kwargs)
+        index = load_index_in(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap)
+        if index is None:
+            raise ValueError(
+                f"{pretrained_name_or_path} holds no knowledge index: expected {INDEX_SUBFOLDER}/ (written by "
+                f"RealmRetriever.save_pretrained or realm_hf.save_realm) or a legacy {LEGACY_BLOCK_RECORDS_NAME}."
+            )
         return cls(index, tokenizer)
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -474,6 +513,55 @@ class RealmRetriever:
             "start_positions": torch.from_numpy(start_positions),
             "end_positions": torch.from_numpy(end_positions),
         }
+
+
+LEGACY_BLOCK_RECORDS_NAME = "block_records.npy"
+
+
+class PickleNotAllowedError(ValueError):
+    """A legacy `block_records.npy` (a pickle) was found, and reading it was not allowed."""
+
+
+def load_index_in(
+    directory: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None,
+    allow_pickle: bool = False,
+    mmap: bool = True,
+) -> RealmIndex | None:
+    r"""
+    The knowledge index of a saved directory: its `index/` folder, or else its legacy `block_records.npy` with the
+    block embeddings of its weights (read only with `allow_pickle=True`, tokenized with `tokenizer`).
+
+    Returns:
+        [`RealmIndex`], or `None` when the directory holds neither.
+
+    Raises:
+        [`PickleNotAllowedError`]: if there is only a legacy index and `allow_pickle` is not set.
+        `ValueError`: if there is only a legacy index and no `tokenizer` to tokenize its blocks.
+    """
+    from pathlib import Path
+
+    from .index import INDEX_CONFIG_NAME, RealmIndex
+
+    directory = Path(directory)
+    if (directory / INDEX_SUBFOLDER / INDEX_CONFIG_NAME).is_file():
+        return RealmIndex.from_pretrained(directory / INDEX_SUBFOLDER, mmap=mmap)
+    block_records = directory / LEGACY_BLOCK_RECORDS_NAME
+    if not block_records.is_file():
+        return None
+    if not allow_pickle:
+        raise PickleNotAllowedError(
+            f"{directory} holds a legacy {LEGACY_BLOCK_RECORDS_NAME}, a pickled numpy array: unpickling can execute "
+            "arbitrary code, so the knowledge index was not loaded. If you trust the file, pass `allow_pickle=True` "
+            "to build the index from it, or convert the checkpoint once with `realm-hf convert` "
+            "(realm_hf.convert.convert_legacy_checkpoint) into the pickle-free layout."
+        )
+    if tokenizer is None:
+        raise ValueError(f"{directory} has a {LEGACY_BLOCK_RECORDS_NAME} but no tokenizer to tokenize its blocks.")
+    from .legacy import load_legacy_block_emb
+
+    block_emb = load_legacy_block_emb(directory)
+    return RealmIndex.from_legacy(block_records, block_emb, tokenizer, allow_pickle=True, show_progress=False)
 
 
 def _as_numpy(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:

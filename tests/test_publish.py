@@ -129,6 +129,14 @@ def _subprocess_env(server: HubServer, hf_home: Path, offline: bool = False) -> 
     return env
 
 
+def test_retriever_from_pretrained_by_repo_id(hub_server, tiny_realm):
+    model, tokenizer, retriever = tiny_realm
+    publish_realm(model, tokenizer, retriever, repo_id=REPO_ID)
+    loaded = RealmRetriever.from_pretrained(REPO_ID)
+    assert list(loaded.index.corpus["text"]) == list(retriever.index.corpus["text"])
+    np.testing.assert_array_equal(np.asarray(loaded.index.embeddings), np.asarray(retriever.index.embeddings))
+
+
 def test_publish_then_load_in_fresh_process_and_offline(hub_server, tiny_realm, expected, tmp_path):
     model, tokenizer, retriever = tiny_realm
     commit = publish_realm(model, tokenizer, retriever, repo_id=REPO_ID, card=_card_data())

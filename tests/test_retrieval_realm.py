@@ -213,6 +213,26 @@ def test_legacy_block_records_import(openqa_tokenizer, blocks):
     assert RealmRetriever(index, openqa_tokenizer).index is index
 
 
+def test_retriever_from_pretrained_reads_both_layouts(openqa_tokenizer, blocks, tmp_path):
+    legacy = REFERENCE / "openqa" / "legacy_bin"
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        RealmRetriever.from_pretrained(legacy)
+    from_legacy = RealmRetriever.from_pretrained(legacy, allow_pickle=True)
+    assert list(from_legacy.index.corpus["text"]) == blocks
+    np.testing.assert_array_equal(
+        np.asarray(from_legacy.index.embeddings), load_legacy_block_emb(legacy).numpy().astype(np.float32)
+    )
+    from_legacy.save_pretrained(tmp_path / "saved")
+    saved = RealmRetriever.from_pretrained(tmp_path / "saved")  # no pickle needed any more
+    assert list(saved.index.corpus["text"]) == blocks and saved.tokenizer.vocab == openqa_tokenizer.vocab
+    with_tokenizer = RealmRetriever.from_pretrained(str(tmp_path / "saved"), tokenizer=openqa_tokenizer)
+    assert with_tokenizer.tokenizer is openqa_tokenizer
+    (tmp_path / "bare").mkdir()
+    openqa_tokenizer.save_pretrained(tmp_path / "bare")
+    with pytest.raises(ValueError, match="holds no knowledge index"):
+        RealmRetriever.from_pretrained(tmp_path / "bare")
+
+
 def test_batch_of_four_gives_the_same_answers_as_one_at_a_time(openqa_tokenizer, blocks):
     data = load_file(REFERENCE / "openqa" / "inputs_outputs.safetensors")
     questions = json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"][:4]

@@ -139,6 +139,13 @@ class RealmConfig(PreTrainedConfig):
         for name in ("num_candidates", "reader_beam_size", "searcher_beam_size", "max_span_width", "reader_seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RealmConfig: {name} must be >= 1, got {getattr(self, name)}.")
+        position_embedding_type = getattr(self, "position_embedding_type", "absolute")
+        if position_embedding_type != "absolute":
+            raise ValueError(
+                f"RealmConfig: position_embedding_type={position_embedding_type!r} is not supported: realm_hf builds "
+                "absolute position embeddings only (those of every published REALM checkpoint); the original port's "
+                "'relative_key' / 'relative_key_query' distance embeddings are not implemented."
+            )
         if self.embedder_pooling not in EMBEDDER_POOLING_MODES:
             raise ValueError(
                 f"RealmConfig: embedder_pooling must be one of {EMBEDDER_POOLING_MODES}, got {self.embedder_pooling!r}."

@@ -1204,7 +1204,8 @@ class RealmForOpenQA(RealmPreTrainedModel):
                 of ids. For a single question, the original flat form (a list of answers) is accepted too.
 
         Returns:
-            [`RealmForOpenQAOutput`] (or a tuple when `return_dict=False`).
+            [`RealmForOpenQAOutput`], or with `return_dict=False` the original implementation's tuple
+            `(reader_output, predicted_answer_ids)`.
         """
         if self.retriever is None:
             raise ValueError(
@@ -1262,7 +1263,10 @@ class RealmForOpenQA(RealmPreTrainedModel):
             retrieved_block_ids=retrieval["retrieved_block_ids"],
             retrieved_logits=retrieved_logits,
         )
-        return output if _use_return_dict(return_dict, self.config) else output.to_tuple()
+        if _use_return_dict(return_dict, self.config):
+            return output
+        # The original's tuple: `reader_output, predicted_answer_ids = model(..., return_dict=False)`.
+        return output.reader_output, output.predicted_answer_ids
 
 
 def _squeeze_reader_output(output: RealmReaderOutput) -> RealmReaderOutput:

@@ -17,6 +17,8 @@ from realm_hf import (
 )
 from realm_hf.modeling_realm import RealmReaderProjection
 
+from .conftest import tiny_config_kwargs
+
 
 torch.manual_seed(0)
 B, N, L = 2, 3, 9
@@ -470,3 +472,10 @@ def test_init_from_bert_copies_every_trunk(tmp_path):
     )
     with pytest.raises(ValueError, match="needs a BERT"):
         init_from_bert(RealmForOpenQA, tmp_path / "x")
+
+
+@pytest.mark.parametrize("kind", ["relative_key", "relative_key_query"])
+def test_relative_position_embeddings_are_refused_not_ignored(kind):
+    with pytest.raises(ValueError, match="position_embedding_type='relative_key"):
+        RealmConfig(**tiny_config_kwargs(), position_embedding_type=kind)
+    assert RealmConfig(**tiny_config_kwargs(), position_embedding_type="absolute").hidden_size > 0

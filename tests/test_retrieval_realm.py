@@ -233,6 +233,19 @@ def test_retriever_from_pretrained_reads_both_layouts(openqa_tokenizer, blocks, 
         RealmRetriever.from_pretrained(tmp_path / "bare")
 
 
+def test_open_qa_return_dict_false_is_the_original_tuple(openqa_tokenizer, blocks):
+    data = load_file(REFERENCE / "openqa" / "inputs_outputs.safetensors")
+    model = RealmForOpenQA.from_pretrained(
+        REFERENCE / "openqa" / "safetensors", retriever=openqa_retriever(openqa_tokenizer, blocks, "safetensors")
+    ).eval()
+    inputs = {k: data[f"q0.{k}"] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        reader_output, predicted_answer_ids = model(**inputs, return_dict=False)  # the original's documented use
+        expected = model(**inputs)
+    torch.testing.assert_close(reader_output.logits, expected.reader_output.logits)
+    assert predicted_answer_ids.tolist() == expected.predicted_answer_ids.tolist()
+
+
 def test_batch_of_four_gives_the_same_answers_as_one_at_a_time(openqa_tokenizer, blocks):
     data = load_file(REFERENCE / "openqa" / "inputs_outputs.safetensors")
     questions = json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"][:4]

@@ -5,10 +5,17 @@ The published `google/realm-*` repositories ship only `vocab.txt` and a `tokeniz
 `RealmTokenizer` is the pure-Python implementation.
 """
 
+import os
+
 from transformers import BatchEncoding
 from transformers.models.bert.tokenization_bert import BertTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 from transformers.utils import PaddingStrategy
+
+from .file_utils import atomic_write_text
+
+
+VOCAB_FILE_NAME = "vocab.txt"
 
 
 class _CandidateEncodingMixin:
@@ -93,7 +100,23 @@ class RealmTokenizerFast(_CandidateEncodingMixin, BertTokenizer):
     def __init__(self, vocab: str | dict[str, int] | None = None, vocab_file: str | None = None, **kwargs):
         if vocab is None and vocab_file is not None:
             vocab = _read_vocab_file(vocab_file)
+        if vocab is None and kwargs.get("tokenizer_object") is None:
+            where = kwargs.get("name_or_path")
+            raise ValueError(
+                "RealmTokenizerFast needs a vocabulary (`vocab`, a `vocab_file` such as BERT's vocab.txt, or a "
+                "`tokenizer_object`)"
+                + (f": no vocab.txt or tokenizer.json was found in {where!r}." if where else "; none was given.")
+            )
         super().__init__(vocab=vocab, vocab_file=vocab_file, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> tuple[str, ...]:
+        """Saves `tokenizer.json` and the rest as every fast tokenizer does, and BERT's `vocab.txt` too, so that
+        [`RealmTokenizer`] (and transformers 4 code) can load the directory."""
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        vocab = self.backend_tokenizer.get_vocab(with_added_tokens=False)
+        path = os.path.join(save_directory, VOCAB_FILE_NAME)
+        atomic_write_text(path, "".join(token + "\n" for token, _ in sorted(vocab.items(), key=lambda item: item[1])))
+        return (*files, path)
 
 
 def _read_vocab_file(path: str) -> dict[str, int]:

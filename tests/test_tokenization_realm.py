@@ -69,3 +69,22 @@ def test_fast_tokenizer_reads_a_vocab_file(tmp_path):
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="empty"):
         RealmTokenizerFast(vocab_file=str(tmp_path / "empty.txt"))
+
+
+def test_from_pretrained_without_a_vocabulary_raises(tmp_path):
+    with pytest.raises(ValueError, match="no vocab.txt or tokenizer.json was found"):
+        RealmTokenizerFast.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="needs a vocabulary"):
+        RealmTokenizerFast()
+
+
+def test_a_directory_saved_by_the_fast_tokenizer_loads_with_both_classes(test_vocab_dir, tmp_path):
+    fast = RealmTokenizerFast.from_pretrained(test_vocab_dir)
+    fast.save_pretrained(tmp_path)
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == (Path(test_vocab_dir) / "vocab.txt").read_text(
+        encoding="utf-8"
+    )
+    text = "unwanted running lowest"
+    for cls in (RealmTokenizer, RealmTokenizerFast):
+        reloaded = cls.from_pretrained(tmp_path)
+        assert reloaded(text).input_ids == fast(text).input_ids, cls.__name__

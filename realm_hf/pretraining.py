@@ -7,7 +7,9 @@ free of distributed plumbing.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ from accelerate.utils import broadcast, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
-from transformers.utils import logging
+from transformers.utils import logging as hf_logging
 
 from .file_utils import replace_directory
 from .index import RealmIndex
@@ -31,7 +33,7 @@ from .optimization import parameter_groups
 from .retrieval_realm import RealmRetriever
 
 
-logger = logging.get_logger(__name__)
+logger = hf_logging.get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
@@ -359,7 +361,8 @@ def _save_checkpoint(
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with _without_tied_weight_warning():
+        accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {"step": step, "index_step": index_step, "history": history}
@@ -367,6 +370,22 @@ def _save_checkpoint(
         replace_directory(tmp, final)  # an existing checkpoint of this step stays whole until the new one replaces it
         _rotate(output_dir, limit)
     accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _without_tied_weight_warning():
+    """Silences Accelerate's "Removed shared tensor ... while saving" during a checkpoint: the shared tensors are
+    REALM's tied MLM decoder weights and biases, which the model ties again when the state is loaded."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+    accelerate_logger = logging.getLogger("accelerate.utils.other")
+    accelerate_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        accelerate_logger.removeFilter(keep)
 
 
 def _rotate(output_dir: Path, limit: int) -> None:

@@ -305,3 +305,17 @@ def test_parameter_groups_decay_matrices_only_and_give_prefixes_their_rate():
     for name, (_, decay) in grouped.items():
         no_decay = "LayerNorm" in name or name.endswith("bias")
         assert decay == (0.0 if no_decay else 0.01), name
+
+
+def test_checkpoints_are_saved_without_the_shared_tensor_warning(tmp_path, caplog):
+    import logging
+
+    from realm_hf.demo import DemoArguments, run_demo
+
+    with caplog.at_level(logging.WARNING):
+        run_demo(DemoArguments(
+        output_dir=str(tmp_path / "run"), max_steps=2, ict_steps=0, reading_steps=0, batch_size=4, num_people=4,
+        num_cities=2, eval_steps=2, num_eval_facts=4, hidden_size=32, num_hidden_layers=2, show_progress=False,
+        ))  # fmt: skip
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+    assert "Removed shared tensor" not in caplog.text

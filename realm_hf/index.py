@@ -481,6 +481,68 @@ class RealmIndex:
 
     # -- properties --------------------------------------------------------------------------------------------
 
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: datasets.Dataset,
+        tokenizer: Any | None = None,
+        embeddings_column: str = "embeddings",
+        **build_kwargs: Any,
+    ) -> RealmIndex:
+        r"""
+        An index over a `datasets.Dataset` of blocks that already carries their embeddings, as the knowledge datasets
+        of transformers' RAG examples do: an `embeddings_column`, or else a FAISS index attached to the dataset
+        (`add_faiss_index` or `add_faiss_index_from_external_arrays`), whose vectors are read back. The vectors are
+        indexed for inner-product search (whatever metric the attached index used) with `build_kwargs`.
+
+        Args:
+            dataset (`datasets.Dataset`): One block per row (`title`, `text`, ...).
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): Tokenizes the blocks (`tokenize_blocks`) when the
+                dataset has no `token_ids` column yet; a retriever needs them.
+            embeddings_column (`str`, *optional*, defaults to `"embeddings"`): The column, or the name of the
+                attached FAISS index, that holds the vectors.
+            build_kwargs: Passed to [`RealmIndex.build`] (`index_factory`, `nprobe`, `show_progress`, ...).
+
+        Raises:
+            `ValueError`: if the dataset has neither the column nor an index of that name.
+        """
+        attached = list(dataset.list_indexes())
+        if embeddings_column in dataset.column_names:
+            embeddings = np.asarray(dataset.with_format("numpy")[embeddings_column], dtype=np.float32)
+        elif embeddings_column in attached:
+            faiss_index = dataset.get_index(embeddings_column).faiss_index
+            embeddings = faiss_index.reconstruct_n(0, faiss_index.ntotal)
+        else:
+            raise ValueError(
+                f"The dataset has no {embeddings_column!r} column and no FAISS index of that name (columns: "
+                f"{dataset.column_names}, indexes: {attached})."
+            )
+        corpus = datasets.Dataset.from_dict(dataset.to_dict()) if attached else dataset
+        if embeddings_column in corpus.column_names:
+            corpus = corpus.remove_columns(embeddings_column)
+        if "token_ids" not in corpus.column_names and tokenizer is not None:
+            from .corpus import tokenize_blocks
+
+            corpus = tokenize_blocks(corpus, tokenizer)
+        return cls.build(corpus, embeddings, **build_kwargs)
+
+    def as_dataset(self, index_name: str = "embeddings") -> datasets.Dataset:
+        r"""
+        The corpus as a `datasets.Dataset` with an exact inner-product FAISS index over the embeddings attached as
+        `index_name`, so that `dataset.get_nearest_examples(index_name, query, k)` finds what [`RealmIndex.search`]
+        finds. The FAISS index is a new in-memory copy of the embeddings.
+        """
+        faiss = _import_faiss()
+        # A new Dataset object over the same Arrow table (an index attached to it does not touch `self.corpus`).
+        dataset = self.corpus.flatten_indices() if self.corpus._indices is not None else self.corpus
+        dataset = datasets.Dataset(dataset.data, info=dataset.info.copy(), split=dataset.split)
+        dataset.add_faiss_index_from_external_arrays(
+            external_arrays=np.ascontiguousarray(self.embeddings, dtype=np.float32),
+            index_name=index_name,
+            metric_type=faiss.METRIC_INNER_PRODUCT,
+        )
+        return dataset
+
     def __len__(self) -> int:
         return self.config.num_blocks
 

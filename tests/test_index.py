@@ -470,3 +470,30 @@ def test_legacy_import_validation(tmp_path, tokenizer):
         RealmIndex.from_legacy(path, np.zeros((3, DIM), np.float32), tokenizer, allow_pickle=True)
     with pytest.raises(ValueError, match="is missing"):
         RealmIndex.from_legacy(tmp_path / "nope.npy", np.zeros((3, DIM), np.float32), tokenizer)
+
+
+def test_an_index_from_a_rag_style_dataset_and_back(_tiny_tokenizer):
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(40, 8)).astype(np.float32)
+    titles, texts = [f"title {i}" for i in range(40)], [f"the text of block {i}" for i in range(40)]
+    rag = datasets.Dataset.from_dict({"title": titles, "text": texts, "embeddings": list(embeddings)})
+    index = RealmIndex.from_dataset(rag, _tiny_tokenizer, show_progress=False)
+    reference = RealmIndex.build(rag.remove_columns("embeddings"), embeddings, show_progress=False)
+    queries = rng.normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(index.search(queries, 4)[1], reference.search(queries, 4)[1])
+    assert "token_ids" in index.corpus.column_names and "embeddings" not in index.corpus.column_names
+
+    as_dataset = index.as_dataset()
+    assert as_dataset.list_indexes() == ["embeddings"] and not index.corpus.list_indexes()
+    scores, examples = as_dataset.get_nearest_examples("embeddings", queries[0], k=4)
+    expected_scores, expected_ids = index.search(queries[:1], 4)
+    assert examples["title"] == [titles[i] for i in expected_ids[0]]
+    np.testing.assert_allclose(scores, expected_scores[0], rtol=1e-5)
+
+    # A dataset with only an attached FAISS index (RAG's add_faiss_index), here an L2 one: its vectors are read back.
+    attached = datasets.Dataset.from_dict({"title": titles, "text": texts})
+    attached.add_faiss_index_from_external_arrays(embeddings, "embeddings")
+    again = RealmIndex.from_dataset(attached, show_progress=False)
+    np.testing.assert_array_equal(again.search(queries, 4)[1], reference.search(queries, 4)[1])
+    with pytest.raises(ValueError, match="no 'vectors' column and no FAISS index"):
+        RealmIndex.from_dataset(attached, embeddings_column="vectors")

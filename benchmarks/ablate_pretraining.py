@@ -183,7 +183,10 @@ def merge_results(results: list[dict]) -> dict:
     first = results[0]
     for other in results[1:]:
         if other["settings"] != first["settings"]:
-            changed = sorted(k for k in first["settings"] if first["settings"][k] != other["settings"].get(k))
+            keys = set(first["settings"]) | set(other["settings"])
+            changed = sorted(
+                k for k in keys if first["settings"].get(k, "<absent>") != other["settings"].get(k, "<absent>")
+            )
             raise SystemExit(f"Cannot merge runs with different settings (differing: {', '.join(changed)}).")
     rows, seen = [], set()
     for result in results:

@@ -59,7 +59,7 @@ from .embedding import embed_corpus
 from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .index import RealmIndex
 from .masking import tag_salient_spans
-from .modeling_realm import RealmForPreTraining, RealmKnowledgeAugEncoder
+from .modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
 from .pretraining import RealmPreTrainingArguments, train_realm
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 from .tokenization_realm import RealmTokenizerFast
@@ -191,14 +191,7 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         in_candidates += float(is_evidence.any(-1).sum())
         evidence_prior += float((out.relevance_score.softmax(-1) * is_evidence).sum())
         evidence_posterior += float((out.retrieval_posterior * is_evidence).sum())
-        # The same sentences with their evidence document as the only candidate: how well the encoder reads.
-        given = model.retriever.pretraining_inputs(
-            row_of_doc[evidence.numpy()][:, None],
-            model.retriever.question_token_ids(part["input_ids"], part["attention_mask"]),
-            model.config.block_seq_len,
-        )
-        given.pop("retrieved_block_ids")
-        read = model(**{k: part[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **given)
+        read = read_with_evidence(model, model.retriever, part, row_of_doc[evidence.numpy()])
         reading_tokens += int(read.masked_lm_correct.sum())
     found = max(in_candidates, 1.0)
     return {
@@ -209,6 +202,18 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         "evidence_prior": evidence_prior / found,
         "evidence_posterior": evidence_posterior / found,
     }
+
+
+def read_with_evidence(model, retriever, batch: dict, evidence_rows) -> RealmForPreTrainingOutput:
+    """The masked-LM forward of `batch` with one candidate per sentence, its evidence document (corpus rows of
+    `retriever`'s index): the encoder reading, with no retrieval (the reading warm start and `reading_accuracy`)."""
+    inputs = retriever.pretraining_inputs(
+        np.asarray(evidence_rows).reshape(-1, 1),
+        retriever.question_token_ids(batch["input_ids"], batch["attention_mask"]),
+        model.config.block_seq_len,
+    )
+    inputs.pop("retrieved_block_ids")
+    return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **inputs)
 
 
 def make_fact_evaluator(tokenizer, facts, block_doc_ids: np.ndarray, held_out_facts=None, batch_size: int = 64):
@@ -236,12 +241,13 @@ def reading_worlds(args: DemoArguments, target: SyntheticKnowledge) -> Iterator[
     in each, so that no fact can be memorised across them; set in the target world's places when
     `args.reading_in_target_places` (no target fact is ever stated: its people are not there)."""
     geography = target.geography if args.reading_in_target_places else None
+    target_words = target.vocabulary()
     epoch = 0
     while True:
         yield make_synthetic_knowledge(
             num_people=_READING_PEOPLE, num_cities=args.num_cities, seed=args.seed + 1 + epoch,
             entity_seed=args.seed + _READING_ENTITY_SEED, name_pool_size=_READING_NAME_POOL,
-            exclude_words=target.vocabulary(), geography=geography,
+            exclude_words=target_words, geography=geography,
         )  # fmt: skip
         epoch += 1
 
@@ -283,14 +289,7 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
         )
         for batch in loader:
             # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
-            evidence = torch.tensor([[row_of_doc[int(doc) ^ 1]] for doc in batch["doc_ids"]])
-            inputs = retriever.pretraining_inputs(
-                evidence,
-                retriever.question_token_ids(batch["input_ids"], batch["attention_mask"]),
-                config.block_seq_len,
-            )
-            inputs.pop("retrieved_block_ids")
-            out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **inputs)
+            out = read_with_evidence(model, retriever, batch, [row_of_doc[int(doc) ^ 1] for doc in batch["doc_ids"]])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()

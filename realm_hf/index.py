@@ -517,7 +517,7 @@ class RealmIndex:
                 f"The dataset has no {embeddings_column!r} column and no FAISS index of that name (columns: "
                 f"{dataset.column_names}, indexes: {attached})."
             )
-        corpus = datasets.Dataset.from_dict(dataset.to_dict()) if attached else dataset
+        corpus = _without_search_indexes(dataset)
         if embeddings_column in corpus.column_names:
             corpus = corpus.remove_columns(embeddings_column)
         if "token_ids" not in corpus.column_names and tokenizer is not None:
@@ -533,9 +533,7 @@ class RealmIndex:
         finds. The FAISS index is a new in-memory copy of the embeddings.
         """
         faiss = _import_faiss()
-        # A new Dataset object over the same Arrow table (an index attached to it does not touch `self.corpus`).
-        dataset = self.corpus.flatten_indices() if self.corpus._indices is not None else self.corpus
-        dataset = datasets.Dataset(dataset.data, info=dataset.info.copy(), split=dataset.split)
+        dataset = _without_search_indexes(self.corpus)  # attaching an index to it leaves `self.corpus` as it is
         dataset.add_faiss_index_from_external_arrays(
             external_arrays=np.ascontiguousarray(self.embeddings, dtype=np.float32),
             index_name=index_name,
@@ -905,6 +903,13 @@ class RealmIndex:
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers: validation
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _without_search_indexes(dataset: datasets.Dataset) -> datasets.Dataset:
+    """A new `Dataset` object over the same Arrow data (no copy of the rows), with no search index attached."""
+    if dataset._indices is not None:
+        dataset = dataset.flatten_indices()
+    return datasets.Dataset(dataset.data, info=dataset.info.copy(), split=dataset.split)
 
 
 def _is_flat(index_factory: str) -> bool:

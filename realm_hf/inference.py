@@ -40,6 +40,11 @@ class RealmAnswer:
         return asdict(self)
 
 
+# What a model may raise on one question (out of memory, an input it cannot take: torch and the models raise
+# `RuntimeError` and `ValueError`); anything else is a bug and propagates.
+_ANSWERING_ERRORS = (RuntimeError, ValueError)
+
+
 @torch.no_grad()
 def answer_questions(
     model, tokenizer, questions: list[str], batch_size: int = 16, max_question_length: int = 64
@@ -104,11 +109,6 @@ def answer_questions(
     finally:
         model.train(was_training)
     return answers
-
-
-# What a model may raise on one question (out of memory, an input it cannot take: torch and the models raise
-# `RuntimeError` and `ValueError`); anything else is a bug and propagates.
-_ANSWERING_ERRORS = (RuntimeError, ValueError)
 
 
 def _failed(question, error: str) -> RealmAnswer:

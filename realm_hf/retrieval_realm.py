@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -539,8 +540,6 @@ def load_index_in(
         [`PickleNotAllowedError`]: if there is only a legacy index and `allow_pickle` is not set.
         `ValueError`: if there is only a legacy index and no `tokenizer` to tokenize its blocks.
     """
-    from pathlib import Path
-
     from .index import INDEX_CONFIG_NAME, RealmIndex
 
     directory = Path(directory)

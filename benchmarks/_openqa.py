@@ -86,7 +86,7 @@ def build_corpus(passages, tokenizer, min_blocks: int, max_block_length: int):
     """SQuAD-open passages as REALM blocks; passages re-split without their first sentences until `min_blocks`."""
     import datasets
 
-    from realm_hf.corpus import sentence_boundaries, split_documents_into_blocks
+    from realm_hf.retrieval.corpus import sentence_boundaries, split_documents_into_blocks
 
     titles, texts = list(passages["title"]), list(passages["text"])
     corpus, seen, rows, variants = None, set(), [], 0
@@ -119,7 +119,7 @@ def prepare_workdir(args: argparse.Namespace, workdir: Path, num_questions: int)
     """Writes tokenizer, corpus, block texts, block embeddings, questions and config into `workdir`."""
     sys.path.insert(0, str(REPO_ROOT))
     from realm_hf import RealmTokenizerFast
-    from realm_hf.qa_data import load_squad_open
+    from realm_hf.evaluation.qa_data import load_squad_open
 
     data_dir = Path(args.data_dir)
     for relative in (PASSAGES, QUESTIONS, VOCAB):
@@ -260,7 +260,7 @@ class RealmHfOpenQA:
         from safetensors.torch import load_file
 
         from realm_hf import RealmConfig, RealmForOpenQA, RealmIndex, RealmRetriever, RealmTokenizerFast
-        from realm_hf.openqa_training import DataCollatorForRealmOpenQA
+        from realm_hf.training.openqa import DataCollatorForRealmOpenQA
 
         self.tokenizer = RealmTokenizerFast.from_pretrained(str(workdir / "tokenizer"))
         corpus = datasets.load_from_disk(str(workdir / "corpus"))

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, machine_info, write_results  # noqa: E402
 
-from realm_hf.demo import READER_DIR, DemoArguments, run_demo  # noqa: E402
+from realm_hf.demo.job import READER_DIR, DemoArguments, run_demo  # noqa: E402
 
 
 VARIANTS = {

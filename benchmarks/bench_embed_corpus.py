@@ -7,7 +7,7 @@ embedded. Embedder: `init_from_bert(RealmEmbedder, <MiniLM>, retriever_proj_size
 projection), in eval mode.
 
 * raw: the padded tensors of exactly the batches that `embed_corpus` uses (the rows sorted by length, longest first,
-  `realm_hf.embedding.length_sorted_batches`, built beforehand with `document_tower_inputs`, each padded to its
+  `realm_hf.retrieval.embedding.length_sorted_batches`, built beforehand with `document_tower_inputs`, each padded to its
   longest row), then only `embedder(**inputs).projected_score` under `torch.no_grad()`;
 * pipeline: `embed_corpus(embedder, corpus, tokenizer, batch_size=..., show_progress=False)` (one chunk), which reads
   the token-id columns from Arrow, builds the same tensors, runs the same forward and gathers the numpy result;
@@ -46,10 +46,11 @@ from _common import machine_info as common_machine_info  # noqa: E402
 from _common import reference_replacements, write_results  # noqa: E402
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
-from realm_hf.corpus import split_documents_into_blocks  # noqa: E402
-from realm_hf.embedding import _column_lists, document_tower_inputs, embed_corpus, length_sorted_batches  # noqa: E402
+from realm_hf.evaluation.qa_data import load_squad_open  # noqa: E402
 from realm_hf.modeling_realm import RealmEmbedder  # noqa: E402
-from realm_hf.qa_data import load_squad_open  # noqa: E402
+from realm_hf.retrieval.corpus import split_documents_into_blocks  # noqa: E402
+from realm_hf.retrieval.embedding import _column_lists, embed_corpus, length_sorted_batches  # noqa: E402
+from realm_hf.retrieval.formats import document_tower_inputs  # noqa: E402
 
 
 def default_model_path() -> str | None:

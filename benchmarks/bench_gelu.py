@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", type=str, default=None)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from realm_hf.modeling_realm import RealmGELUTanh
+    from realm_hf.ops import RealmGELUTanh
 
     threads = set_threads(args.threads)
     fused, realm = GELUTanh(), RealmGELUTanh()

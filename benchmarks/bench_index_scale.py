@@ -102,7 +102,7 @@ def phase_generate(args: argparse.Namespace, work: Path) -> dict:
 def phase_build(args: argparse.Namespace, work: Path) -> dict:
     import datasets
 
-    from realm_hf.index import RealmIndex
+    from realm_hf.retrieval.index import RealmIndex
 
     embeddings = np.load(work / "source.npy", mmap_mode="r")
     corpus = datasets.Dataset.from_dict({"doc_id": np.arange(args.num_blocks, dtype=np.int64) // 4})
@@ -130,7 +130,7 @@ def phase_build(args: argparse.Namespace, work: Path) -> dict:
 
 
 def phase_query(args: argparse.Namespace, work: Path) -> dict:
-    from realm_hf.index import RealmIndex
+    from realm_hf.retrieval.index import RealmIndex
 
     questions = np.load(work / "questions.npy")
     start = time.perf_counter()

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info as common_machine_info  # noqa: E402
 
-from realm_hf.index import RealmIndex  # noqa: E402
+from realm_hf.retrieval.index import RealmIndex  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -60,11 +60,11 @@ from bench_search import (  # noqa: E402
 )
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
-from realm_hf.corpus import split_documents_into_blocks  # noqa: E402
-from realm_hf.embedding import document_tower_inputs  # noqa: E402
-from realm_hf.index import RealmIndex  # noqa: E402
+from realm_hf.evaluation.qa_data import load_squad_open  # noqa: E402
 from realm_hf.modeling_realm import RealmEmbedder  # noqa: E402
-from realm_hf.qa_data import load_squad_open  # noqa: E402
+from realm_hf.retrieval.corpus import split_documents_into_blocks  # noqa: E402
+from realm_hf.retrieval.formats import document_tower_inputs  # noqa: E402
+from realm_hf.retrieval.index import RealmIndex  # noqa: E402
 
 
 def default_model_path() -> str | None:

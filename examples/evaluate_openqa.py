@@ -2,7 +2,7 @@
 
 The model directory is what `realm_hf.save_realm` (or `examples/finetune_openqa.py`, `finetune_openqa_accelerate.py`)
 writes: weights, tokenizer and the knowledge index in `index/` (a Hub repository id works too). Question files are
-read with the loaders of `realm_hf.qa_data`:
+read with the loaders of `realm_hf.evaluation.qa_data`:
 
 | `--dataset` | files | answers |
 |---|---|---|
@@ -31,8 +31,8 @@ import torch
 from transformers.utils import logging
 
 from realm_hf import load_realm
-from realm_hf.openqa_training import evaluate_open_qa
-from realm_hf.qa_data import load_curatedtrec, load_nq_open, load_qa_file, load_webquestions
+from realm_hf.evaluation.qa_data import load_curatedtrec, load_nq_open, load_qa_file, load_webquestions
+from realm_hf.training.openqa import evaluate_open_qa
 
 
 logger = logging.get_logger("evaluate_openqa")

@@ -51,18 +51,18 @@ from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set
 from transformers.utils import logging
 
 from realm_hf import RealmForOpenQA, RealmIndex, embed_corpus, init_from_bert, save_realm
-from realm_hf.corpus import split_documents_into_blocks
-from realm_hf.model_card import (
+from realm_hf.evaluation.qa_data import gold_doc_ids, load_squad_open
+from realm_hf.hub.model_card import (
     RealmModelCardCallback,
     RealmModelCardData,
     save_model_card,
     training_logs_from_history,
     update_card_from_metrics,
 )
-from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
-from realm_hf.optimization import parameter_groups
-from realm_hf.qa_data import gold_doc_ids, load_squad_open
-from realm_hf.retrieval_realm import RealmRetriever
+from realm_hf.retrieval.corpus import split_documents_into_blocks
+from realm_hf.retrieval.retriever import RealmRetriever
+from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
+from realm_hf.training.optimization import parameter_groups
 
 
 logger = logging.get_logger("transformers.finetune_openqa")  # under transformers' logger: shown at info level

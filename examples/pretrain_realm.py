@@ -40,9 +40,9 @@ from realm_hf import (
     train_inverse_cloze_task,
     train_realm,
 )
-from realm_hf.corpus import split_documents_into_blocks
-from realm_hf.demo import build_tokenizer
-from realm_hf.synthetic import make_synthetic_knowledge
+from realm_hf.demo.job import build_tokenizer
+from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.retrieval.corpus import split_documents_into_blocks
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The 2,067 passages of SQuAD-open (the paragraphs of the SQuAD v1.1 dev set, 48 Wikipedia articles) are both the
 knowledge corpus Z and the source of masked sentences X: sentences are tagged with the built-in rule-based salient
-span tagger (`realm_hf.masking.tag_salient_spans`), one salient span per sentence is masked, and
+span tagger (`realm_hf.training.masking.tag_salient_spans`), one salient span per sentence is masked, and
 `RealmForPreTraining` is trained with the marginal masked-LM loss through retrieval (the sentence's own passage is
 never retrieved). Before and after, the script measures zero-shot question -> gold-passage retrieval recall@k on the
 SQuAD-open dev questions (is a block of the question's own passage among the top k?), re-embedding the corpus with
@@ -42,9 +42,9 @@ from realm_hf import (
     tag_salient_spans,
     train_realm,
 )
-from realm_hf.corpus import split_documents_into_blocks
-from realm_hf.openqa_training import gold_passage_recall
-from realm_hf.qa_data import gold_doc_ids, load_squad_open
+from realm_hf.evaluation.qa_data import gold_doc_ids, load_squad_open
+from realm_hf.retrieval.corpus import split_documents_into_blocks
+from realm_hf.training.openqa import gold_passage_recall
 
 
 logger = logging.get_logger("transformers.pretrain_squad_open")  # under transformers' logger: shown at info level

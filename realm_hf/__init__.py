@@ -8,16 +8,9 @@ so `AutoConfig`, `AutoModel` and `AutoTokenizer` load REALM checkpoints without 
 from .auto_registration import register_auto_classes
 from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
-from .data_collator import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
-from .embedding import embed_corpus
-from .hub import load_realm, publish_realm, push_index_to_hub, save_realm
-from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
-from .index import RealmIndex, RealmIndexConfig, compute_embedder_fingerprint
-from .index_refresh import AsyncIndexRefresher, IndexRefreshCallback, IndexRefreshSchedule, refresh_index
+from .hub.model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics
+from .hub.publish import load_realm, publish_realm, push_index_to_hub, save_realm
 from .inference import RealmAnswer, answer_questions
-from .legacy import load_legacy_block_emb
-from .masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
-from .model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics
 from .modeling_realm import (
     RealmEmbedder,
     RealmEmbedderOutput,
@@ -32,11 +25,19 @@ from .modeling_realm import (
     RealmScorer,
     RealmScorerOutput,
 )
-from .openqa_training import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
 from .pipeline_realm import RealmOpenQAPipeline, register_realm_pipeline
-from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
-from .retrieval_realm import RealmRetriever
+from .retrieval.embedding import embed_corpus
+from .retrieval.fingerprint import compute_embedder_fingerprint
+from .retrieval.index import RealmIndex, RealmIndexConfig
+from .retrieval.legacy import load_legacy_block_emb
+from .retrieval.refresh import AsyncIndexRefresher, IndexRefreshCallback, IndexRefreshSchedule, refresh_index
+from .retrieval.retriever import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
+from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
+from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
+from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
+from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
+from .training.pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .version import __version__
 
 

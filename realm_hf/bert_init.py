@@ -10,6 +10,7 @@ from transformers import AutoConfig, BertForMaskedLM, BertModel
 from transformers.utils import logging
 
 from .configuration_realm import RealmConfig
+from .modeling_realm import RealmEmbedder
 
 
 logger = logging.get_logger(__name__)
@@ -115,7 +116,6 @@ def init_from_bert(
 def _set_identity_projections(model: torch.nn.Module, logit_scale: float | None = None) -> list[str]:
     """Sets the retrieval projection (`cls.dense`) of every embedder in `model` to the identity, and its layer norm's
     weights to `sqrt(logit_scale / dim)` when `logit_scale` is given; returns the names of the projections."""
-    from .modeling_realm import RealmEmbedder
 
     names = []
     with torch.no_grad():

@@ -15,9 +15,13 @@ import sys
 
 from transformers import HfArgumentParser
 
+from .demo.job import DemoArguments, run_demo
+from .hub.convert import add_convert_arguments
+from .hub.publish import load_realm
+from .inference import answer_questions
+
 
 def _add_pretrain_arguments(subparsers) -> None:
-    from .demo import DemoArguments
 
     parser = subparsers.add_parser(
         "pretrain",
@@ -28,7 +32,6 @@ def _add_pretrain_arguments(subparsers) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from .demo import DemoArguments, run_demo
 
     names = {f.name for f in dataclasses.fields(DemoArguments)}
     demo_args = DemoArguments(**{k: v for k, v in vars(args).items() if k in names})
@@ -53,8 +56,6 @@ def _add_ask_arguments(subparsers) -> None:
 
 
 def _run_ask(args: argparse.Namespace) -> int:
-    from .hub import load_realm
-    from .inference import answer_questions
 
     questions = list(args.questions)
     if args.questions_file:
@@ -74,7 +75,6 @@ def _run_ask(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .convert import add_convert_arguments
 
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="realm-hf", description="REALM for transformers 5.")

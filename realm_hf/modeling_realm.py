@@ -6,7 +6,6 @@ capture come from transformers); the REALM heads are defined here with the modul
 transformers implementation, so its checkpoints load key for key.
 """
 
-import math
 import pickle
 from dataclasses import dataclass
 
@@ -15,12 +14,13 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import BertModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredictionHead, BertOnlyMLMHead
 from transformers.utils import ModelOutput, logging
 
 from .configuration_realm import RealmConfig
+from .ops import evidence_span_logits, use_realm_gelu_tanh
+from .retrieval.protocols import Retriever
 
 
 logger = logging.get_logger(__name__)
@@ -231,124 +231,20 @@ class RealmReaderProjection(nn.Module):
             `(logits [rows, num_spans], starts [num_spans], ends [num_spans])`; spans with an endpoint outside the
             evidence block get the dtype's minimum.
 
-        The result is the MLP of the original implementation over every span, computed in a cheaper order:
-
-        * only the tokens from the first to the last evidence token of each row are projected (the other spans would
-          get the dtype's minimum added, which absorbs any logit), so question tokens and padding cost nothing;
-        * those tokens are packed one row after the other, and the spans of width `w` pair the start projection of
-          packed token `t` with the end projection of token `t + w - 1`: contiguous windows, no gather;
-        * the layer norm and the output layer are folded into three statistics per span:
-          `dense_output(layer_norm(x)) = (x.g - mean(x) sum(g)) / std(x) + c`, with `g = gamma * w` and
-          `c = beta.w + b`, computed in float32, so no normalised `[spans, span_hidden_size]` tensor is written.
-
-        Start tokens go through in chunks of `_SPAN_CHUNK`, all widths at once, from the projection on, so that
-        their activations stay in the CPU cache (the projections of `max_width - 1` tokens are computed twice).
+        The logits are the MLP of the original implementation over every span, computed in a cheaper order by
+        [`~realm_hf.ops.evidence_span_logits`].
         """
-        seq_len = hidden_states.size(1)
-        starts, ends = self.span_candidates(seq_len, hidden_states.device)
-        max_width = min(self.config.max_span_width, seq_len)
-        rows, positions, is_evidence = _evidence_range_tokens(block_mask.bool())
-        if rows.numel() == 0:  # no evidence anywhere: no candidate span
-            return (
-                hidden_states.new_full((hidden_states.size(0), starts.numel()), torch.finfo(hidden_states.dtype).min),
-                starts,
-                ends,
-            )
-        # Spans starting at packed token t end at tokens t .. t + max_width - 1: pad with max_width - 1 rows.
-        pad = max_width - 1
-        tokens = nn.functional.pad(hidden_states[rows, positions], (0, 0, 0, pad))
-        num_tokens = rows.numel()
-        folded = self._folded_output_layer()
-        pieces = []
-        for first in range(0, num_tokens, _SPAN_CHUNK):
-            count = min(_SPAN_CHUNK, num_tokens - first)
-            start_projection, end_projection = self.dense_intermediate(tokens[first : first + count + pad]).chunk(
-                2, dim=-1
-            )
-            # [count, max_width, span_hidden_size]: entry (t, k) is the end projection of token first + t + k
-            ends_by_width = end_projection.unfold(0, max_width, 1).transpose(1, 2)
-            span_hidden = (start_projection[:count].unsqueeze(1) + ends_by_width).relu_()
-            pieces.append(self._span_scores(span_hidden, *folded))
-        scores = torch.cat(pieces)
-        # Span (t, t + k) is a candidate when both ends lie in the same row's evidence block.
-        end_rows = torch.cat([rows, rows.new_full((pad,), -1)]).unfold(0, max_width, 1)
-        end_is_evidence = torch.cat([is_evidence, is_evidence.new_zeros(pad)]).unfold(0, max_width, 1)
-        token, width_index = ((end_rows == rows[:, None]) & is_evidence[:, None] & end_is_evidence).nonzero(
-            as_tuple=True
+        starts, ends = self.span_candidates(hidden_states.size(1), hidden_states.device)
+        logits = evidence_span_logits(
+            hidden_states,
+            block_mask,
+            self.dense_intermediate,
+            self.layer_normalization,
+            self.dense_output,
+            min(self.config.max_span_width, hidden_states.size(1)),
+            num_spans=starts.numel(),
         )
-        widths = torch.arange(1, max_width, device=hidden_states.device)
-        spans_before_width = torch.cat([widths.new_zeros(1), (seq_len - widths + 1).cumsum(0)])
-        span_logits = scores[token, width_index]
-        logits = span_logits.new_full((hidden_states.size(0), starts.numel()), torch.finfo(span_logits.dtype).min)
-        logits = logits.index_put((rows[token], spans_before_width[width_index] + positions[token]), span_logits)
         return logits, starts, ends
-
-    def _folded_output_layer(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(g, sum(g), c)` in float32, with `g = gamma * w` and `c = beta.w + b`: the layer norm's affine part folded
-        into the output layer."""
-        weight = self.dense_output.weight[0].float()
-        gain = self.layer_normalization.weight.float() * weight
-        shift = self.layer_normalization.bias.float() @ weight + self.dense_output.bias.float()[0]
-        return gain, gain.sum(), shift
-
-    def _span_scores(
-        self, span_hidden: torch.Tensor, gain: torch.Tensor, gain_sum: torch.Tensor, shift: torch.Tensor
-    ) -> torch.Tensor:
-        """`dense_output(layer_normalization(span_hidden))` over the last dimension, from the folded output layer
-        (see `_folded_output_layer`), computed in float32."""
-        size = span_hidden.size(-1)
-        with torch.autocast(span_hidden.device.type, enabled=False):
-            flat = span_hidden.reshape(-1, size).float()
-            mean = flat.mean(-1)
-            variance = (torch.linalg.vector_norm(flat, dim=-1).square() / size - mean.square()).clamp_min(0)
-            scores = (flat @ gain - mean * gain_sum) * torch.rsqrt(variance + self.layer_normalization.eps) + shift
-        return scores.view(span_hidden.shape[:-1]).to(span_hidden.dtype)
-
-
-_SPAN_CHUNK = 256  # start tokens per pass of the span MLP: 2.6 MB of activations at 10 widths x 256 in float32
-
-
-def _evidence_range_tokens(block_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row, position and evidence flag of every token from the first to the last evidence token of each row of
-    `block_mask` (`[rows, seq_len]` booleans), row after row."""
-    positions = torch.arange(block_mask.size(-1), device=block_mask.device)
-    first = torch.where(block_mask, positions, block_mask.size(-1)).amin(-1, keepdim=True)
-    last = torch.where(block_mask, positions, -1).amax(-1, keepdim=True)
-    rows, positions = ((positions >= first) & (positions <= last)).nonzero(as_tuple=True)
-    return rows, positions, block_mask[rows, positions]
-
-
-class RealmGELUTanh(GELUTanh):
-    """`gelu_new`, the tanh approximation of GELU, the activation of the REALM checkpoints.
-
-    transformers writes `gelu_new` as five tensor operations ([`~transformers.activations.NewGELUActivation`]), each a
-    pass over memory; this module is PyTorch's fused kernel (as [`~transformers.activations.GELUTanh`]), except for
-    float32 CPU inputs that need no gradient. There it uses the identity `0.5 x (1 + tanh(y)) = x sigmoid(2 y)`, in
-    place on one new tensor: PyTorch's CPU `tanh` is accurate to about 1 ulp and slow, its `sigmoid` is not, and the
-    six passes take 0.45 to 0.72 times as long as the fused kernel on reader activations of 0.4 to 15 million values
-    (AVX2 CPU, `benchmarks/bench_gelu.py`). The results differ from the fused kernel by float rounding (about 5e-7).
-    """
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if (
-            input.device.type != "cpu"
-            or input.dtype != torch.float32
-            or (torch.is_grad_enabled() and input.requires_grad)
-        ):
-            return super().forward(input)
-        scale = 2 * math.sqrt(2 / math.pi)
-        output = input.square()
-        # 2 y = scale (x + 0.044715 x^3) = (scale 0.044715 x^2 + scale) x
-        output.mul_(scale * 0.044715).add_(scale).mul_(input).sigmoid_()
-        return output.mul_(input)
-
-
-def _use_realm_gelu_tanh(model: nn.Module) -> None:
-    """Replaces every `gelu_new` module ([`~transformers.activations.NewGELUActivation`]) with [`RealmGELUTanh`]."""
-    for module in model.modules():
-        for name, child in module.named_children():
-            if type(child) is NewGELUActivation:
-                setattr(module, name, RealmGELUTanh())
 
 
 def _mask_to_score(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -389,7 +285,7 @@ class RealmPreTrainedModel(PreTrainedModel):
 
     def post_init(self) -> None:
         super().post_init()
-        _use_realm_gelu_tanh(self)
+        use_realm_gelu_tanh(self)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -775,6 +671,15 @@ def marginal_mlm_loss(
     return -torch.nansum(torch.sum(marginal * mlm_mask) / torch.sum(mlm_mask))
 
 
+def _checked_retriever(retriever: Retriever | None, owner: str) -> Retriever | None:
+    if retriever is not None and not isinstance(retriever, Retriever):
+        raise TypeError(
+            f"{owner} needs a retriever with `index`, `__call__`, `question_token_ids` and `retrieve_for_pretraining` "
+            f"(realm_hf.retrieval.protocols.Retriever, e.g. a RealmRetriever), got {type(retriever).__name__}."
+        )
+    return retriever
+
+
 def _query_tower(model: nn.Module) -> "RealmEmbedder":
     separate = model._modules.get("query_embedder")
     return separate if separate is not None else model.embedder
@@ -796,16 +701,17 @@ class RealmForPreTraining(RealmPreTrainedModel):
     Args:
         config ([`RealmConfig`]): Model configuration (`share_query_embedder`, `use_null_document`, `num_candidates`,
             `block_seq_len`).
-        retriever ([`RealmRetriever`], *optional*): Retriever over the knowledge corpus.
+        retriever ([`~realm_hf.retrieval.protocols.Retriever`], *optional*): Retriever over the knowledge corpus
+            (a [`RealmRetriever`], or anything implementing the protocol).
     """
 
-    def __init__(self, config: RealmConfig, retriever=None):
+    def __init__(self, config: RealmConfig, retriever: Retriever | None = None):
         super().__init__(config)
         self.embedder = RealmEmbedder(config)
         if not config.share_query_embedder:
             self.query_embedder = RealmEmbedder(config)
         self.encoder = RealmKnowledgeAugEncoder(config)
-        self.retriever = retriever
+        self.retriever = _checked_retriever(retriever, type(self).__name__)
         self.post_init()
 
     @property
@@ -813,9 +719,9 @@ class RealmForPreTraining(RealmPreTrainedModel):
         """The query tower: a separate one when `config.share_query_embedder=False`, else the document `embedder`."""
         return _query_tower(self)
 
-    def set_retriever(self, retriever) -> None:
+    def set_retriever(self, retriever: Retriever | None) -> None:
         """Sets the [`RealmRetriever`] used by `forward` (for example after an index refresh)."""
-        self.retriever = retriever
+        self.retriever = _checked_retriever(retriever, type(self).__name__)
 
     def forward(
         self,
@@ -1164,21 +1070,22 @@ class RealmForOpenQA(RealmPreTrainedModel):
 
     Args:
         config ([`RealmConfig`]): Model configuration.
-        retriever ([`RealmRetriever`], *optional*): Retriever used by `forward`.
+        retriever ([`~realm_hf.retrieval.protocols.Retriever`], *optional*): Retriever used by `forward` (a
+            [`RealmRetriever`], or anything implementing the protocol).
     """
 
     _keys_to_ignore_on_load_unexpected = [*_LEGACY_BUFFER_KEYS, r"^block_emb$"]
 
-    def __init__(self, config: RealmConfig, retriever=None):
+    def __init__(self, config: RealmConfig, retriever: Retriever | None = None):
         super().__init__(config)
         self.embedder = RealmEmbedder(config)
         self.reader = RealmReader(config)
-        self.retriever = retriever
+        self.retriever = _checked_retriever(retriever, type(self).__name__)
         self.post_init()
 
-    def set_retriever(self, retriever) -> None:
+    def set_retriever(self, retriever: Retriever | None) -> None:
         """Sets the [`RealmRetriever`] used by `forward`."""
-        self.retriever = retriever
+        self.retriever = _checked_retriever(retriever, type(self).__name__)
 
     @property
     def searcher_beam_size(self) -> int:

@@ -30,6 +30,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
 from .modeling_realm import RealmForOpenQA
+from .retrieval.retriever import RealmRetriever
 
 
 logger = logging.get_logger(__name__)
@@ -122,7 +123,6 @@ class RealmOpenQAPipeline(Pipeline):
 def _retriever_next_to(model: RealmForOpenQA, tokenizer):
     """The [`RealmRetriever`] saved next to a model loaded from a local directory (`index/`, or a legacy
     `block_records.npy`, which stays refused: the pipeline never unpickles)."""
-    from .retrieval_realm import RealmRetriever
 
     if tokenizer is None:
         raise ValueError(f"The {TASK} pipeline needs the question tokenizer.")

@@ -12,8 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from realm_hf import RealmForOpenQA, RealmReader
-from realm_hf.convert import add_convert_arguments, convert_legacy_checkpoint, main
-from realm_hf.hub import load_realm
+from realm_hf.hub.convert import add_convert_arguments, convert_legacy_checkpoint, main
+from realm_hf.hub.publish import load_realm
 
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"

@@ -1,4 +1,4 @@
-"""Tests for `realm_hf.corpus`: documents -> evidence blocks."""
+"""Tests for `realm_hf.retrieval.corpus`: documents -> evidence blocks."""
 
 import functools
 import logging
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import BertTokenizerFast
 
-from realm_hf.corpus import (
+from realm_hf.retrieval.corpus import (
     NUM_BLOCK_SPECIAL_TOKENS,
     block_output_features,
     sentence_boundaries,
@@ -145,7 +145,7 @@ def test_sentence_boundaries():
 
 def test_empty_documents_are_skipped_with_a_warning(tokenizer, caplog):
     docs = _docs(title=["a", "b", "c"], text=["the cat.", "", "   \n "])
-    with caplog.at_level(logging.WARNING, logger="realm_hf.corpus"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.retrieval.corpus"):
         blocks = split_documents_into_blocks(docs, tokenizer)
     assert blocks["doc_id"] == [0]
     assert "Skipped 2 empty documents out of 3" in caplog.text

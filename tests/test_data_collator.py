@@ -1,4 +1,4 @@
-"""Tests of `realm_hf.data_collator`: REALM pre-training masking and Inverse Cloze Task batches."""
+"""Tests of `realm_hf.training.collators`: REALM pre-training masking and Inverse Cloze Task batches."""
 
 import random
 
@@ -9,14 +9,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realm_hf.data_collator import (
+from realm_hf.tokenization_realm import RealmTokenizerFast
+from realm_hf.training.collators import (
     MAX_RANDOM_SPAN_LENGTH,
     DataCollatorForInverseClozeTask,
     DataCollatorForRealmPreTraining,
     prepare_ict_examples,
 )
-from realm_hf.masking import tag_salient_spans
-from realm_hf.tokenization_realm import RealmTokenizerFast
+from realm_hf.training.masking import tag_salient_spans
 
 
 VOCAB = (

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from realm_hf.cli import main
-from realm_hf.demo import DemoArguments, run_demo
+from realm_hf.demo.job import DemoArguments, run_demo
 
 
 def test_demo_runs_end_to_end_and_reports(tmp_path):

@@ -18,7 +18,7 @@ from realm_hf import (
     init_from_bert,
 )
 from realm_hf.configuration_realm import EMBEDDER_POOLING_MODES
-from realm_hf.corpus import tokenize_blocks
+from realm_hf.retrieval.corpus import tokenize_blocks
 
 from .conftest import tiny_config_kwargs
 

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from realm_hf import DataCollatorForRealmPreTraining, RealmTokenizer, RealmTokenizerFast
-from realm_hf.index import RealmIndex
-from realm_hf.masking import RuleBasedTagger, _tag_batch
-from realm_hf.retrieval_realm import RealmRetriever
+from realm_hf.retrieval.index import RealmIndex
+from realm_hf.retrieval.retriever import RealmRetriever
+from realm_hf.training.masking import RuleBasedTagger, _tag_batch
 
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"

@@ -1,4 +1,4 @@
-"""Tests for `realm_hf.index.RealmIndex`: exact/approximate search, persistence, legacy import and staleness."""
+"""Tests for `realm_hf.retrieval.index.RealmIndex`: exact/approximate search, persistence, legacy import and staleness."""
 
 import json
 import logging
@@ -12,8 +12,10 @@ import pytest
 import torch
 from transformers import BertTokenizerFast
 
-import realm_hf.index as index_module
-from realm_hf.index import RealmIndex, RealmIndexConfig, compute_embedder_fingerprint
+import realm_hf.retrieval.index as index_module
+import realm_hf.retrieval.search as search_module
+from realm_hf.retrieval.fingerprint import compute_embedder_fingerprint
+from realm_hf.retrieval.index import RealmIndex, RealmIndexConfig
 
 
 DIM = 16
@@ -87,7 +89,7 @@ def test_exact_search_matches_torch_topk(flat_index):
 def test_exact_search_chunked_merge(flat_index, monkeypatch):
     _, queries = _random_data(300, 7, seed=2)
     expected = _torch_topk(flat_index.embeddings, queries, 6)
-    monkeypatch.setattr(index_module, "_EXACT_SCORE_BUDGET", 7 * 13)  # 13-block chunks
+    monkeypatch.setattr(search_module, "EXACT_SCORE_BUDGET", 7 * 13)  # 13-block chunks
     for scores, ids in (flat_index.search(queries, 6), flat_index.exact_search_torch(torch.from_numpy(queries), 6)):
         np.testing.assert_array_equal(ids, expected[1])
         np.testing.assert_allclose(scores, expected[0], rtol=1e-5, atol=1e-5)
@@ -351,7 +353,7 @@ def test_config_round_trip_and_unknown_keys(tmp_path, caplog):
     config = RealmIndexConfig(dim=4, num_blocks=10, index_factory="HNSW32", hnsw_ef_search=64)
     config.to_json_file(tmp_path / "c.json")
     assert RealmIndexConfig.from_json_file(tmp_path / "c.json") == config
-    with caplog.at_level(logging.WARNING, logger="realm_hf.index"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.retrieval.index"):
         loaded = RealmIndexConfig.from_dict({**config.to_dict(), "future_key": 1})
     assert loaded == config and "future_key" in caplog.text
     with pytest.raises(ValueError, match="missing required key"):
@@ -403,7 +405,7 @@ def test_check_embedder(caplog):
         None, blocks, embedder_fingerprint=compute_embedder_fingerprint(model), show_progress=False
     )
     assert index.check_embedder(model, dim=DIM)
-    with caplog.at_level(logging.WARNING, logger="realm_hf.index"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.retrieval.index"):
         assert not index.check_embedder(_tiny_embedder(1))
     assert "Stale index" in caplog.text
     with pytest.raises(ValueError, match="32-dimensional embeddings but the index has dim 16"):
@@ -412,7 +414,7 @@ def test_check_embedder(caplog):
     with pytest.raises(ValueError, match="8-dimensional"):
         index.check_embedder(model)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="realm_hf.index"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.retrieval.index"):
         assert not RealmIndex.build(None, blocks, show_progress=False).check_embedder("sha256:x")
     assert "no embedder fingerprint" in caplog.text
 

@@ -19,9 +19,9 @@ from huggingface_hub import ModelCard
 import realm_hf.file_utils as file_utils
 from realm_hf import RealmConfig, RealmEmbedder
 from realm_hf.file_utils import atomic_open, atomic_write_text, replace_directory
-from realm_hf.hub import save_realm
-from realm_hf.index import RealmIndex
-from realm_hf.model_card import RealmModelCardData, save_model_card
+from realm_hf.hub.model_card import RealmModelCardData, save_model_card
+from realm_hf.hub.publish import save_realm
+from realm_hf.retrieval.index import RealmIndex
 
 from .scripts.interrupted_write import NEW_CARD, interrupting_open
 

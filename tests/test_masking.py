@@ -1,4 +1,4 @@
-"""Tests of `realm_hf.masking`: sentence splitting, salient span taggers and `tag_salient_spans`."""
+"""Tests of `realm_hf.training.masking`: sentence splitting, salient span taggers and `tag_salient_spans`."""
 
 import pickle
 import sys
@@ -11,7 +11,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realm_hf.masking import (
+from realm_hf.tokenization_realm import RealmTokenizerFast
+from realm_hf.training.masking import (
     RuleBasedTagger,
     SpacyTagger,
     TransformersNERTagger,
@@ -21,7 +22,6 @@ from realm_hf.masking import (
     split_sentences,
     tag_salient_spans,
 )
-from realm_hf.tokenization_realm import RealmTokenizerFast
 
 
 VOCAB = (
@@ -209,7 +209,7 @@ def test_tag_salient_spans_errors(tokenizer):
 
 
 def test_synthetic_corpus_answers_are_salient_spans(tmp_path):
-    from realm_hf.synthetic import make_synthetic_knowledge
+    from realm_hf.demo.synthetic import make_synthetic_knowledge
 
     knowledge = make_synthetic_knowledge(num_people=12, num_cities=4, num_countries=2, seed=3)
     (tmp_path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Tests for the open-QA metric (`realm_hf/metrics/open_qa/open_qa.py`), direct and through `evaluate.load`.
+"""Tests for the open-QA metric (`realm_hf/evaluation/metrics/open_qa/open_qa.py`), direct and through `evaluate.load`.
 
 Every expected number below was worked out by hand; the comments show the arithmetic.
 """
@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from realm_hf.metrics import (
+from realm_hf.evaluation.metrics import (
     OPEN_QA_METRIC_PATH,
     OpenQA,
     compute_open_qa_scores,

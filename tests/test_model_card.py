@@ -1,6 +1,7 @@
 """Model cards: rendering, Hub metadata round trip, no network, Trainer callback and the metrics helper."""
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from realm_hf import RealmConfig, RealmForOpenQA
-from realm_hf.index import RealmIndex
-from realm_hf.model_card import (
+from realm_hf.hub.model_card import (
     REALM_CITATION,
     TEMPLATE_PATH,
     RealmModelCardCallback,
@@ -18,6 +18,7 @@ from realm_hf.model_card import (
     generate_model_card,
     update_card_from_metrics,
 )
+from realm_hf.retrieval.index import RealmIndex
 
 
 try:
@@ -65,8 +66,20 @@ def full_card_data(model, index) -> RealmModelCardData:
 
 
 def test_template_is_package_data():
-    assert TEMPLATE_PATH.is_file() and TEMPLATE_PATH.parent.name == "templates"
-    assert TEMPLATE_PATH.parent.parent.name == "realm_hf"
+    """The template ships in the wheel: a `package-data` pattern of pyproject.toml matches its path."""
+    import ast
+    import fnmatch
+    import re
+
+    import realm_hf
+
+    assert TEMPLATE_PATH.is_file()
+    root = Path(realm_hf.__file__).parent
+    package_data = re.search(
+        r"\[tool\.setuptools\.package-data\]\s*realm_hf = (\[.*?\])", (root.parent / "pyproject.toml").read_text()
+    )
+    patterns = ast.literal_eval(package_data.group(1))
+    assert any(fnmatch.fnmatch(TEMPLATE_PATH.relative_to(root).as_posix(), pattern) for pattern in patterns)
 
 
 def test_card_contains_the_measured_numbers_and_metadata_round_trips(tiny_model, tiny_index, tmp_path):

@@ -13,7 +13,7 @@ from realm_hf import (
     RealmKnowledgeAugEncoder,
     RealmReader,
     RealmScorer,
-    modeling_realm,
+    ops,
 )
 from realm_hf.modeling_realm import RealmReaderProjection
 
@@ -112,7 +112,7 @@ def test_gelu_new_runs_as_realm_gelu_tanh_with_the_same_outputs(tiny_config):
     """`gelu_new` becomes `RealmGELUTanh`; swapping the original module back changes nothing."""
     from transformers.activations import GELUTanh, NewGELUActivation
 
-    from realm_hf.modeling_realm import RealmGELUTanh
+    from realm_hf.ops import RealmGELUTanh
 
     assert tiny_config.hidden_act == "gelu_new"
     torch.manual_seed(0)
@@ -136,7 +136,7 @@ def test_realm_gelu_tanh_is_gelu_new_with_and_without_autograd(grad):
     `gelu_new`, leave the input untouched, and give its gradient."""
     from transformers.activations import NewGELUActivation
 
-    from realm_hf.modeling_realm import RealmGELUTanh
+    from realm_hf.ops import RealmGELUTanh
 
     torch.manual_seed(0)
     x = torch.cat([torch.randn(4096) * 4, torch.tensor([0.0, -0.0, 30.0, -30.0, 1e-8, -1e-8])])
@@ -240,7 +240,7 @@ def test_span_mlp_in_chunks_equals_one_pass(tiny_config, monkeypatch):
         block_mask[row, first:last] = 1
 
     def run(chunk):
-        monkeypatch.setattr(modeling_realm, "_SPAN_CHUNK", chunk)
+        monkeypatch.setattr(ops, "SPAN_CHUNK", chunk)
         hidden.grad = None
         head.zero_grad()
         logits, starts, ends = head(hidden, block_mask)

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from realm_hf import RealmConfig, RealmKnowledgeAugEncoder, RealmTokenizerFast
-from realm_hf.corpus import tokenize_blocks
-from realm_hf.demo import masked_facts
-from realm_hf.embedding import document_tower_inputs, embed_corpus
-from realm_hf.index import RealmIndex
+from realm_hf.demo.job import masked_facts
+from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.modeling_realm import RealmForPreTraining, marginal_mlm_loss
-from realm_hf.retrieval_realm import RealmRetriever
-from realm_hf.synthetic import make_synthetic_knowledge
+from realm_hf.retrieval.corpus import tokenize_blocks
+from realm_hf.retrieval.embedding import embed_corpus
+from realm_hf.retrieval.formats import document_tower_inputs
+from realm_hf.retrieval.index import RealmIndex
+from realm_hf.retrieval.retriever import RealmRetriever
 
 from .conftest import tiny_config_kwargs
 
@@ -222,7 +223,7 @@ def test_pretraining_with_the_hf_trainer_and_the_refresh_callback(tmp_path, synt
     from transformers import Trainer, TrainingArguments
 
     from realm_hf import DataCollatorForRealmPreTraining, IndexRefreshCallback, IndexRefreshSchedule
-    from realm_hf.masking import tag_salient_spans
+    from realm_hf.training.masking import tag_salient_spans
 
     torch.manual_seed(0)
     model = RealmForPreTraining(make_config(synthetic_tokenizer))
@@ -293,7 +294,7 @@ def test_pretraining_inputs_of_given_blocks_equal_the_retrieved_ones(synthetic_t
 
 
 def test_parameter_groups_decay_matrices_only_and_give_prefixes_their_rate():
-    from realm_hf.optimization import parameter_groups
+    from realm_hf.training.optimization import parameter_groups
 
     model = RealmForPreTraining(RealmConfig(**tiny_config_kwargs()))
     model.encoder.requires_grad_(False)
@@ -310,7 +311,7 @@ def test_parameter_groups_decay_matrices_only_and_give_prefixes_their_rate():
 def test_checkpoints_are_saved_without_the_shared_tensor_warning(tmp_path, caplog):
     import logging
 
-    from realm_hf.demo import DemoArguments, run_demo
+    from realm_hf.demo.job import DemoArguments, run_demo
 
     with caplog.at_level(logging.WARNING):
         run_demo(DemoArguments(
@@ -319,3 +320,37 @@ def test_checkpoints_are_saved_without_the_shared_tensor_warning(tmp_path, caplo
         ))  # fmt: skip
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
     assert "Removed shared tensor" not in caplog.text
+
+
+@pytest.mark.parametrize("with_titles", [True, False])
+@pytest.mark.parametrize(
+    "embedder_config",
+    [{}, {"embedder_single_segment": True}, {"embedder_pooling": "mean"}],
+    ids=["cls_two_segments", "single_segment", "mean_pooling"],
+)
+def test_relevance_scores_equal_the_index_inner_products_after_a_refresh(
+    knowledge, synthetic_tokenizer, with_titles, embedder_config
+):
+    """The document-tower inputs the model rebuilds for its candidates are those the index embedded: right after the
+    index is rebuilt, the relevance score of every retrieved block is the index's inner product for it, with titles
+    or without, and in every embedder configuration that changes how the document input is read. Blocks and titles
+    are longer than `block_seq_len`, so the truncation must agree too."""
+    documents = knowledge.documents if with_titles else knowledge.documents.remove_columns("title")
+    corpus = tokenize_blocks(documents, synthetic_tokenizer)
+    assert max(map(len, corpus["token_ids"])) > 20
+    torch.manual_seed(0)
+    # A wider initialisation than the default, so that the projected embeddings depend clearly on their input.
+    config = make_config(synthetic_tokenizer, block_seq_len=20, initializer_range=0.5, **embedder_config)
+    model = RealmForPreTraining(config).eval()
+    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, batch_size=8, show_progress=False)
+    index = RealmIndex.build(corpus, embeddings, show_progress=False)
+    model.set_retriever(RealmRetriever(index, synthetic_tokenizer))
+    batch, labels, doc_ids = masked_batch(synthetic_tokenizer, knowledge)
+    with torch.no_grad():
+        out = model(**batch, labels=labels, doc_ids=doc_ids)
+        query = model.query_embedder(**batch).projected_score
+    block_ids = out.retrieved_block_ids
+    real = block_ids >= 0
+    assert real.sum() >= block_ids.size(0) * (model.config.num_candidates - 1)
+    index_scores = torch.einsum("bd,bkd->bk", query, torch.from_numpy(index.get_embeddings(block_ids.clamp_min(0))))
+    torch.testing.assert_close(out.relevance_score[real], index_scores[real], rtol=1e-4, atol=1e-4)

@@ -20,11 +20,11 @@ from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from realm_hf import RealmConfig, RealmForOpenQA
-from realm_hf.corpus import tokenize_blocks
-from realm_hf.hub import load_realm, publish_realm, push_index_to_hub
-from realm_hf.index import RealmIndex
-from realm_hf.model_card import RealmModelCardData, update_card_from_metrics
-from realm_hf.retrieval_realm import RealmRetriever
+from realm_hf.hub.model_card import RealmModelCardData, update_card_from_metrics
+from realm_hf.hub.publish import load_realm, publish_realm, push_index_to_hub
+from realm_hf.retrieval.corpus import tokenize_blocks
+from realm_hf.retrieval.index import RealmIndex
+from realm_hf.retrieval.retriever import RealmRetriever
 
 
 try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
@@ -50,7 +50,7 @@ QUESTIONS = ["what is the capital of france?", "who was a computer scientist?", 
 _LOAD_SCRIPT = """
 import json, sys
 from tests.test_publish import predict
-from realm_hf.hub import load_realm
+from realm_hf.hub.publish import load_realm
 
 model, tokenizer, retriever = load_realm(sys.argv[1])
 result = predict(model, tokenizer, json.loads(sys.argv[3]))

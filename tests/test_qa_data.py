@@ -1,4 +1,4 @@
-"""Tests for the open-QA question loaders (`realm_hf/qa_data.py`).
+"""Tests for the open-QA question loaders (`realm_hf/evaluation/qa_data.py`).
 
 The first part writes small files into `tmp_path`. The second part loads the real benchmark files from the project's
 shared data folder when it is present next to the repository (`<repo>/../shared/data`) and checks the row counts
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from realm_hf.metrics import compute_open_qa_scores
-from realm_hf.qa_data import (
+from realm_hf.evaluation.metrics import compute_open_qa_scores
+from realm_hf.evaluation.qa_data import (
     QADataError,
     load_curatedtrec,
     load_nq_open,
@@ -123,7 +123,7 @@ def test_empty_questions_are_skipped_with_one_warning(tmp_path, caplog):
         + _jsonl({"question": "   ", "answer": ["b"]}, {"question": "q4", "answer": ["c"]})
         + "\n\n",  # blank lines at the end of the file are not reported
     )
-    with caplog.at_level(logging.WARNING, logger="realm_hf.qa_data"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.evaluation.qa_data"):
         ds = load_nq_open(path)
     assert ds["question"] == ["q1", "q4"]
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
@@ -135,7 +135,7 @@ def test_empty_questions_are_skipped_with_one_warning(tmp_path, caplog):
 
 def test_empty_question_in_tsv_is_skipped(tmp_path, caplog):
     path = _write(tmp_path / "t.txt", "q1\t['a']\n\t['b']\nq3\t['c']\n")
-    with caplog.at_level(logging.WARNING, logger="realm_hf.qa_data"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.evaluation.qa_data"):
         ds = load_nq_open(path)
     assert ds["question"] == ["q1", "q3"]
     assert "Skipped 1 record(s)" in caplog.text and "line(s) 2" in caplog.text
@@ -273,7 +273,7 @@ def test_squad_open_duplicate_passage(tmp_path):
     ],
 )
 def test_real_question_sets(loader, relative_path, num_rows, answer_type, caplog):
-    with caplog.at_level(logging.WARNING, logger="realm_hf.qa_data"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.evaluation.qa_data"):
         ds = loader(DATA_DIR / relative_path)
     assert len(ds) == num_rows
     assert not caplog.records  # no empty questions in the published files

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from realm_hf import RealmConfig, RealmForOpenQA, RealmTokenizerFast
-from realm_hf.index import RealmIndex
-from realm_hf.legacy import load_legacy_block_emb
-from realm_hf.retrieval_realm import RealmRetriever, find_answer_spans, longest_first_lengths_array
+from realm_hf.retrieval.formats import longest_first_lengths_array
+from realm_hf.retrieval.index import RealmIndex
+from realm_hf.retrieval.legacy import load_legacy_block_emb
+from realm_hf.retrieval.retriever import RealmRetriever, find_answer_spans
 
 from .utils import REFERENCE, make_retriever, openqa_retriever
 
@@ -297,3 +298,20 @@ def test_open_qa_bad_answer_format(openqa_tokenizer, blocks, tiny_config):
         model(**batch, answer_ids=[[5, 6], [7]])
     with pytest.raises(ValueError, match="answers for 1 questions"):
         model(**batch, answer_ids=[[[5, 6]]])
+
+
+def test_models_take_any_retriever_of_the_protocol_and_refuse_other_objects(openqa_tokenizer, blocks, tiny_config):
+    from realm_hf import RealmForPreTraining
+    from realm_hf.retrieval.protocols import Index, Retriever
+
+    retriever = make_retriever(blocks, openqa_tokenizer)
+    assert isinstance(retriever, Retriever) and isinstance(retriever.index, Index)
+    for model_class in (RealmForOpenQA, RealmForPreTraining):
+        model = model_class(tiny_config, retriever=retriever)
+        assert model.retriever is retriever
+        with pytest.raises(TypeError, match="retrieve_for_pretraining"):
+            model.set_retriever(retriever.index)  # an index is not a retriever
+        with pytest.raises(TypeError, match="RealmRetriever"):
+            model_class(tiny_config, retriever=object())
+        model.set_retriever(None)
+        assert model.retriever is None

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from realm_hf import RealmReader
 from realm_hf.modeling_realm import _mask_to_score
-from realm_hf.retrieval_realm import longest_first_lengths_array
+from realm_hf.retrieval.formats import longest_first_lengths_array
 
 
 def longest_first_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:

@@ -1,8 +1,8 @@
-"""The one local-or-Hub resolver (`realm_hf.storage.resolve_directory`)."""
+"""The one local-or-Hub resolver (`realm_hf.retrieval.storage.resolve_directory`)."""
 
 import pytest
 
-from realm_hf.storage import resolve_directory
+from realm_hf.retrieval.storage import resolve_directory
 
 
 def test_local_directories_and_their_subfolders(tmp_path):
@@ -23,7 +23,9 @@ def test_local_directories_and_their_subfolders(tmp_path):
     ],
 )
 def test_what_is_neither_a_directory_nor_a_repo_id_is_refused_without_a_request(name, message, monkeypatch):
-    monkeypatch.setattr("realm_hf.storage.snapshot_download", lambda *a, **k: pytest.fail("no download expected"))
+    monkeypatch.setattr(
+        "realm_hf.retrieval.storage.snapshot_download", lambda *a, **k: pytest.fail("no download expected")
+    )
     with pytest.raises(ValueError, match=message):
         resolve_directory(name)
 
@@ -41,7 +43,7 @@ def test_repo_ids_are_downloaded_with_the_given_options(monkeypatch, tmp_path):
         calls.append((repo_id, kwargs))
         return str(tmp_path)
 
-    monkeypatch.setattr("realm_hf.storage.snapshot_download", snapshot_download)
+    monkeypatch.setattr("realm_hf.retrieval.storage.snapshot_download", snapshot_download)
     assert (
         resolve_directory("owner/index", repo_type="dataset", subfolder="index", revision="v1") == tmp_path / "index"
     )

@@ -2,7 +2,7 @@
 
 import pytest
 
-from realm_hf.synthetic import make_synthetic_knowledge
+from realm_hf.demo.synthetic import make_synthetic_knowledge
 
 
 def test_every_fact_is_stated_by_its_evidence_document_in_other_words():

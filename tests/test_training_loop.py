@@ -28,10 +28,10 @@ from realm_hf import (
     refresh_index,
     train_inverse_cloze_task,
 )
-from realm_hf.corpus import tokenize_blocks
-from realm_hf.demo import DemoArguments, demo_config
-from realm_hf.pretraining import latest_checkpoint
-from realm_hf.synthetic import make_synthetic_knowledge
+from realm_hf.demo.job import DemoArguments, demo_config
+from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.retrieval.corpus import tokenize_blocks
+from realm_hf.training.pretraining import latest_checkpoint
 
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "tiny_pretraining.py"

@@ -5,10 +5,10 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from realm_hf.corpus import tokenize_blocks
-from realm_hf.index import RealmIndex
-from realm_hf.legacy import load_legacy_block_emb
-from realm_hf.retrieval_realm import RealmRetriever
+from realm_hf.retrieval.corpus import tokenize_blocks
+from realm_hf.retrieval.index import RealmIndex
+from realm_hf.retrieval.legacy import load_legacy_block_emb
+from realm_hf.retrieval.retriever import RealmRetriever
 
 
 #: Tiny checkpoints saved by the original implementation (transformers 4.46.3), with their inputs and outputs.

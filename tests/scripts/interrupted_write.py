@@ -70,7 +70,7 @@ def interrupting_open(original, name_part: str, kill: bool):
 
 
 def kill_card_write(path: Path) -> None:
-    from realm_hf.model_card import save_model_card
+    from realm_hf.hub.model_card import save_model_card
 
     io.open = interrupting_open(io.open, "README.md", kill=True)
     save_model_card(NEW_CARD, path)
@@ -78,13 +78,13 @@ def kill_card_write(path: Path) -> None:
 
 def kill_index_save(directory: Path, stage: str) -> None:
     import realm_hf.file_utils
-    import realm_hf.index
-    from realm_hf.index import RealmIndex
+    import realm_hf.retrieval.index
+    from realm_hf.retrieval.index import RealmIndex
 
     old = RealmIndex.from_pretrained(directory, mmap=False)
     new = old.refresh(-np.asarray(old.embeddings), show_progress=False)
     if stage == "embeddings":
-        original_write = realm_hf.index._write_embeddings
+        original_write = realm_hf.retrieval.index._write_embeddings
 
         def write_embeddings(embeddings, path):
             original_write(embeddings, path)
@@ -92,9 +92,9 @@ def kill_index_save(directory: Path, stage: str) -> None:
             Path(path).write_bytes(data[: len(data) // 2])
             die()
 
-        realm_hf.index._write_embeddings = write_embeddings
+        realm_hf.retrieval.index._write_embeddings = write_embeddings
     elif stage == "before-swap":
-        realm_hf.index.replace_directory = lambda tmp, target: die()
+        realm_hf.retrieval.index.replace_directory = lambda tmp, target: die()
     elif stage == "after-swap":
         original_exchange = realm_hf.file_utils._exchange
 

@@ -25,9 +25,9 @@ from transformers import TrainerCallback, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from realm_hf import RealmConfig, RealmForOpenQA, RealmIndex, RealmRetriever, RealmTokenizerFast, embed_corpus
-from realm_hf.corpus import tokenize_blocks
-from realm_hf.openqa_training import DataCollatorForRealmOpenQA, RealmTrainer
-from realm_hf.synthetic import make_synthetic_knowledge
+from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.retrieval.corpus import tokenize_blocks
+from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 
 
 KILL_ENV = "REALM_TEST_KILL_AT"

@@ -29,8 +29,8 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import save_file
 
-import realm_hf.index
-import realm_hf.pretraining
+import realm_hf.retrieval.index
+import realm_hf.training.pretraining
 from realm_hf import (
     DataCollatorForRealmPreTraining,
     RealmConfig,
@@ -43,9 +43,9 @@ from realm_hf import (
     tag_salient_spans,
     train_realm,
 )
-from realm_hf.corpus import tokenize_blocks
-from realm_hf.pretraining import latest_checkpoint
-from realm_hf.synthetic import make_synthetic_knowledge
+from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.retrieval.corpus import tokenize_blocks
+from realm_hf.training.pretraining import latest_checkpoint
 
 
 KILL_ENV = "REALM_TEST_KILL_AT"
@@ -73,8 +73,8 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
     def current_step() -> int:
         return schedulers[0].last_epoch if schedulers else 0
 
-    original_schedule = realm_hf.pretraining.get_linear_schedule_with_warmup
-    original_optimizer = realm_hf.pretraining._optimizer
+    original_schedule = realm_hf.training.pretraining.get_linear_schedule_with_warmup
+    original_optimizer = realm_hf.training.pretraining._optimizer
 
     def schedule(*args, **kwargs):
         schedulers.append(original_schedule(*args, **kwargs))
@@ -90,7 +90,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
         result.register_step_post_hook(after_step)
         return result
 
-    original_refresh = realm_hf.pretraining.refresh_index
+    original_refresh = realm_hf.training.pretraining.refresh_index
 
     def refresh(*args, **kwargs):
         new_index = original_refresh(*args, **kwargs)
@@ -98,11 +98,11 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
             die()
         return new_index
 
-    original_write_files = realm_hf.index.RealmIndex._write_files
+    original_write_files = realm_hf.retrieval.index.RealmIndex._write_files
 
     def write_files(index, directory):
         if ("index-save", current_step()) in points:
-            realm_hf.index._write_corpus(index.corpus, directory / index.config.corpus_dir)
+            realm_hf.retrieval.index._write_corpus(index.corpus, directory / index.config.corpus_dir)
             die()
         original_write_files(index, directory)
 
@@ -123,10 +123,10 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
             die()
         return result
 
-    realm_hf.pretraining.get_linear_schedule_with_warmup = schedule
-    realm_hf.pretraining._optimizer = optimizer
-    realm_hf.pretraining.refresh_index = refresh
-    realm_hf.index.RealmIndex._write_files = write_files
+    realm_hf.training.pretraining.get_linear_schedule_with_warmup = schedule
+    realm_hf.training.pretraining._optimizer = optimizer
+    realm_hf.training.pretraining.refresh_index = refresh
+    realm_hf.retrieval.index.RealmIndex._write_files = write_files
     accelerate.checkpointing.save = save
     accelerator.save_state = save_state
 

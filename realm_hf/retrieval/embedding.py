@@ -18,38 +18,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from .file_utils import atomic_open
+from ..file_utils import atomic_open
+from .formats import document_tower_inputs
 
 
 logger = logging.get_logger(__name__)
-
-
-def document_tower_inputs(
-    titles: list[list[int]],
-    bodies: list[list[int]],
-    cls_token_id: int,
-    sep_token_id: int,
-    pad_token_id: int,
-    max_length: int = 288,
-) -> dict[str, torch.Tensor]:
-    """`[CLS] title [SEP] body [SEP]` inputs (token type 0 for the title part, 1 for the body), padded to the longest.
-
-    Titles keep at most half of `max_length`; bodies are cut to what is left.
-    """
-    rows = []
-    for title, body in zip(titles, bodies):
-        title = list(title)[: max(0, max_length // 2 - 2)]
-        body = list(body)[: max(0, max_length - 3 - len(title))]
-        rows.append(([cls_token_id, *title, sep_token_id, *body, sep_token_id], len(title) + 2))
-    length = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    token_type_ids = torch.zeros_like(input_ids)
-    for i, (ids, body_start) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention_mask[i, : len(ids)] = 1
-        token_type_ids[i, body_start : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
 def _column_lists(corpus: datasets.Dataset, name: str, start: int, end: int) -> list[list[int]]:

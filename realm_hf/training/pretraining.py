@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from .file_utils import replace_directory
-from .index import RealmIndex
-from .index_refresh import AsyncIndexRefresher, IndexRefreshSchedule, RefreshRecord, refresh_index
+from ..file_utils import replace_directory
+from ..retrieval.index import RealmIndex
+from ..retrieval.refresh import AsyncIndexRefresher, IndexRefreshSchedule, RefreshRecord, refresh_index
+from ..retrieval.retriever import RealmRetriever
 from .optimization import parameter_groups
-from .retrieval_realm import RealmRetriever
 
 
 logger = hf_logging.get_logger(__name__)
@@ -139,7 +139,7 @@ def train_realm(
         model ([`RealmForPreTraining`]): The model (its retriever is set here).
         tokenizer: The corpus tokenizer.
         index ([`RealmIndex`]): The initial knowledge index (built with the model's current document tower).
-        train_dataset: Masked-LM examples for `data_collator` (e.g. from `realm_hf.masking.tag_salient_spans`).
+        train_dataset: Masked-LM examples for `data_collator` (e.g. from `realm_hf.training.masking.tag_salient_spans`).
         data_collator: E.g. [`DataCollatorForRealmPreTraining`]; if it has `state_dict`/`load_state_dict`, its state
             is checkpointed too.
         args ([`RealmPreTrainingArguments`]): Training arguments.

@@ -7,10 +7,10 @@ was not released). This module does the offline part:
 
 - a *tagger* maps texts to character spans `(start, end, label)`: [`RuleBasedTagger`] needs no model,
   [`SpacyTagger`] wraps spaCy and [`TransformersNERTagger`] wraps a `transformers` token-classification pipeline;
-- [`~realm_hf.corpus.split_sentences`] is the small regex sentence splitter (shared with block packing);
+- [`~realm_hf.retrieval.corpus.split_sentences`] is the small regex sentence splitter (shared with block packing);
 - [`tag_salient_spans`] runs both over a `datasets.Dataset` with `Dataset.map` (once, never per training step) and
   emits one row per sentence with its wordpiece ids and the salient spans as wordpiece index ranges. The masking
-  itself happens in [`~realm_hf.data_collator.DataCollatorForRealmPreTraining`].
+  itself happens in [`~realm_hf.training.collators.DataCollatorForRealmPreTraining`].
 """
 
 import bisect
@@ -20,9 +20,11 @@ from typing import Any, Protocol
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
+from transformers import Pipeline, pipeline
 from transformers.utils import logging
 
-from .corpus import ABBREVIATIONS, split_sentences
+from ..retrieval.corpus import ABBREVIATIONS, split_sentences
 
 
 logger = logging.get_logger(__name__)
@@ -103,7 +105,7 @@ class RuleBasedTagger:
     Example:
 
     ```python
-    >>> from realm_hf.masking import RuleBasedTagger
+    >>> from realm_hf.training.masking import RuleBasedTagger
     >>> RuleBasedTagger()(["Alan Turing was born in London on 23 June 1912."])
     [[(0, 11, 'NAME'), (24, 30, 'NAME'), (34, 46, 'DATE')]]
     ```
@@ -340,7 +342,6 @@ class TransformersNERTagger:
         split_into_sentences: bool = True,
         **pipeline_kwargs: Any,
     ) -> None:
-        from transformers import Pipeline, pipeline
 
         self.labels = None if labels is None else list(labels)
         self.batch_size = batch_size
@@ -500,8 +501,6 @@ def tag_salient_spans(
         },
     )
     if logger.isEnabledFor(logging.INFO):
-        import pyarrow.compute as pc
-
         num_spans = pc.list_value_length(tagged.data.column("salient_spans"))
         with_spans = pc.sum(pc.greater(num_spans, 0)).as_py() or 0
         logger.info(

@@ -5,7 +5,7 @@ Every loader returns a `datasets.Dataset` with at least the columns
 - `question` (`str`),
 - `answers` (`list[str]`): the acceptable answers (answer regular expressions for CuratedTREC),
 - `answer_type` (`str`): `"text"` or `"regex"`, the mode to pass to the open-QA metric
-  ([`realm_hf.metrics.OpenQA`]),
+  ([`realm_hf.evaluation.metrics.OpenQA`]),
 
 plus `id` when the source file has one, and `title` / `gold_passage_id` for SQuAD-open.
 
@@ -509,7 +509,7 @@ def load_squad_open(
 
 def gold_doc_ids(questions, passages) -> list[int]:
     """The `doc_id` of each question's gold passage (its row in `passages`, as
-    [`~realm_hf.corpus.split_documents_into_blocks`] numbers documents), from the `gold_passage_id` column that
+    [`~realm_hf.retrieval.corpus.split_documents_into_blocks`] numbers documents), from the `gold_passage_id` column that
     [`load_squad_open`] writes.
 
     Raises:

@@ -24,7 +24,8 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from .embedding import embed_corpus
-from .index import RealmIndex, compute_embedder_fingerprint
+from .fingerprint import compute_embedder_fingerprint
+from .index import RealmIndex
 
 
 logger = logging.get_logger(__name__)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,37 +18,15 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .formats import longest_first_lengths_array, pad_pairs, pair, truncate_document
+from .index import INDEX_CONFIG_NAME, RealmIndex
+from .legacy import load_legacy_block_emb
+from .storage import resolve_directory
 
-if TYPE_CHECKING:
-    from .index import RealmIndex
 
 logger = logging.get_logger(__name__)
 
 INDEX_SUBFOLDER = "index"
-
-
-def longest_first_lengths_array(len_a: np.ndarray, len_b: np.ndarray, budget: int) -> np.ndarray:
-    """Lengths two segments keep under the `tokenizers` library's longest-first pair truncation, for arrays of segment
-    lengths (broadcast together).
-
-    Args:
-        len_a, len_b (`np.ndarray` of int): Lengths of the first and second segments.
-        budget (`int`): Tokens available for both segments.
-
-    Returns:
-        `np.ndarray` of shape `broadcast(len_a, len_b).shape + (2,)`: the kept lengths of both segments.
-    """
-    len_a, len_b = np.broadcast_arrays(np.asarray(len_a, dtype=np.int64), np.asarray(len_b, dtype=np.int64))
-    swap = len_a > len_b
-    shorter, longer = np.where(swap, len_b, len_a), np.where(swap, len_a, len_b)
-    longer = np.where(shorter > budget, shorter, np.maximum(shorter, budget - shorter))
-    over = shorter + longer > budget
-    shorter = np.where(over, budget // 2, shorter)
-    longer = np.where(over, budget // 2 + budget % 2, longer)
-    kept_a = np.minimum(np.where(swap, longer, shorter), len_a)
-    kept_b = np.minimum(np.where(swap, shorter, longer), len_b)
-    fits = len_a + len_b <= budget
-    return np.stack([np.where(fits, len_a, kept_a), np.where(fits, len_b, kept_b)], axis=-1)
 
 
 def find_answer_spans(
@@ -119,7 +96,7 @@ class RealmRetriever:
         if "token_ids" not in index.corpus.column_names:
             raise ValueError(
                 "RealmRetriever needs a corpus with pre-tokenized blocks (a `token_ids` column); build it with "
-                "`realm_hf.corpus.split_documents_into_blocks`."
+                "`realm_hf.retrieval.corpus.split_documents_into_blocks`."
             )
         self.index = index
         self.tokenizer = tokenizer
@@ -171,7 +148,6 @@ class RealmRetriever:
         Raises:
             `ValueError`: if there is no index there, or only a legacy one and `allow_pickle` is not set.
         """
-        from .storage import resolve_directory
 
         directory = resolve_directory(
             pretrained_name_or_path, revision=revision, token=token, cache_dir=cache_dir,
@@ -414,19 +390,14 @@ class RealmRetriever:
                     title = title_values[title_offsets[position] : title_offsets[position + 1]].tolist()
                     body = values[offsets[position] : offsets[position + 1]].tolist()
                     position += 1
-                title = title[: max(0, max_block_length // 2 - 2)]
-                body_budget = max(0, max_block_length - 3 - len(title))
-                candidates.append(self._pair(title, body[:body_budget]))
-                joints.append(self._pair(query, body[:body_budget]))
+                title, body = truncate_document(title, body, max_block_length)
+                candidates.append(pair(self.cls_token_id, title, self.sep_token_id, body))
+                joints.append(pair(self.cls_token_id, query, self.sep_token_id, body))
         out = {"retrieved_block_ids": torch.from_numpy(block_ids)}
         for prefix, rows in (("candidate", candidates), ("joint", joints)):
-            for key, tensor in _pad_pairs(rows, self.pad_token_id).items():
+            for key, tensor in pad_pairs(rows, self.pad_token_id).items():
                 out[f"{prefix}_{key}"] = tensor.view(batch_size, num_k, -1)
         return out
-
-    def _pair(self, first: list[int], second: list[int]) -> tuple[list[int], int]:
-        """`[CLS] first [SEP] second [SEP]` and the position where segment B (token type 1) starts."""
-        return [self.cls_token_id, *first, self.sep_token_id, *second, self.sep_token_id], len(first) + 2
 
     def _search_excluding(
         self, queries: np.ndarray, num_retrieve: int, exclude_doc_ids: torch.Tensor | Sequence[int] | None
@@ -540,7 +511,6 @@ def load_index_in(
         [`PickleNotAllowedError`]: if there is only a legacy index and `allow_pickle` is not set.
         `ValueError`: if there is only a legacy index and no `tokenizer` to tokenize its blocks.
     """
-    from .index import INDEX_CONFIG_NAME, RealmIndex
 
     directory = Path(directory)
     if (directory / INDEX_SUBFOLDER / INDEX_CONFIG_NAME).is_file():
@@ -553,11 +523,10 @@ def load_index_in(
             f"{directory} holds a legacy {LEGACY_BLOCK_RECORDS_NAME}, a pickled numpy array: unpickling can execute "
             "arbitrary code, so the knowledge index was not loaded. If you trust the file, pass `allow_pickle=True` "
             "to build the index from it, or convert the checkpoint once with `realm-hf convert` "
-            "(realm_hf.convert.convert_legacy_checkpoint) into the pickle-free layout."
+            "(realm_hf.hub.convert.convert_legacy_checkpoint) into the pickle-free layout."
         )
     if tokenizer is None:
         raise ValueError(f"{directory} has a {LEGACY_BLOCK_RECORDS_NAME} but no tokenizer to tokenize its blocks.")
-    from .legacy import load_legacy_block_emb
 
     block_emb = load_legacy_block_emb(directory)
     return RealmIndex.from_legacy(block_records, block_emb, tokenizer, allow_pickle=True, show_progress=False)
@@ -567,16 +536,3 @@ def _as_numpy(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
     if torch.is_tensor(embeddings):
         return embeddings.detach().float().cpu().numpy()
     return np.asarray(embeddings, dtype=np.float32)
-
-
-def _pad_pairs(rows: list[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pads `[CLS] a [SEP] b [SEP]` rows (with the start of segment b) to the longest row."""
-    length = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, (ids, second_start) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[i, : len(ids)] = 1
-        token_type_ids[i, second_start : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -1,6 +1,6 @@
 """Data collators for REALM pre-training (salient span masking) and for the Inverse Cloze Task (ICT) warm start.
 
-- [`DataCollatorForRealmPreTraining`] turns sentences tagged by [`~realm_hf.masking.tag_salient_spans`] into masked
+- [`DataCollatorForRealmPreTraining`] turns sentences tagged by [`~realm_hf.training.masking.tag_salient_spans`] into masked
   queries `[CLS] sentence [SEP]` with one salient span masked (REALM, Guu et al. 2020, §3.4), or with the random
   token / random span masking of the paper's ablation (Table 2).
 - [`prepare_ict_examples`] and [`DataCollatorForInverseClozeTask`] build ICT batches (ORQA, Lee et al. 2019): a
@@ -85,7 +85,7 @@ def _pad_length(length: int, multiple: int | None) -> int:
 class DataCollatorForRealmPreTraining:
     """Builds masked-language-model queries for REALM pre-training from tagged sentences.
 
-    Every example is one sentence from [`~realm_hf.masking.tag_salient_spans`]: a dict with `token_ids` (wordpieces
+    Every example is one sentence from [`~realm_hf.training.masking.tag_salient_spans`]: a dict with `token_ids` (wordpieces
     without special tokens), `salient_spans` (`[start, end)` wordpiece ranges) and `doc_id` (the document the
     sentence comes from, so that the model can exclude it from retrieval; `-1` when missing). The sentence is
     truncated to `max_length - 2` wordpieces (spans that no longer fit are dropped) and becomes
@@ -368,13 +368,13 @@ def prepare_ict_examples(
 ) -> datasets.Dataset:
     """Turn evidence blocks into Inverse Cloze Task examples: the title and the sentences, tokenized once.
 
-    Each block's text is split with [`~realm_hf.masking.split_sentences`] and every sentence is tokenized without
+    Each block's text is split with [`~realm_hf.training.masking.split_sentences`] and every sentence is tokenized without
     special tokens (special-token strings in the text are tokenized as text). Sentences without wordpieces are dropped,
     then blocks with fewer than `min_sentences` sentences (ORQA drops masked examples of single-sentence blocks).
 
     Args:
         blocks_dataset (`datasets.Dataset`):
-            Evidence blocks, for example from [`~realm_hf.corpus.split_documents_into_blocks`], with a `title` and a
+            Evidence blocks, for example from [`~realm_hf.retrieval.corpus.split_documents_into_blocks`], with a `title` and a
             `text` column (a missing title column means empty titles). A `doc_id` column is kept; other columns are
             dropped.
         tokenizer ([`PreTrainedTokenizerBase`]):

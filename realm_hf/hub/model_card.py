@@ -29,8 +29,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from .file_utils import atomic_write_text
-from .version import __version__
+from ..file_utils import atomic_write_text
+from ..retrieval.retriever import RealmRetriever
+from ..version import __version__
 
 
 logger = logging.get_logger(__name__)
@@ -210,7 +211,6 @@ class RealmModelCardData:
             index ([`RealmIndex`] or [`RealmRetriever`]):
                 The knowledge index.
         """
-        from .retrieval_realm import RealmRetriever
 
         if isinstance(index, RealmRetriever):
             index = index.index
@@ -324,7 +324,7 @@ def generate_model_card(card_data: RealmModelCardData, template_path: str | Path
         card_data ([`RealmModelCardData`]):
             The card content.
         template_path (`str` or `Path`, *optional*):
-            A Jinja template; defaults to the packaged `realm_hf/templates/model_card.md`.
+            A Jinja template; defaults to the packaged `realm_hf/hub/templates/model_card.md`.
 
     Returns:
         `huggingface_hub.ModelCard`: the card; `str(card)` is the README.md content and `card.data` its metadata.
@@ -332,7 +332,7 @@ def generate_model_card(card_data: RealmModelCardData, template_path: str | Path
     Example:
 
     ```python
-    >>> from realm_hf.model_card import RealmModelCardData, generate_model_card, update_card_from_metrics
+    >>> from realm_hf.hub.model_card import RealmModelCardData, generate_model_card, update_card_from_metrics
     >>> card_data = RealmModelCardData(model_id="me/realm-nq", license="apache-2.0")
     >>> _ = update_card_from_metrics(card_data, {"eval_exact_match": 40.2}, "nq_open", "test")
     >>> card = generate_model_card(card_data)

@@ -4,7 +4,7 @@ r"""Publishing REALM checkpoints to the Hugging Face Hub, and loading them back.
 
 ```
 <user>/<model>                        (repo_type="model")
-├── README.md                         model card: `library_name: realm_hf`, tags, `model-index` (realm_hf.model_card)
+├── README.md                         model card: `library_name: realm_hf`, tags, `model-index` (realm_hf.hub.model_card)
 ├── config.json                       RealmConfig; `architectures` names the class load_realm instantiates
 ├── model.safetensors                 the weights (sharded as model-0000i-of-0000n.safetensors + index when large)
 ├── tokenizer.json                    tokenizer files (tokenizer_config.json, vocab.txt, ... as written by
@@ -30,7 +30,7 @@ into several commits.
 [`load_realm`] also reads the layouts of the original transformers checkpoints (`google/realm-*`:
 `pytorch_model.bin`, `vocab.txt` and, for `RealmForOpenQA`, `block_records.npy` plus the `block_emb` tensor in the
 weights). `block_records.npy` is a pickle and is only read with `allow_pickle=True`; `realm-hf convert`
-([`realm_hf.convert.convert_legacy_checkpoint`]) turns such a checkpoint into the layout above once and for all.
+([`realm_hf.hub.convert.convert_legacy_checkpoint`]) turns such a checkpoint into the layout above once and for all.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
@@ -49,22 +49,20 @@ from huggingface_hub.utils import get_token, validate_repo_id
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .file_utils import atomic_write_text
-from .model_card import RealmModelCardData, generate_model_card
-from .retrieval_realm import (
+from .. import modeling_realm
+from ..file_utils import atomic_write_text
+from ..modeling_realm import RealmPreTrainedModel
+from ..retrieval.index import RealmIndex
+from ..retrieval.retriever import (
     INDEX_SUBFOLDER,
     LEGACY_BLOCK_RECORDS_NAME,
     PickleNotAllowedError,
     RealmRetriever,
     load_index_in,
 )
-from .storage import resolve_directory
-from .version import __version__
-
-
-if TYPE_CHECKING:
-    from .index import RealmIndex
-    from .modeling_realm import RealmPreTrainedModel
+from ..retrieval.storage import resolve_directory
+from ..version import __version__
+from .model_card import RealmModelCardData, generate_model_card
 
 
 logger = logging.get_logger(__name__)
@@ -177,7 +175,7 @@ def publish_realm(
             Target repository, `"namespace/name"` (or `"name"` for the token's user).
         card (`ModelCard`, [`RealmModelCardData`] or `str`, *optional*):
             The model card: a `huggingface_hub.ModelCard`, card data to render, or the README.md text. By default a
-            card is generated from the model and the index (see [`realm_hf.model_card.generate_model_card`]).
+            card is generated from the model and the index (see [`realm_hf.hub.model_card.generate_model_card`]).
         commit_message (`str`, *optional*):
             Commit title.
         commit_description (`str`, *optional*):
@@ -203,7 +201,7 @@ def publish_realm(
     Example:
 
     ```python
-    >>> from realm_hf.hub import load_realm, publish_realm
+    >>> from realm_hf.hub.publish import load_realm, publish_realm
     >>> commit = publish_realm(model, tokenizer, retriever, repo_id="me/realm-nq", card=card_data)
     >>> model, tokenizer, retriever = load_realm("me/realm-nq")
     ```
@@ -495,19 +493,18 @@ def _index_card(index: RealmIndex, repo_id: str) -> str:
     return (
         f"---\n{data.to_yaml()}\n---\n\n"
         "# REALM knowledge index\n\n"
-        "A `realm_hf` knowledge index (`realm_hf.index.RealmIndex`): an Arrow corpus of pre-tokenized evidence blocks "
+        "A `realm_hf` knowledge index (`realm_hf.retrieval.index.RealmIndex`): an Arrow corpus of pre-tokenized evidence blocks "
         "(`corpus/`), their float32 embeddings (`embeddings.npy`) and, for approximate search, a FAISS index "
         "(`index.faiss`). No pickle.\n\n"
         "| Statistic | Value |\n|:--|:--|\n"
         f"| Blocks | {config.num_blocks} |\n| Embedding dimension | {config.dim} |\n"
         f"| FAISS index factory | `{config.index_factory}` |\n{fingerprint}\n"
-        "## Usage\n\n```python\nfrom realm_hf.index import RealmIndex\n\n"
+        "## Usage\n\n```python\nfrom realm_hf.retrieval.index import RealmIndex\n\n"
         f'index = RealmIndex.from_pretrained("{repo_id}")\n```\n'
     )
 
 
 def _model_class(directory: Path) -> type:
-    from . import modeling_realm
 
     config_file = directory / CONFIG_NAME
     if not config_file.is_file():

@@ -14,7 +14,7 @@
 """Open-domain QA metric (exact match, token F1, regex match) as used by ORQA and REALM.
 
 This file is a self-contained `evaluate` module: it can be loaded with `evaluate.load("<path>/open_qa.py")` (no Hub
-access needed) or imported directly (`from realm_hf.metrics import OpenQA`). It must only import installed packages,
+access needed) or imported directly (`from realm_hf.evaluation.metrics import OpenQA`). It must only import installed packages,
 one import per line, because `evaluate` parses the imports of a metric script before loading it.
 """
 
@@ -284,7 +284,7 @@ class OpenQA(evaluate.Metric):
     """
     `evaluate` metric for open-domain QA: exact match and F1 over answer lists, or regex match for CuratedTREC.
 
-    Load it with `evaluate.load("<path>/open_qa.py")`, [`realm_hf.metrics.load_open_qa_metric`] or instantiate it
+    Load it with `evaluate.load("<path>/open_qa.py")`, [`realm_hf.evaluation.metrics.load_open_qa_metric`] or instantiate it
     directly: `OpenQA()` (text answers) or `OpenQA(config_name="regex")` (answer regular expressions).
     """
 

@@ -52,17 +52,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from .configuration_realm import RealmConfig
-from .corpus import tokenize_blocks
-from .data_collator import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
-from .embedding import embed_corpus
-from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
-from .index import RealmIndex
-from .masking import tag_salient_spans
-from .modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
-from .pretraining import RealmPreTrainingArguments, train_realm
+from ..configuration_realm import RealmConfig
+from ..modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
+from ..retrieval.corpus import tokenize_blocks
+from ..retrieval.embedding import embed_corpus
+from ..retrieval.index import RealmIndex
+from ..retrieval.retriever import RealmRetriever
+from ..tokenization_realm import RealmTokenizerFast
+from ..training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
+from ..training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
+from ..training.masking import tag_salient_spans
+from ..training.pretraining import RealmPreTrainingArguments, train_realm
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
-from .tokenization_realm import RealmTokenizerFast
 
 
 logger = logging.get_logger(__name__)
@@ -82,7 +83,11 @@ class DemoArguments:
     output_dir: str = _arg("realm-demo", "Where the tokenizer, checkpoints, indexes and report go.")
     max_steps: int = _arg(300, "REALM pre-training steps.")
     batch_size: int = _arg(32, "Masked sentences per step (also the batch of the warm starts).")
-    learning_rate: float = _arg(1e-3, "Peak learning rate of the knowledge-augmented encoder.")
+    learning_rate: float = _arg(
+        3e-4,
+        "Peak learning rate of the knowledge-augmented encoder during REALM pre-training (lower than the reading warm "
+        "start's, so that the encoder keeps reading while the retriever still rarely finds the evidence).",
+    )
     retriever_learning_rate: float | None = _arg(
         1e-4, "Peak learning rate of the query and document embedders (None: the encoder's)."
     )
@@ -261,7 +266,6 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
 
     Returns the logged history (`step`, `loss`, `reading_accuracy`).
     """
-    from .retrieval_realm import RealmRetriever
 
     config = model.config
     collator = DataCollatorForRealmPreTraining(tokenizer, masking="salient_span", max_length=48, seed=args.seed)
@@ -427,7 +431,6 @@ def _build_index(model, corpus, tokenizer) -> RealmIndex:
 
 
 def _initial_eval(model, index, tokenizer, evaluate) -> dict:
-    from .retrieval_realm import RealmRetriever
 
     retriever = RealmRetriever(index, tokenizer)
     model.set_retriever(retriever)

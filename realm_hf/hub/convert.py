@@ -2,7 +2,7 @@ r"""Convert checkpoints of the original transformers REALM (`google/realm-*`) in
 
 The original checkpoints store weights as `pytorch_model.bin` (a pickle, read here with torch's weights-only
 unpickler), the corpus embeddings of `RealmForOpenQA` as a `block_emb` tensor inside the weights, and the corpus as
-`block_records.npy`, a pickled numpy object array. The conversion writes the layout of [`realm_hf.hub`]:
+`block_records.npy`, a pickled numpy object array. The conversion writes the layout of [`realm_hf.hub.publish`]:
 `model.safetensors` (without `block_emb` and without the `position_ids` buffers), `config.json`, the tokenizer files,
 the knowledge index in `index/` (Arrow corpus + `embeddings.npy`, no pickle) and a model card. The output directory
 is written atomically: into a temporary sibling directory first, which then replaces the target.
@@ -11,7 +11,7 @@ Command line (wired as `realm-hf convert`):
 
 ```bash
 realm-hf convert google/realm-orqa-nq-openqa ./realm-orqa-nq-openqa --allow-pickle
-python -m realm_hf.convert ./legacy_checkpoint ./converted
+python -m realm_hf.hub.convert ./legacy_checkpoint ./converted
 ```
 """
 
@@ -30,16 +30,18 @@ from typing import Any
 
 from transformers.utils import logging
 
-from .file_utils import replace_directory
-from .hub import (
+from ..file_utils import replace_directory
+from ..retrieval.index import RealmIndex
+from ..retrieval.legacy import load_legacy_block_emb
+from ..retrieval.storage import resolve_directory
+from .model_card import RealmModelCardData
+from .publish import (
     _IGNORED_DOWNLOADS,
     LEGACY_BLOCK_RECORDS_NAME,
     _load_tokenizer,
     _model_class,
     save_realm,
 )
-from .model_card import RealmModelCardData
-from .storage import resolve_directory
 
 
 logger = logging.get_logger(__name__)
@@ -116,7 +118,7 @@ def convert_legacy_checkpoint(
     if card_data.model_description is None:
         card_data.model_description = (
             f"Converted from the original transformers REALM checkpoint `{os.fspath(source_dir_or_repo)}` with "
-            "`realm_hf.convert` (weights as safetensors, corpus as a pickle-free `RealmIndex`)."
+            "`realm_hf.hub.convert` (weights as safetensors, corpus as a pickle-free `RealmIndex`)."
         )
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +139,6 @@ def convert_legacy_checkpoint(
 def _convert_index(
     source_dir: Path, records_path: Path, tokenizer: Any, allow_pickle: bool, explicit: bool
 ) -> Any | None:
-    from .index import RealmIndex
-    from .legacy import load_legacy_block_emb
 
     if not records_path.is_file():
         if explicit:
@@ -238,7 +238,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m realm_hf.convert SOURCE OUTPUT_DIR [--allow-pickle] ...`."""
+    """Entry point of `python -m realm_hf.hub.convert SOURCE OUTPUT_DIR [--allow-pickle] ...`."""
     parser = argparse.ArgumentParser(prog="realm-hf convert", description=_DESCRIPTION)
     _add_arguments(parser)
     args = parser.parse_args(argv)

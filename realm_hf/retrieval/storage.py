@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import validate_repo_id
 
-from .version import __version__
+from ..version import __version__
 
 
 def resolve_directory(

@@ -6,8 +6,12 @@ more: the corpus embeddings `block_emb` that `RealmForOpenQA` checkpoints stored
 
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 from transformers.utils import logging
 
@@ -27,8 +31,6 @@ def _resolve_weights_file(path: str | os.PathLike, **hub_kwargs) -> Path:
             if (path / name).is_file():
                 return path / name
         raise FileNotFoundError(f"No {' or '.join(_WEIGHT_FILES)} in {path}.")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
 
     for name in _WEIGHT_FILES:
         try:
@@ -75,3 +77,38 @@ def load_legacy_block_emb(path: str | os.PathLike, **hub_kwargs) -> torch.Tensor
         raise ValueError(f"{weights_file}: {BLOCK_EMB_KEY} must be 2-D, got shape {tuple(block_emb.shape)}.")
     logger.info(f"Read {BLOCK_EMB_KEY} {tuple(block_emb.shape)} from {weights_file}.")
     return block_emb
+
+
+def load_legacy_block_records(path: str | os.PathLike, allow_pickle: bool) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is missing.")
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = readers[version](f, max_header_size=1 << 20)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a readable .npy file: {err}") from err
+    if dtype.hasobject and not allow_pickle:
+        raise ValueError(
+            f"{path} is a numpy object array, i.e. a pickle (the legacy transformers REALM `block_records.npy` "
+            "format); unpickling can execute arbitrary code. If you trust the file, pass `allow_pickle=True` to "
+            "convert it once, then use `save_pretrained`, whose output has no pickle."
+        )
+    records = np.load(path, allow_pickle=allow_pickle)
+    if records.ndim != 1:
+        raise ValueError(f"{path} must hold a 1-D array of blocks, got shape {shape}.")
+    return records
+
+
+def decode_legacy_record(record: Any, row: int, path: str | os.PathLike) -> str:
+    if isinstance(record, (bytes, np.bytes_)):
+        try:
+            return bytes(record).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: block {row} is not valid UTF-8 ({err}).") from err
+    if isinstance(record, str):
+        return record
+    raise ValueError(f"{path}: block {row} is a {type(record).__name__}, expected UTF-8 bytes.")

@@ -4,7 +4,7 @@ The metric lives in `open_qa/open_qa.py`, a self-contained `evaluate` module scr
 used in three equivalent ways, all offline:
 
 ```py
->>> from realm_hf.metrics import OpenQA, load_open_qa_metric
+>>> from realm_hf.evaluation.metrics import OpenQA, load_open_qa_metric
 >>> OpenQA().compute(predictions=["Paris"], references=[["paris", "Paris, France"]])
 {'exact_match': 100.0, 'f1': 100.0}
 >>> load_open_qa_metric().compute(predictions=["Paris"], references=[["paris"]])  # through `evaluate.load`
@@ -51,7 +51,7 @@ def load_open_qa_metric(answer_type: str = "text", **kwargs: Any):
     Returns:
         `evaluate.EvaluationModule`: The loaded metric.
     """
-    import evaluate
+    import evaluate  # deferred: it takes about a second to import, and only this loader needs it
 
     if answer_type not in ANSWER_TYPES:
         raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}.")

@@ -2,38 +2,29 @@
 
 Design notes (the measurements behind them are in `benchmarks/README.md`, "Design measurements of the index"):
 
-* **Metric.** Always `faiss.METRIC_INNER_PRODUCT` (REALM scores a block by the inner product of the query and block
-  embeddings). `datasets.Dataset.add_faiss_index` defaults to L2, which is one reason the FAISS object is managed
-  here instead of being attached to the corpus.
+* **Search** (exact brute force and FAISS) lives in `search`; the FAISS object is managed here instead of being
+  attached to the corpus with `datasets.Dataset.add_faiss_index`, which defaults to L2.
 * **Embeddings** are stored once, as `embeddings.npy`, and loaded with `np.load(mmap_mode="r")`: a 13.35M x 128
   float32 corpus then lives in the page cache, not twice in process memory. `get_embeddings` and the
   `refine_factor` re-scoring read exact vectors from it even when the FAISS index is compressed (PQ/SQ).
-* **Flat (exact) indexes store no `index.faiss`**: exact search is a chunked brute force directly on the
-  (memory-mapped) embedding matrix: numpy's BLAS `sgemm` for a `[queries, chunk]` score block, then `torch.topk`, then
-  a merge. There is no second copy of the embeddings on disk or in RAM, and one large `sgemm` + `torch.topk` was
-  faster than `faiss.knn` / `IndexFlatIP.search` (blocked `knn_inner_product` + heap reduction) on CPUs.
+* **Flat (exact) indexes store no `index.faiss`**: exact search runs directly on the (memory-mapped) embeddings.
 * **Other indexes** are written with `faiss.write_index` and read back with
   `faiss.read_index(path, IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY)`. With faiss 1.15.1 this memory-maps the codes of
   `IndexFlatCodes` descendants (PQ, SQ), the storage of HNSW indexes (the graph itself is read into memory) and the
   inverted lists of IVF indexes, so loading a large index barely raises the resident memory. (The older
   `IO_FLAG_MMAP` only maps IVF inverted lists and fails when combined with `IO_FLAG_MMAP_IFC`.) FAISS still checks
   the file length while reading, so a truncated file raises instead of faulting later.
-* **IVF-PQ** indexes are built with `do_polysemous_training = False`: polysemous codes only serve Hamming-filtered L2
-  search, and their training doubles IVF-PQ training time.
 * **No pickle anywhere.** The corpus is written with `Dataset.save_to_disk` (Arrow), the config as JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,11 +32,24 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .file_utils import replace_directory
+from ..file_utils import replace_directory
+from ..version import __version__
+from .corpus import tokenize_blocks
+from .fingerprint import compute_embedder_fingerprint
+from .legacy import decode_legacy_record, load_legacy_block_records
+from .search import (
+    build_faiss_index,
+    check_faiss_index,
+    default_search_parameters,
+    exact_top_k,
+    faiss_error,
+    faiss_top_k,
+    import_faiss,
+    is_flat,
+    set_search_parameters,
+)
 from .storage import resolve_directory
-from .version import __version__
 
 
 logger = logging.getLogger(__name__)
@@ -55,19 +59,6 @@ CORPUS_DIR_NAME = "corpus"
 EMBEDDINGS_NAME = "embeddings.npy"
 FAISS_INDEX_NAME = "index.faiss"
 INDEX_FORMAT_VERSION = 1
-
-_DEFAULT_HNSW_EF_SEARCH = 128
-_EXACT_SCORE_BUDGET = 1 << 26  # floats in one [queries, blocks] score chunk of brute-force search (256 MB)
-
-
-def _import_faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as err:  # pragma: no cover - faiss is a dependency
-        raise ImportError(
-            "RealmIndex needs FAISS: `pip install faiss-cpu` (or a GPU build such as `faiss-gpu-cu12`)."
-        ) from err
-    return faiss
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -175,50 +166,6 @@ class RealmIndexConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Embedder fingerprint
-# ----------------------------------------------------------------------------------------------------------------
-
-
-#: Configuration fields of a REALM embedder that change its embeddings for the same weights.
-_EMBEDDING_CONFIG_FIELDS = ("embedder_pooling", "embedder_single_segment")
-
-
-def compute_embedder_fingerprint(model: torch.nn.Module, chunk_numel: int = 1 << 24) -> str:
-    """Hash the weights of the model that embeds the blocks, to detect a stale index.
-
-    The SHA-256 covers the sorted `state_dict` names, shapes, dtypes and raw values, and the configuration fields
-    that change how a REALM embedder reads the same weights (`embedder_pooling`, `embedder_single_segment`). Tensors
-    are streamed in chunks of `chunk_numel` elements (moved to CPU one chunk at a time), so no large concatenation
-    is made.
-
-    Args:
-        model (`torch.nn.Module`):
-            The document embedder (for example `RealmEmbedder`).
-        chunk_numel (`int`, *optional*, defaults to 2**24):
-            Elements per hashed chunk.
-
-    Returns:
-        `str`: `"sha256:<hex digest>"`.
-    """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    for field in _EMBEDDING_CONFIG_FIELDS:
-        if hasattr(config, field):
-            digest.update(f"config.{field}={getattr(config, field)!r}\n".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        if tensor.device.type == "meta":
-            raise ValueError(f"Cannot fingerprint {name!r}: it is on the meta device (no values).")
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
-        flat = tensor.detach().reshape(-1)
-        for start in range(0, flat.numel(), chunk_numel):
-            chunk = flat[start : start + chunk_numel].cpu().contiguous()
-            digest.update(chunk.view(torch.uint8).numpy().tobytes())
-    return f"sha256:{digest.hexdigest()}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Index
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -247,7 +194,7 @@ class RealmIndex:
     ```python
     >>> import numpy as np
     >>> from datasets import Dataset
-    >>> from realm_hf.index import RealmIndex
+    >>> from realm_hf.retrieval.index import RealmIndex
 
     >>> corpus = Dataset.from_dict({"title": ["a", "b", "c"], "text": ["x", "y", "z"]})
     >>> embeddings = np.eye(3, 4, dtype=np.float32)
@@ -283,8 +230,8 @@ class RealmIndex:
                 f"shape {embeddings.shape}."
             )
         if faiss_index is not None:
-            _check_faiss_index(faiss_index, num_blocks, dim, name="faiss_index")
-        elif not _is_flat(config.index_factory):
+            check_faiss_index(faiss_index, num_blocks, dim, name="faiss_index")
+        elif not is_flat(config.index_factory):
             raise ValueError(f"A FAISS index is required for index_factory={config.index_factory!r}.")
         self._corpus = corpus
         self._embeddings = embeddings
@@ -352,8 +299,8 @@ class RealmIndex:
         if refine_factor is not None and refine_factor < 1:
             raise ValueError(f"`refine_factor` must be >= 1, got {refine_factor}.")
         faiss_index = None
-        if not _is_flat(index_factory):
-            faiss_index = _build_faiss_index(
+        if not is_flat(index_factory):
+            faiss_index = build_faiss_index(
                 embeddings,
                 index_factory,
                 train_size=train_size,
@@ -361,7 +308,7 @@ class RealmIndex:
                 show_progress=show_progress,
                 seed=seed,
             )
-            nprobe, hnsw_ef_search = _default_search_parameters(faiss_index, nprobe, hnsw_ef_search)
+            nprobe, hnsw_ef_search = default_search_parameters(faiss_index, nprobe, hnsw_ef_search)
         config = RealmIndexConfig(
             dim=dim,
             num_blocks=num_blocks,
@@ -457,9 +404,8 @@ class RealmIndex:
         Returns:
             [`RealmIndex`]
         """
-        from .corpus import tokenize_blocks
 
-        records = _load_legacy_block_records(block_records_path, allow_pickle=allow_pickle)
+        records = load_legacy_block_records(block_records_path, allow_pickle=allow_pickle)
         num_emb = block_emb.shape[0] if getattr(block_emb, "ndim", 0) >= 1 else None
         if len(records) != num_emb:
             raise ValueError(
@@ -467,7 +413,7 @@ class RealmIndex:
             )
         if titles is not None and len(titles) != len(records):
             raise ValueError(f"Got {len(titles)} titles for {len(records)} blocks.")
-        texts = [_decode_legacy_record(record, i, block_records_path) for i, record in enumerate(records)]
+        texts = [decode_legacy_record(record, i, block_records_path) for i, record in enumerate(records)]
         del records
         corpus = datasets.Dataset.from_dict(
             {
@@ -521,8 +467,6 @@ class RealmIndex:
         if embeddings_column in corpus.column_names:
             corpus = corpus.remove_columns(embeddings_column)
         if "token_ids" not in corpus.column_names and tokenizer is not None:
-            from .corpus import tokenize_blocks
-
             corpus = tokenize_blocks(corpus, tokenizer)
         return cls.build(corpus, embeddings, **build_kwargs)
 
@@ -532,7 +476,7 @@ class RealmIndex:
         `index_name`, so that `dataset.get_nearest_examples(index_name, query, k)` finds what [`RealmIndex.search`]
         finds. The FAISS index is a new in-memory copy of the embeddings.
         """
-        faiss = _import_faiss()
+        faiss = import_faiss()
         dataset = _without_search_indexes(self.corpus)  # attaching an index to it leaves `self.corpus` as it is
         dataset.add_faiss_index_from_external_arrays(
             external_arrays=np.ascontiguousarray(self.embeddings, dtype=np.float32),
@@ -653,7 +597,7 @@ class RealmIndex:
             `tuple(np.ndarray, np.ndarray)`: float32 `scores` and int64 `ids` of shape `(batch_size, k)`.
         """
         queries = self._prepare_queries(query_embeddings, k)
-        scores, ids = _chunked_topk(queries, self._embeddings, k, _torch_einsum_scores)
+        scores, ids = exact_top_k(queries, self._embeddings, k, einsum=True)
         return scores.numpy().astype(np.float32, copy=False), ids.numpy().astype(np.int64, copy=False)
 
     # -- lookup ------------------------------------------------------------------------------------------------
@@ -839,17 +783,8 @@ class RealmIndex:
     # -- internals ---------------------------------------------------------------------------------------------
 
     def _apply_search_parameters(self) -> None:
-        if self._faiss_index is None:
-            return
-        faiss = _import_faiss()
-        space = faiss.ParameterSpace()
-        for faiss_name, value in (("nprobe", self.config.nprobe), ("efSearch", self.config.hnsw_ef_search)):
-            if value is None:
-                continue
-            try:
-                space.set_index_parameter(self._faiss_index, faiss_name, int(value))
-            except RuntimeError:
-                logger.debug("Index %s has no parameter %s.", self.config.index_factory, faiss_name)
+        if self._faiss_index is not None:
+            set_search_parameters(self._faiss_index, self.config.nprobe, self.config.hnsw_ef_search)
 
     def _prepare_queries(self, query_embeddings: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -868,24 +803,9 @@ class RealmIndex:
 
     def _search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._faiss_index is None:
-            scores, ids = _chunked_topk(queries, self._embeddings, k, _blas_scores)
+            scores, ids = exact_top_k(queries, self._embeddings, k)
             return scores.numpy(), ids.numpy()
-        refine = self.config.refine_factor or 1
-        num_candidates = min(len(self), k * refine)
-        scores, ids = self._faiss_index.search(queries, num_candidates)
-        if refine > 1:
-            scores, ids = self._rescore(queries, ids, k)
-        scores[ids < 0] = -np.inf
-        return scores, ids
-
-    def _rescore(self, queries: np.ndarray, candidate_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Re-rank candidates with exact inner products against the stored embeddings."""
-        valid = candidate_ids >= 0
-        vectors = self._embeddings[np.where(valid, candidate_ids, 0).reshape(-1)].reshape(*candidate_ids.shape, -1)
-        exact = np.matmul(vectors, queries[:, :, None])[:, :, 0]
-        exact[~valid] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(candidate_ids, order, axis=1)
+        return faiss_top_k(self._faiss_index, queries, k, self._embeddings, self.config.refine_factor or 1)
 
     def _check_ids(self, ids: Any) -> tuple[np.ndarray, tuple[int, ...]]:
         if isinstance(ids, torch.Tensor):
@@ -910,10 +830,6 @@ def _without_search_indexes(dataset: datasets.Dataset) -> datasets.Dataset:
     if dataset._indices is not None:
         dataset = dataset.flatten_indices()
     return datasets.Dataset(dataset.data, info=dataset.info.copy(), split=dataset.split)
-
-
-def _is_flat(index_factory: str) -> bool:
-    return index_factory.replace(" ", "") == "Flat"
 
 
 def _check_corpus(corpus: Any) -> None:
@@ -955,136 +871,12 @@ def _check_finite(array: np.ndarray, name: str, chunk_rows: int = 1 << 16) -> No
             raise ValueError(f"`{name}` contains NaN or infinite values (first in row {row}).")
 
 
-def _check_faiss_index(faiss_index: Any, num_blocks: int, dim: int, name: str) -> None:
-    if faiss_index.ntotal != num_blocks:
-        raise ValueError(f"{name} holds {faiss_index.ntotal} vectors but there are {num_blocks} blocks.")
-    if faiss_index.d != dim:
-        raise ValueError(f"{name} has dim {faiss_index.d} but the embeddings have dim {dim}.")
-    faiss = _import_faiss()
-    if faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError(f"{name} must use METRIC_INNER_PRODUCT, got metric {faiss_index.metric_type}.")
-
-
-def _torch_einsum_scores(queries: np.ndarray, blocks: np.ndarray) -> torch.Tensor:
-    """`[queries, blocks]` scores exactly as the old transformers `RealmForOpenQA` computed them."""
-    with warnings.catch_warnings():
-        # Memory-mapped embeddings are read-only; torch warns about that, but nothing writes to them here.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.einsum("BD,QD->QB", torch.from_numpy(blocks), torch.from_numpy(queries))
-
-
-def _blas_scores(queries: np.ndarray, blocks: np.ndarray) -> torch.Tensor:
-    """`[queries, blocks]` scores with numpy's BLAS `sgemm`."""
-    return torch.from_numpy(queries @ blocks.T)
-
-
-def _chunked_topk(
-    queries: np.ndarray, embeddings: np.ndarray, k: int, score_fn: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k by brute force over row chunks of `embeddings`, merged with a second `torch.topk`.
-
-    A chunk's score matrix holds at most `_EXACT_SCORE_BUDGET` floats (256 MB), so memory stays bounded for any
-    corpus size. Returns `(scores, ids)` tensors of shape `(len(queries), k)`, sorted by decreasing score.
-    """
-    chunk = max(k, _EXACT_SCORE_BUDGET // max(1, len(queries)))
-    best_scores = best_ids = None
-    with torch.no_grad():
-        for start in range(0, len(embeddings), chunk):
-            scores = score_fn(queries, embeddings[start : start + chunk])
-            top_scores, top_ids = torch.topk(scores, k=min(k, scores.shape[1]), dim=-1)
-            top_ids = top_ids + start
-            if best_scores is not None:
-                top_scores = torch.cat([best_scores, top_scores], dim=1)
-                top_ids = torch.cat([best_ids, top_ids], dim=1)
-                top_scores, order = torch.topk(top_scores, k=min(k, top_scores.shape[1]), dim=-1)
-                top_ids = torch.gather(top_ids, 1, order)
-            best_scores, best_ids = top_scores, top_ids
-    return best_scores, best_ids
-
-
 def _unflatten(values: list, shape: tuple[int, ...]) -> Any:
     if len(shape) == 0:
         return values[0]
     for size in reversed(shape[1:]):
         values = [values[i : i + size] for i in range(0, len(values), size)]
     return values
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Helpers: FAISS build
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _build_faiss_index(
-    embeddings: np.ndarray, index_factory: str, train_size: int | None, batch_size: int, show_progress: bool, seed: int
-) -> Any:
-    faiss = _import_faiss()
-    num_blocks, dim = embeddings.shape
-    try:
-        index = faiss.index_factory(dim, index_factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        raise ValueError(f"Invalid FAISS index_factory {index_factory!r} for dim {dim}: {_faiss_error(err)}") from err
-    ivf = _ivf_or_none(index)
-    if ivf is not None and getattr(ivf, "do_polysemous_training", False):
-        # Polysemous codes only help Hamming-filtered L2 search; their training doubled IVF-PQ training time.
-        ivf.do_polysemous_training = False
-    if not index.is_trained:
-        sample = _training_sample(embeddings, _nlist(index), train_size, seed)
-        logger.info("Training FAISS index %r on %d of %d vectors.", index_factory, len(sample), num_blocks)
-        index.train(sample)
-        del sample
-    progress = tqdm(total=num_blocks, desc=f"Adding to FAISS {index_factory}", unit="vec", disable=not show_progress)
-    with progress:
-        for start in range(0, num_blocks, batch_size):
-            chunk = np.ascontiguousarray(embeddings[start : start + batch_size])
-            index.add(chunk)
-            progress.update(len(chunk))
-    return index
-
-
-def _ivf_or_none(index: Any) -> Any | None:
-    """The (downcast) IVF index inside `index`, or `None`."""
-    faiss = _import_faiss()
-    try:
-        return faiss.downcast_index(faiss.extract_index_ivf(index))
-    except RuntimeError:
-        return None
-
-
-def _nlist(index: Any) -> int:
-    ivf = _ivf_or_none(index)
-    return 0 if ivf is None else int(ivf.nlist)
-
-
-def _training_sample(embeddings: np.ndarray, nlist: int, train_size: int | None, seed: int) -> np.ndarray:
-    num_blocks = len(embeddings)
-    size = max(65536, 50 * nlist) if train_size is None else int(train_size)
-    size = min(size, num_blocks)
-    if nlist and size < nlist:
-        raise ValueError(f"train_size={size} is smaller than the number of IVF lists ({nlist}).")
-    if size == num_blocks:
-        return np.ascontiguousarray(embeddings)
-    rows = np.sort(np.random.default_rng(seed).choice(num_blocks, size=size, replace=False))
-    return np.ascontiguousarray(embeddings[rows])
-
-
-def _default_search_parameters(
-    index: Any, nprobe: int | None, hnsw_ef_search: int | None
-) -> tuple[int | None, int | None]:
-    nlist = _nlist(index)
-    if nlist and nprobe is None:
-        nprobe = max(1, round(math.sqrt(nlist)))
-    if not nlist:
-        nprobe = None
-    if hnsw_ef_search is None and "HNSW" in type(_import_faiss().downcast_index(index)).__name__:
-        hnsw_ef_search = _DEFAULT_HNSW_EF_SEARCH
-    return nprobe, hnsw_ef_search
-
-
-def _faiss_error(err: Exception) -> str:
-    """The informative last line of a FAISS C++ exception message."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else repr(err)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1114,7 +906,7 @@ def _write_embeddings(embeddings: np.ndarray, path: Path) -> None:
 
 
 def _write_faiss_index(faiss_index: Any, path: Path) -> None:
-    faiss = _import_faiss()
+    faiss = import_faiss()
     faiss.write_index(faiss_index, str(path))
 
 
@@ -1163,16 +955,14 @@ def _read_embeddings(path: Path, mmap: bool) -> np.ndarray:
 
 
 def _read_faiss_index(path: Path, mmap: bool) -> Any:
-    faiss = _import_faiss()
+    faiss = import_faiss()
     if not path.is_file():
         raise ValueError(f"{path} is missing.")
     flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
         return faiss.read_index(str(path), flags)
     except RuntimeError as err:
-        raise ValueError(
-            f"Could not read the FAISS index {path} (truncated or corrupt?): {_faiss_error(err)}"
-        ) from err
+        raise ValueError(f"Could not read the FAISS index {path} (truncated or corrupt?): {faiss_error(err)}") from err
 
 
 def _check_loaded(
@@ -1191,46 +981,6 @@ def _check_loaded(
         )
     if faiss_index is not None:
         try:
-            _check_faiss_index(faiss_index, config.num_blocks, config.dim, name=str(directory / config.index_file))
+            check_faiss_index(faiss_index, config.num_blocks, config.dim, name=str(directory / config.index_file))
         except ValueError as err:
             raise ValueError(f"{err} (see {INDEX_CONFIG_NAME})") from err
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Helpers: legacy `block_records.npy`
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _load_legacy_block_records(path: str | os.PathLike, allow_pickle: bool) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise ValueError(f"{path} is missing.")
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in readers:
-                raise ValueError(f"unsupported .npy format version {version}")
-            shape, _, dtype = readers[version](f, max_header_size=1 << 20)
-    except ValueError as err:
-        raise ValueError(f"{path} is not a readable .npy file: {err}") from err
-    if dtype.hasobject and not allow_pickle:
-        raise ValueError(
-            f"{path} is a numpy object array, i.e. a pickle (the legacy transformers REALM `block_records.npy` "
-            "format); unpickling can execute arbitrary code. If you trust the file, pass `allow_pickle=True` to "
-            "convert it once, then use `save_pretrained`, whose output has no pickle."
-        )
-    records = np.load(path, allow_pickle=allow_pickle)
-    if records.ndim != 1:
-        raise ValueError(f"{path} must hold a 1-D array of blocks, got shape {shape}.")
-    return records
-
-
-def _decode_legacy_record(record: Any, row: int, path: str | os.PathLike) -> str:
-    if isinstance(record, (bytes, np.bytes_)):
-        try:
-            return bytes(record).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: block {row} is not valid UTF-8 ({err}).") from err
-    if isinstance(record, str):
-        return record
-    raise ValueError(f"{path}: block {row} is a {type(record).__name__}, expected UTF-8 bytes.")

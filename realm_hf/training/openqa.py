@@ -21,15 +21,15 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
-from .file_utils import replace_directory
-from .inference import answer_questions
-from .metrics.open_qa.open_qa import (
+from ..evaluation.metrics.open_qa.open_qa import (
     ANSWER_TYPES,
     compile_answer_regex,
     exact_match_score,
     f1_score,
     normalize_answer,
 )
+from ..file_utils import replace_directory
+from ..inference import answer_questions
 
 
 logger = logging.get_logger(__name__)
@@ -367,7 +367,7 @@ def evaluate_open_qa(
 
     Retrieval recall@n is the fraction of questions for which at least one of the top-n retrieved blocks contains a
     gold answer (block `text` of `model.retriever.index.corpus`). Text answers are matched after
-    [`~realm_hf.metrics.open_qa.normalize_answer`] (in blocks as whole words); answer regular expressions
+    [`~realm_hf.evaluation.metrics.open_qa.normalize_answer`] (in blocks as whole words); answer regular expressions
     (CuratedTREC, `answer_type="regex"`) with `re.match` on the prediction and `re.search` on the block text, as in
     ORQA. Predictions come from [`~realm_hf.inference.answer_questions`].
 
@@ -381,7 +381,7 @@ def evaluate_open_qa(
         tokenizer ([`PreTrainedTokenizerBase`]): The question tokenizer.
         dataset: A `datasets.Dataset`, a dict of lists or a list of examples with `question` (`str`), `answers`
             (`list[str]`) and optionally `answer_type` (`"text"` or `"regex"`, as the loaders of
-            [`realm_hf.qa_data`] write it).
+            [`realm_hf.evaluation.qa_data`] write it).
         batch_size (`int`, *optional*, defaults to 16): Questions per forward pass.
         k (`int`, *optional*): Retrieval depth for `recall_at_k`; defaults to `model.config.reader_beam_size` (the
             blocks the reader sees at evaluation), capped at the corpus size.

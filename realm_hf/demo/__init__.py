@@ -1,0 +1,3 @@
+"""The default job of `realm-hf pretrain`: a generated world of invented facts (`synthetic`) on which REALM
+pre-training learns to retrieve from the masked-LM signal alone (`job`).
+"""

@@ -1,0 +1,21 @@
+"""Retrieval for REALM: the knowledge corpus as data, its index, and the retriever the models call.
+
+How a question flows:
+
+    question -> RealmEmbedder (query tower, `modeling_realm`)
+             -> RealmIndex.search (`index`: exact inner product, or FAISS; the corpus is a `datasets` Dataset)
+             -> RealmRetriever (`retriever`: top-k block ids -> block token ids, answer spans)
+             -> RealmReader / RealmKnowledgeAugEncoder (`modeling_realm`)
+
+How a refresh flows during training:
+
+    train_realm / IndexRefreshCallback (`realm_hf.training`)
+             -> refresh (`refresh`: schedule, synchronous or asynchronous re-embedding, the one swap and save policy)
+             -> embed_corpus (`embedding`: the document tower over every block)
+             -> a new RealmIndex, swapped into the retriever the model holds
+
+The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with), `corpus` (evidence blocks
+and their document-tower inputs), `index` (the on-disk index), `search` (exact and FAISS search), `fingerprint`
+(which embedder built an index), `embedding`, `refresh`, `retriever`, `storage` (local directory or Hub id) and
+`legacy` (the original checkpoints' pickled block records).
+"""

@@ -31,8 +31,8 @@ import torch
 from transformers.utils import logging
 
 from realm_hf import load_realm
+from realm_hf.evaluation.open_qa import evaluate_open_qa
 from realm_hf.evaluation.qa_data import load_curatedtrec, load_nq_open, load_qa_file, load_webquestions
-from realm_hf.training.openqa import evaluate_open_qa
 
 
 logger = logging.get_logger("evaluate_openqa")

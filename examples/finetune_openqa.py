@@ -51,6 +51,7 @@ from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set
 from transformers.utils import logging
 
 from realm_hf import RealmForOpenQA, RealmIndex, embed_corpus, init_from_bert, save_realm
+from realm_hf.evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from realm_hf.evaluation.qa_data import gold_doc_ids, load_squad_open
 from realm_hf.hub.model_card import (
     RealmModelCardCallback,
@@ -61,7 +62,7 @@ from realm_hf.hub.model_card import (
 )
 from realm_hf.retrieval.corpus import split_documents_into_blocks
 from realm_hf.retrieval.retriever import RealmRetriever
-from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
+from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 from realm_hf.training.optimization import parameter_groups
 
 

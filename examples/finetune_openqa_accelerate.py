@@ -37,8 +37,9 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging
 
 from realm_hf import load_realm, save_realm
+from realm_hf.evaluation.open_qa import evaluate_open_qa
 from realm_hf.evaluation.qa_data import load_nq_open, load_qa_file, load_webquestions
-from realm_hf.training.openqa import DataCollatorForRealmOpenQA, evaluate_open_qa
+from realm_hf.training.openqa import DataCollatorForRealmOpenQA
 from realm_hf.training.optimization import parameter_groups
 
 

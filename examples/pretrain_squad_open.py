@@ -42,9 +42,9 @@ from realm_hf import (
     tag_salient_spans,
     train_realm,
 )
+from realm_hf.evaluation.open_qa import gold_passage_recall
 from realm_hf.evaluation.qa_data import gold_doc_ids, load_squad_open
 from realm_hf.retrieval.corpus import split_documents_into_blocks
-from realm_hf.training.openqa import gold_passage_recall
 
 
 logger = logging.get_logger("transformers.pretrain_squad_open")  # under transformers' logger: shown at info level

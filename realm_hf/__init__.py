@@ -8,6 +8,7 @@ so `AutoConfig`, `AutoModel` and `AutoTokenizer` load REALM checkpoints without 
 from .auto_registration import register_auto_classes
 from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
+from .evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from .hub.model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics
 from .hub.publish import load_realm, publish_realm, push_index_to_hub, save_realm
 from .inference import RealmAnswer, answer_questions
@@ -36,7 +37,7 @@ from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
-from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer, evaluate_open_qa, gold_passage_recall
+from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 from .training.pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .version import __version__
 

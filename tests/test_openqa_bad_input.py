@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from realm_hf import RealmForOpenQA
+from realm_hf.evaluation.open_qa import evaluate_open_qa
 from realm_hf.evaluation.qa_data import load_curatedtrec
 from realm_hf.inference import answer_questions
-from realm_hf.training.openqa import evaluate_open_qa
 
 from .utils import REFERENCE, openqa_retriever
 
@@ -73,15 +73,17 @@ def test_answer_regex_that_does_not_compile_is_reported(model, openqa_tokenizer,
         "2\tfactoid\twhat is the capital of germany?\tber[lin\n"
         "3\tfactoid\twho was a computer scientist?\t(alan\n"
     )
-    with caplog.at_level(logging.WARNING, logger="realm_hf.evaluation.qa_data"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.evaluation.metrics"):
         dataset = load_curatedtrec(trec)
-    assert "do not compile" in caplog.text and "line(s) 2, 3" in caplog.text
+    assert "do not compile" in caplog.text and "line 2: 'ber[lin'; line 3: '(alan'" in caplog.text
+    assert "line 1" not in caplog.text
     assert len(dataset) == 3 and set(dataset["answer_type"]) == {"regex"}
     caplog.clear()
     k = len(model.retriever.index)
-    with caplog.at_level(logging.WARNING, logger="realm_hf.training.openqa"):
+    with caplog.at_level(logging.WARNING, logger="realm_hf.evaluation.metrics"):
         result = evaluate_open_qa(model, openqa_tokenizer, dataset, k=k, return_predictions=True)
-    assert "2 answer regular expression(s) do not compile" in caplog.text
+    assert "2 answer regular expression(s) in the evaluation set do not compile" in caplog.text
+    assert "question 1: 'ber[lin'; question 2: '(alan'" in caplog.text
     assert result["num_questions"] == 3 and result["num_regex_questions"] == 3 and result["num_invalid_regex"] == 2
     france, germany, turing = result["predictions"]
     assert france["retrieved_at_k"]  # the valid pattern is searched in the raw block text

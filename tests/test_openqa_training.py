@@ -11,14 +11,10 @@ import torch
 from transformers import TrainingArguments
 
 from realm_hf import RealmForOpenQA, RealmIndex
+from realm_hf.evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from realm_hf.evaluation.qa_data import gold_doc_ids
 from realm_hf.inference import answer_questions
-from realm_hf.training.openqa import (
-    DataCollatorForRealmOpenQA,
-    RealmTrainer,
-    evaluate_open_qa,
-    gold_passage_recall,
-)
+from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 
 from .utils import REFERENCE, openqa_retriever
 

@@ -39,12 +39,12 @@ from typing import Any
 
 import datasets
 
-from .metrics.open_qa.open_qa import compile_answer_regex
+from .metrics import warn_invalid_patterns
+from .metrics.open_qa.open_qa import ANSWER_TYPES
 
 
 logger = logging.getLogger(__name__)
 
-ANSWER_TYPES = ("text", "regex")
 FILE_FORMATS = ("jsonl", "json", "qa_tsv", "curated_tsv")
 
 _QUESTION_KEYS = ("question", "qText")
@@ -294,26 +294,6 @@ def _read_records(path: str | PathLike, file_format: str | None) -> tuple[Path, 
     return path, file_format, records
 
 
-def _warn_invalid_patterns(path: Path, records: list[_Record]) -> None:
-    """Logs one warning naming the lines whose answer regular expressions do not compile (they never match)."""
-    invalid = [
-        (record.line_number, pattern)
-        for record in records
-        for pattern in record.answers
-        if compile_answer_regex(pattern) is None
-    ]
-    if invalid:
-        lines = ", ".join(str(line) for line, _ in invalid[:20]) + (", ..." if len(invalid) > 20 else "")
-        examples = "; ".join(repr(pattern) for _, pattern in invalid[:3])
-        logger.warning(
-            "%d answer regular expression(s) in %s do not compile and will count as non-matching (line(s) %s): %s.",
-            len(invalid),
-            path,
-            lines,
-            examples,
-        )
-
-
 def load_qa_file(path: str | PathLike, answer_type: str = "text", file_format: str | None = None) -> datasets.Dataset:
     """
     Loads any supported open-QA question file (see the module docstring) into a `datasets.Dataset`.
@@ -337,7 +317,10 @@ def load_qa_file(path: str | PathLike, answer_type: str = "text", file_format: s
         raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}.")
     path, file_format, records = _read_records(path, file_format)
     if answer_type == "regex":
-        _warn_invalid_patterns(path, records)
+        warn_invalid_patterns(
+            [(f"line {record.line_number}", pattern) for record in records for pattern in record.answers],
+            str(path),
+        )
     with_id = all(record.id is not None for record in records)
     columns: dict[str, list] = {
         "question": [record.question for record in records],

@@ -304,7 +304,7 @@ def _check_documents(
             raise ValueError(f"Column {doc_id_column!r} must contain integers, but its feature type is {feature}.")
 
 
-def _as_text(value: Any, column: str, row: int) -> str:
+def as_text(value: Any, column: str, row: int) -> str:
     """Return `value` as `str`, decoding UTF-8 bytes; raise a `ValueError` naming the row otherwise."""
     if isinstance(value, str):
         return value
@@ -344,8 +344,8 @@ def _split_batch(
     doc_id_column: str | None,
 ) -> dict[str, list]:
     """`Dataset.map` function: a batch of documents -> a batch of blocks."""
-    titles = ["" if t is None else _as_text(t, title_column, r) for t, r in zip(batch[title_column], indices)]
-    texts = [_as_text(t, text_column, r) for t, r in zip(batch[text_column], indices)]
+    titles = ["" if t is None else as_text(t, title_column, r) for t, r in zip(batch[title_column], indices)]
+    texts = [as_text(t, text_column, r) for t, r in zip(batch[text_column], indices)]
     doc_ids = batch[doc_id_column] if doc_id_column is not None else indices
     enc_kwargs = {"add_special_tokens": False, "return_offsets_mapping": True, "verbose": False}
     title_enc = tokenizer(titles, **enc_kwargs)

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from transformers import Pipeline, pipeline
 from transformers.utils import logging
 
-from ..retrieval.corpus import ABBREVIATIONS, split_sentences
+from ..retrieval.corpus import ABBREVIATIONS, as_text, split_sentences
 
 
 logger = logging.get_logger(__name__)
@@ -522,7 +522,7 @@ def _tag_batch(
     doc_id_column: str | None,
 ) -> dict[str, list]:
     """`Dataset.map` function: a batch of documents -> a batch of sentences with salient spans."""
-    texts = [_as_text(value) for value in batch[text_column]]
+    texts = [as_text(value, text_column, row) for value, row in zip(batch[text_column], indices)]
     doc_ids = batch[doc_id_column] if doc_id_column is not None else indices
     tagged = tagger(texts)
     if len(tagged) != len(texts):
@@ -613,11 +613,3 @@ def char_spans_to_token_spans(spans: Sequence[CharSpan], offsets: np.ndarray) ->
         merged.append([start, end])
         labels.append(label)
     return merged, labels
-
-
-def _as_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8")
-    return str(value)

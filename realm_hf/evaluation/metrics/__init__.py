@@ -19,6 +19,8 @@ into `$HF_HOME/modules/evaluate_modules` (evaluate's `HF_MODULES_CACHE`) and imp
 returns is a different Python class from [`OpenQA`], with identical behaviour.
 """
 
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,40 @@ from .open_qa.open_qa import (
     exact_match_score,
     f1_score,
     normalize_answer,
+    question_scores,
     regex_match_score,
 )
 
 
 OPEN_QA_METRIC_PATH = Path(__file__).resolve().parent / "open_qa" / "open_qa.py"
+
+logger = logging.getLogger(__name__)
+
+
+def warn_invalid_patterns(patterns: Iterable[tuple[str, str]], source: str) -> int:
+    """Logs one warning naming the answer regular expressions that do not compile (they never match).
+
+    Args:
+        patterns (iterable of `(location, pattern)`):
+            Answer patterns and where each comes from (for example `"line 12"` or `"question 3"`).
+        source (`str`):
+            What holds them (a file path, "the evaluation set").
+
+    Returns:
+        `int`: The number of patterns that do not compile.
+    """
+    invalid = [(location, pattern) for location, pattern in patterns if compile_answer_regex(pattern) is None]
+    if invalid:
+        shown = "; ".join(f"{location}: {pattern!r}" for location, pattern in invalid[:10])
+        more = f" (and {len(invalid) - 10} more)" if len(invalid) > 10 else ""
+        logger.warning(
+            "%d answer regular expression(s) in %s do not compile and count as non-matching: %s%s.",
+            len(invalid),
+            source,
+            shown,
+            more,
+        )
+    return len(invalid)
 
 
 def load_open_qa_metric(answer_type: str = "text", **kwargs: Any):
@@ -58,7 +89,7 @@ def load_open_qa_metric(answer_type: str = "text", **kwargs: Any):
     if not OPEN_QA_METRIC_PATH.is_file():
         raise FileNotFoundError(
             f"The open-QA metric script is missing at {OPEN_QA_METRIC_PATH}; the realm_hf installation is incomplete "
-            "(the package data `metrics/*/*.py` was not installed)."
+            "(the package data `evaluation/metrics/*/*.py` was not installed)."
         )
     config_name = "regex" if answer_type == "regex" else None
     return evaluate.load(str(OPEN_QA_METRIC_PATH), config_name=config_name, **kwargs)
@@ -74,5 +105,7 @@ __all__ = [
     "f1_score",
     "load_open_qa_metric",
     "normalize_answer",
+    "question_scores",
     "regex_match_score",
+    "warn_invalid_patterns",
 ]

@@ -200,6 +200,30 @@ def regex_match_score(prediction: str | None, pattern: str) -> bool:
     return compiled.match(prediction or "") is not None
 
 
+def question_scores(prediction: str | None, answers: Sequence[str], answer_type: str = "text") -> tuple[float, float]:
+    """
+    Exact match and F1 of one prediction against the acceptable answers of one question: the maxima over its answers
+    of [`exact_match_score`] and [`f1_score`], or for answer patterns, whether one matches ([`regex_match_score`]),
+    as both scores (F1 is not defined for patterns).
+
+    Args:
+        prediction (`str` or `None`):
+            The predicted answer.
+        answers (`Sequence[str]`):
+            The question's acceptable answers, or answer patterns with `answer_type="regex"`.
+        answer_type (`str`, *optional*, defaults to `"text"`):
+            `"text"` or `"regex"`.
+
+    Returns:
+        `tuple(float, float)`: exact match (0 or 1) and F1 (in [0, 1]).
+    """
+    if answer_type == "regex":
+        matched = float(any(regex_match_score(prediction, pattern) for pattern in answers))
+        return matched, matched
+    exact = max((float(exact_match_score(prediction, answer)) for answer in answers), default=0.0)
+    return exact, max((f1_score(prediction, answer) for answer in answers), default=0.0)
+
+
 def _as_answer_list(reference: str | Sequence[str] | None) -> list[str]:
     if reference is None:
         return []
@@ -245,29 +269,21 @@ def compute_open_qa_scores(
     num_questions = len(predictions)
 
     if answer_type == "text":
-        em_total = 0.0
-        f1_total = 0.0
-        for prediction, reference in zip(predictions, references):
-            answers = _as_answer_list(reference)
-            em_total += max((float(exact_match_score(prediction, answer)) for answer in answers), default=0.0)
-            f1_total += max((f1_score(prediction, answer) for answer in answers), default=0.0)
+        scores = [question_scores(p, _as_answer_list(r)) for p, r in zip(predictions, references)]
+        em_total = sum(exact for exact, _ in scores)
+        f1_total = sum(f1 for _, f1 in scores)
         return {
             "exact_match": 100.0 * em_total / num_questions if num_questions else 0.0,
             "f1": 100.0 * f1_total / num_questions if num_questions else 0.0,
         }
 
-    matches = 0
-    invalid: list[tuple[int, str]] = []
-    for index, (prediction, reference) in enumerate(zip(predictions, references)):
-        matched = False
-        for pattern in _as_answer_list(reference):
-            compiled = compile_answer_regex(pattern)
-            if compiled is None:
-                invalid.append((index, pattern))
-                continue
-            if not matched and compiled.match(prediction or "") is not None:
-                matched = True
-        matches += int(matched)
+    matches = sum(question_scores(p, _as_answer_list(r), "regex")[0] for p, r in zip(predictions, references))
+    invalid = [
+        (index, pattern)
+        for index, reference in enumerate(references)
+        for pattern in _as_answer_list(reference)
+        if compile_answer_regex(pattern) is None
+    ]
     if invalid:
         details = "; ".join(f"question {index}: {pattern!r}" for index, pattern in invalid)
         message = f"{len(invalid)} answer regular expression(s) did not compile and count as non-matching: {details}"

@@ -31,7 +31,13 @@ from .retrieval.embedding import embed_corpus
 from .retrieval.fingerprint import compute_embedder_fingerprint
 from .retrieval.index import RealmIndex, RealmIndexConfig
 from .retrieval.legacy import load_legacy_block_emb
-from .retrieval.refresh import AsyncIndexRefresher, IndexRefreshCallback, IndexRefreshSchedule, refresh_index
+from .retrieval.refresh import (
+    AsyncIndexRefresher,
+    IndexRefreshCallback,
+    IndexRefresher,
+    IndexRefreshSchedule,
+    refresh_index,
+)
 from .retrieval.retriever import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
@@ -51,6 +57,7 @@ __all__ = [
     "DataCollatorForRealmOpenQA",
     "DataCollatorForRealmPreTraining",
     "IndexRefreshCallback",
+    "IndexRefresher",
     "IndexRefreshSchedule",
     "InverseClozeTaskArguments",
     "RealmAnswer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from transformers.utils import logging
@@ -138,29 +139,63 @@ def _answer_one(model, tokenizer, question: str, index: int, max_question_length
 
 def _answer_batch(model, tokenizer, texts: list[str], max_question_length: int) -> list[RealmAnswer]:
     """One forward pass of `model` over non-empty questions: answers, scores and evidence blocks."""
-    corpus = model.retriever.index.corpus
     batch = tokenizer(texts, padding=True, truncation=True, max_length=max_question_length, return_tensors="pt")
     batch = {k: v.to(model.device) for k, v in batch.items()}
-    output = model(**batch, return_dict=True)
-    single = len(texts) == 1
-    predicted = [output.predicted_answer_ids] if single else output.predicted_answer_ids
-    reader = output.reader_output
-    logits = reader.logits.unsqueeze(0) if single else reader.logits
-    block_index = reader.block_idx.view(-1)
-    read = output.retrieved_block_ids[:, : model.config.reader_beam_size].tolist()
-    out = []
-    for j, question in enumerate(texts):
-        block_id = int(output.retrieved_block_ids[j, block_index[j]])
-        block = corpus[block_id]
-        out.append(
-            RealmAnswer(
-                question=question,
-                answer=tokenizer.decode(predicted[j], skip_special_tokens=True),
-                score=float(logits[j].max()),
-                block_id=block_id,
-                title=block.get("title", "") or "",
-                evidence=block.get("text", "") or "",
-                retrieved_block_ids=tuple(int(b) for b in read[j]),
-            )
+    results = split_open_qa_output(model(**batch, return_dict=True), len(texts))
+    evidence = block_texts(model.retriever.index.corpus, results["block_id"].tolist())
+    return [
+        RealmAnswer(
+            question=question,
+            answer=tokenizer.decode(answer_ids, skip_special_tokens=True),
+            score=float(score),
+            block_id=int(block_id),
+            title=title,
+            evidence=text,
+            retrieved_block_ids=tuple(read),
         )
-    return out
+        for question, answer_ids, score, block_id, (title, text), read in zip(
+            texts,
+            results["answer_ids"],
+            results["score"],
+            results["block_id"],
+            evidence,
+            results["read_block_ids"].tolist(),
+        )
+    ]
+
+
+def split_open_qa_output(output, batch_size: int) -> dict[str, Any]:
+    """Per-question results of a [`RealmForOpenQA`] forward pass, batch dimension first.
+
+    The model returns the original implementation's one-question shapes when `batch_size == 1` (what the old API
+    promised); this is the one place that undoes it.
+
+    Args:
+        output ([`RealmForOpenQAOutput`]): The model's output.
+        batch_size (`int`): The number of questions.
+
+    Returns:
+        `dict` with `answer_ids` (a list of 1-D token id tensors), `score` (`(batch_size,)` float: the best span's
+        score), `block_id` (`(batch_size,)` long: the evidence block of the answer) and `read_block_ids`
+        (`(batch_size, reader_beam_size)` long: the blocks the reader read), all on the CPU.
+    """
+    predicted = output.predicted_answer_ids
+    predicted = [predicted] if batch_size == 1 else list(predicted)
+    reader = output.reader_output
+    retrieved = output.retrieved_block_ids
+    block_index = reader.block_idx.reshape(batch_size, 1).to(retrieved.device)
+    return {
+        "answer_ids": [ids.reshape(-1).cpu() for ids in predicted],
+        "score": reader.logits.reshape(batch_size, -1).max(dim=-1).values.float().cpu(),
+        "block_id": retrieved.gather(1, block_index).reshape(-1).cpu(),
+        "read_block_ids": retrieved[:, : reader.logits.shape[-2]].cpu(),  # logits: (..., blocks read, spans)
+    }
+
+
+def block_texts(corpus, block_ids: list[int]) -> list[tuple[str, str]]:
+    """`(title, text)` of corpus blocks, read in one batch (empty strings where the corpus has no such column)."""
+    columns = [name for name in ("title", "text") if name in corpus.column_names]
+    rows = corpus.select_columns(columns)[list(block_ids)] if columns else {}
+    empty = [""] * len(block_ids)
+    titles, texts = rows.get("title", empty), rows.get("text", empty)
+    return [(title or "", text or "") for title, text in zip(titles, texts)]

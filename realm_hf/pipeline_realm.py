@@ -29,6 +29,7 @@ from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+from .inference import block_texts, split_open_qa_output
 from .modeling_realm import RealmForOpenQA
 from .retrieval.retriever import RealmRetriever
 
@@ -93,30 +94,20 @@ class RealmOpenQAPipeline(Pipeline):
             token_type_ids=model_inputs.get("token_type_ids"),
             return_dict=True,
         )
-        batch_size = model_inputs["input_ids"].size(0)
-        single = batch_size == 1
-        predicted = [output.predicted_answer_ids] if single else list(output.predicted_answer_ids)
-        reader = output.reader_output
-        logits = reader.logits.reshape(batch_size, -1)
-        block_index = reader.block_idx.reshape(batch_size, 1).to(output.retrieved_block_ids.device)
         # One entry per question, batch dimension first, so that the pipeline can split a batch into items.
-        return {
-            "answer_ids": [ids.reshape(-1).cpu() for ids in predicted],
-            "score": logits.max(dim=-1).values.float().cpu(),
-            "block_id": output.retrieved_block_ids.gather(1, block_index).reshape(-1).cpu(),
-        }
+        return split_open_qa_output(output, model_inputs["input_ids"].size(0))
 
     def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
         answer_ids = model_outputs["answer_ids"]
         answer_ids = answer_ids[0] if isinstance(answer_ids, list) else answer_ids
         block_id = int(model_outputs["block_id"].reshape(-1)[0])
-        block = self.model.retriever.index.corpus[block_id]
+        ((title, evidence),) = block_texts(self.model.retriever.index.corpus, [block_id])
         return {
             "answer": self.tokenizer.decode(answer_ids.reshape(-1), skip_special_tokens=True),
             "score": float(model_outputs["score"].reshape(-1)[0]),
             "block_id": block_id,
-            "title": block.get("title", "") or "",
-            "evidence": block.get("text", "") or "",
+            "title": title,
+            "evidence": evidence,
         }
 
 

@@ -149,3 +149,30 @@ def test_finetune_openqa_accelerate_two_processes_match_one(tmp_path, openqa_tok
     assert len(compared) > 0.9 * len(first)
     for name in compared:
         torch.testing.assert_close(second[name], first[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_every_option_of_the_package_and_the_examples_has_help_text():
+    """Every argument dataclass (`realm-hf pretrain`, ICT, pre-training and the example scripts) explains each knob in
+    `--help`."""
+    import dataclasses
+
+    from realm_hf.demo.job import DemoArguments
+    from realm_hf.training.ict import InverseClozeTaskArguments
+    from realm_hf.training.pretraining import RealmPreTrainingArguments
+
+    classes = [DemoArguments, InverseClozeTaskArguments, RealmPreTrainingArguments]
+    for path in sorted(EXAMPLES.glob("*.py")):
+        module = load_example(path.stem)
+        classes += [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == path.stem
+        ]
+    assert len(classes) > 3
+    missing = [
+        f"{cls.__name__}.{field.name}"
+        for cls in classes
+        for field in dataclasses.fields(cls)
+        if not field.metadata.get("help")
+    ]
+    assert not missing, f"options without help text: {missing}"

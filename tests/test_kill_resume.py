@@ -162,15 +162,16 @@ def test_pretraining_killed_during_refresh_then_during_checkpoint_write(pretrain
     ]
 
 
+# The index in service is saved at step 0 and with each checkpoint (not at every refresh: the period can be one step).
 PRETRAINING_POOL = (
     [f"step:{s}" for s in range(1, MAX_STEPS + 1)]
-    + [f"{stage}:{s}" for stage in ("refresh", "index-save") for s in PRETRAINING_REFRESHES]
-    + ["index-save:0"]
+    + [f"refresh:{s}" for s in PRETRAINING_REFRESHES]
+    + [f"index-save:{s}" for s in (0, *PRETRAINING_SAVES)]
     + [f"{stage}:{s}" for stage in ("checkpoint", "checkpoint-end") for s in PRETRAINING_SAVES]
 )
 PRETRAINING_FORCED = [
     [f"{stage}:{s}" for stage in ("checkpoint", "checkpoint-end") for s in PRETRAINING_SAVES],
-    [f"{stage}:{s}" for stage in ("refresh", "index-save") for s in PRETRAINING_REFRESHES],
+    [f"refresh:{s}" for s in PRETRAINING_REFRESHES] + [f"index-save:{s}" for s in PRETRAINING_SAVES],
 ]
 PRETRAINING_POINTS = draw_kill_points(PRETRAINING_POOL, PRETRAINING_FORCED, count=6, seed=SEED)
 

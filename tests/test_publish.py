@@ -313,3 +313,23 @@ def test_push_index_to_hub_round_trip(hub_server, tiny_realm, tmp_path):
         np.testing.assert_array_equal(got, want)
     again = push_index_to_hub(index, "tester/tiny-index")
     assert again.oid == commit.oid  # unchanged: no new commit
+
+
+def test_legacy_block_emb_from_a_repo_id_downloads_only_the_weights(hub_server):
+    """`load_legacy_block_emb("owner/name")` goes through the one local-or-Hub resolver and fetches the weights file
+    alone (a legacy repository also holds the multi-gigabyte pickled `block_records.npy`)."""
+    from realm_hf.retrieval.legacy import load_legacy_block_emb
+
+    from .utils import REFERENCE
+
+    legacy = REFERENCE / "openqa" / "legacy_bin"
+    api = HfApi()
+    api.create_repo("tester/legacy-openqa")
+    api.upload_folder(folder_path=str(legacy), repo_id="tester/legacy-openqa")
+    block_emb = load_legacy_block_emb("tester/legacy-openqa")
+    torch.testing.assert_close(block_emb, load_legacy_block_emb(legacy))
+    snapshots = list(Path(os.environ["HF_HOME"]).rglob("*legacy-openqa*/snapshots/*"))
+    assert snapshots and {p.name for s in snapshots for p in s.iterdir()} == {"pytorch_model.bin"}
+    with pytest.raises(FileNotFoundError, match="neither model.safetensors nor pytorch_model.bin"):
+        api.create_repo("tester/empty")
+        load_legacy_block_emb("tester/empty")

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 from transformers.utils import logging
+
+from .storage import resolve_directory
 
 
 logger = logging.get_logger(__name__)
@@ -23,21 +23,15 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _resolve_weights_file(path: str | os.PathLike, **hub_kwargs) -> Path:
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in _WEIGHT_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"No {' or '.join(_WEIGHT_FILES)} in {path}.")
-
+    """A weights file as given, or the first of `_WEIGHT_FILES` in a local directory or Hub repository (only that
+    file is downloaded)."""
+    if Path(path).is_file():
+        return Path(path)
     for name in _WEIGHT_FILES:
-        try:
-            return Path(hf_hub_download(str(path), name, **hub_kwargs))
-        except EntryNotFoundError:
-            continue
-    raise FileNotFoundError(f"The repository {str(path)!r} has neither {' nor '.join(_WEIGHT_FILES)}.")
+        candidate = resolve_directory(path, allow_patterns=[name], **hub_kwargs) / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{os.fspath(path)!r} has neither {' nor '.join(_WEIGHT_FILES)}.")
 
 
 def load_legacy_block_emb(path: str | os.PathLike, **hub_kwargs) -> torch.Tensor:
@@ -50,9 +44,10 @@ def load_legacy_block_emb(path: str | os.PathLike, **hub_kwargs) -> torch.Tensor
 
     Args:
         path (`str` or `os.PathLike`):
-            A weights file, a checkpoint directory, or a Hub repository id (downloaded with `hf_hub_download`).
+            A weights file, a checkpoint directory, or a Hub repository id (only the weights file is downloaded).
         hub_kwargs:
-            Passed to `hf_hub_download` (`revision`, `token`, `cache_dir`, ...).
+            Passed to [`~realm_hf.retrieval.storage.resolve_directory`] (`revision`, `token`, `cache_dir`,
+            `local_files_only`).
 
     Returns:
         `torch.FloatTensor` of shape `(num_block_records, dim)`.

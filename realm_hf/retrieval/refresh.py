@@ -8,24 +8,29 @@ Two modes, as in the paper (section 3.3):
   training continues, like the paper's separate index-builder job, and the new index is swapped in at the first step
   boundary after it is ready (all processes swap at the same step).
 
-Refreshed indexes can be saved (`save_dir`), so a resumed run reloads the index it was using.
+[`IndexRefresher`] is the one policy both training paths use (`train_realm` and, for the HF `Trainer`,
+[`IndexRefreshCallback`]): when to refresh, how the new index is swapped into the retriever (at a step boundary, on
+every process at the same step), and where it is saved (`save_dir/step-<N>`, so a resumed run reloads the index it
+was using).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast
 from transformers import TrainerCallback
 from transformers.utils import logging
 
 from .embedding import embed_corpus
 from .fingerprint import compute_embedder_fingerprint
-from .index import RealmIndex
+from .index import INDEX_CONFIG_NAME, RealmIndex
 
 
 logger = logging.get_logger(__name__)
@@ -140,8 +145,131 @@ class AsyncIndexRefresher:
         return self.poll()
 
 
+class IndexRefresher:
+    """Keeps a retriever's index fresh during training: the one refresh, swap and save policy.
+
+    Call [`~IndexRefresher.step_end`] after every optimizer step. On a scheduled step, a synchronous refresher
+    re-embeds the corpus with the current document tower (split over the Accelerate processes) and swaps the new index
+    into `retriever`; an asynchronous one starts a background refresh from a snapshot of the weights (main process)
+    and swaps its result in at the first step boundary after it finishes, on every process at the same step: the main
+    process broadcasts the step, saves the index to `save_dir`, and the other processes load it from there.
+
+    Args:
+        retriever ([`RealmRetriever`]):
+            The retriever whose `index` is replaced (the model's).
+        tokenizer:
+            The corpus tokenizer (special token ids).
+        schedule ([`IndexRefreshSchedule`], *optional*):
+            When to refresh (default: every 500 steps).
+        asynchronous (`bool`, *optional*, defaults to `False`):
+            Refresh in a background thread while training continues.
+        batch_size (`int`, *optional*, defaults to 128):
+            Blocks per forward pass when embedding.
+        accelerator (`accelerate.Accelerator`, *optional*):
+            Splits synchronous embedding over the processes and synchronises asynchronous swaps; without one, every
+            process refreshes on its own.
+        save_dir (`str` or `os.PathLike`, *optional*):
+            Where indexes are saved, as `save_dir/step-<N>` (N: the step whose weights embedded the corpus). Needed by
+            asynchronous refresh over several processes.
+        save_every_refresh (`bool`, *optional*, defaults to `False`):
+            Save each new index when it is swapped in (otherwise only when [`~IndexRefresher.save`] is called, for
+            example with each checkpoint).
+
+    Attributes:
+        index_step (`int`): The step whose weights embedded the index in service (0: the initial index); the index
+            is `step - index_step` steps stale.
+    """
+
+    def __init__(
+        self,
+        retriever,
+        tokenizer,
+        schedule: IndexRefreshSchedule | None = None,
+        asynchronous: bool = False,
+        batch_size: int = 128,
+        accelerator=None,
+        save_dir: str | os.PathLike | None = None,
+        save_every_refresh: bool = False,
+    ):
+        if save_every_refresh and save_dir is None:
+            raise ValueError("save_every_refresh=True needs a save_dir.")
+        if asynchronous and accelerator is not None and accelerator.num_processes > 1 and save_dir is None:
+            raise ValueError("Asynchronous refresh over several processes needs a save_dir to share the new index.")
+        self.retriever = retriever
+        self.tokenizer = tokenizer
+        self.schedule = schedule or IndexRefreshSchedule()
+        self.batch_size = batch_size
+        self.accelerator = accelerator
+        self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.save_every_refresh = save_every_refresh
+        self.background = AsyncIndexRefresher(tokenizer, batch_size) if asynchronous else None
+        self.index_step = 0
+
+    def step_end(self, embedder: torch.nn.Module, step: int) -> RefreshRecord | None:
+        """Refreshes or swaps as the schedule says after optimizer step `step`; returns the refresh swapped in, if
+        any."""
+        if self.background is not None:
+            record = self._poll_background(embedder, step)
+        elif self.schedule.should_refresh(step):
+            began = time.perf_counter()
+            index = refresh_index(
+                embedder, self.retriever.index, self.tokenizer, self.accelerator, batch_size=self.batch_size
+            )
+            record = RefreshRecord(step=step, seconds=time.perf_counter() - began, index=index)
+        else:
+            record = None
+        if record is not None:
+            self.retriever.index = record.index
+            self.index_step = record.step
+            if self.save_every_refresh:
+                self.save()
+            logger.info(f"Index refreshed at step {step} (weights of step {record.step}, {record.seconds:.1f}s).")
+        return record
+
+    def save(self) -> Path:
+        """Saves the index in service as `save_dir/step-<index_step>` (main process, once) and returns the path."""
+        if self.save_dir is None:
+            raise ValueError("IndexRefresher.save needs a save_dir.")
+        target = self.save_dir / f"step-{self.index_step}"
+        if self._is_main_process and not (target / INDEX_CONFIG_NAME).exists():
+            self.retriever.index.save_pretrained(target)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        return target
+
+    def wait(self) -> None:
+        """Waits for a running background refresh to end (its result is dropped)."""
+        if self.background is not None:
+            self.background.wait()
+
+    @property
+    def _is_main_process(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    def _poll_background(self, embedder: torch.nn.Module, step: int) -> RefreshRecord | None:
+        record = None
+        if self._is_main_process:
+            record = self.background.poll()
+            if self.schedule.should_refresh(step):
+                self.background.start(embedder, self.retriever.index, step)
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return record
+        ready = torch.tensor([record.step if record is not None else -1], device=self.accelerator.device)
+        ready = int(broadcast(ready, from_process=0).item())
+        if ready < 0:
+            return None
+        path = self.save_dir / f"step-{ready}"
+        if self.accelerator.is_main_process:
+            record.index.save_pretrained(path)
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            record = RefreshRecord(step=ready, seconds=0.0, index=RealmIndex.from_pretrained(path))
+        return record
+
+
 class IndexRefreshCallback(TrainerCallback):
-    """Refreshes the retriever's index of a [`RealmForPreTraining`] trained with the HF `Trainer`.
+    """Refreshes the retriever's index of a [`RealmForPreTraining`] trained with the HF `Trainer`, with
+    [`IndexRefresher`].
 
     Args:
         retriever ([`RealmRetriever`]): The retriever whose index is refreshed (the model's).
@@ -161,38 +289,28 @@ class IndexRefreshCallback(TrainerCallback):
         batch_size: int = 128,
         save_dir: str | None = None,
     ):
-        self.retriever = retriever
-        self.tokenizer = tokenizer
-        self.schedule = schedule or IndexRefreshSchedule()
-        self.refresher = AsyncIndexRefresher(tokenizer, batch_size) if asynchronous else None
-        self.batch_size = batch_size
-        self.save_dir = Path(save_dir) if save_dir is not None else None
-        self.last_refresh_step = 0
+        self.refresher = IndexRefresher(
+            retriever,
+            tokenizer,
+            schedule,
+            asynchronous=asynchronous,
+            batch_size=batch_size,
+            save_dir=save_dir,
+            save_every_refresh=save_dir is not None,
+        )
         self.history: list[dict] = []
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        embedder = _unwrap(model).embedder
         step = state.global_step
-        if self.refresher is not None:
-            record = self.refresher.poll()
-            if record is not None:
-                self._swap(record, step)
-            if self.schedule.should_refresh(step):
-                self.refresher.start(embedder, self.retriever.index, step)
-        elif self.schedule.should_refresh(step):
-            began = time.perf_counter()
-            new_index = refresh_index(embedder, self.retriever.index, self.tokenizer, batch_size=self.batch_size)
-            self._swap(RefreshRecord(step=step, seconds=time.perf_counter() - began, index=new_index), step)
-        state.log_history.append({"step": step, "index_staleness": step - self.last_refresh_step})
+        record = self.refresher.step_end(_unwrap(model).embedder, step)
+        if record is not None:
+            self.history.append({"step": step, "weights_step": record.step, "refresh_seconds": record.seconds})
+        state.log_history.append({"step": step, "index_staleness": step - self.refresher.index_step})
         return control
 
-    def _swap(self, record: RefreshRecord, step: int) -> None:
-        self.retriever.index = record.index
-        self.last_refresh_step = record.step
-        if self.save_dir is not None:
-            record.index.save_pretrained(self.save_dir / f"step-{record.step}")
-        self.history.append({"step": step, "weights_step": record.step, "refresh_seconds": record.seconds})
-        logger.info(f"Index refreshed at step {step} (weights of step {record.step}, {record.seconds:.1f}s).")
+    def on_train_end(self, args, state, control, **kwargs):
+        self.refresher.wait()
+        return control
 
 
 def _unwrap(model):

@@ -22,6 +22,7 @@ def resolve_directory(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
+    allow_patterns: Sequence[str] | None = None,
     ignore_patterns: Sequence[str] | None = None,
 ) -> Path:
     r"""
@@ -33,6 +34,7 @@ def resolve_directory(
         repo_type (`str`, *optional*, defaults to `"model"`): Hub repository type.
         subfolder (`str`, *optional*): A folder inside the directory or repository (only it is downloaded).
         revision, token, cache_dir, local_files_only: As for `snapshot_download`.
+        allow_patterns (`Sequence[str]`, *optional*): Only these files are downloaded (relative to `subfolder`).
         ignore_patterns (`Sequence[str]`, *optional*): Files not to download.
 
     Returns:
@@ -66,7 +68,7 @@ def resolve_directory(
                 token=token,
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
-                allow_patterns=None if subfolder is None else [f"{subfolder.strip('/')}/*"],
+                allow_patterns=_allowed(subfolder, allow_patterns),
                 ignore_patterns=None if ignore_patterns is None else list(ignore_patterns),
                 library_name="realm_hf",
                 library_version=__version__,
@@ -78,6 +80,13 @@ def resolve_directory(
     if Path(subfolder).is_absolute() or ".." in parts or not parts:
         raise ValueError(f"subfolder {subfolder!r} must be a relative path inside {text}.")
     return directory / subfolder
+
+
+def _allowed(subfolder: str | None, patterns: Sequence[str] | None) -> list[str] | None:
+    prefix = "" if subfolder is None else subfolder.strip("/") + "/"
+    if patterns is None:
+        return None if subfolder is None else [f"{prefix}*"]
+    return [prefix + pattern for pattern in patterns]
 
 
 def _looks_like_a_path(name_or_path: str | os.PathLike) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import broadcast, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from ..file_utils import replace_directory
 from ..retrieval.index import RealmIndex
-from ..retrieval.refresh import AsyncIndexRefresher, IndexRefreshSchedule, RefreshRecord, refresh_index
+from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
 from .optimization import parameter_groups
 
@@ -177,21 +177,27 @@ def train_realm(
     if args.report_to:
         accelerator.init_trackers("realm_pretraining", config={k: v for k, v in asdict(args).items() if v is not None})
 
-    step, index_step, history = 0, 0, []
+    refresher = IndexRefresher(
+        retriever,
+        tokenizer,
+        IndexRefreshSchedule(args.index_refresh_steps),
+        asynchronous=args.index_refresh_mode == "async",
+        batch_size=args.embed_batch_size,
+        accelerator=accelerator,
+        save_dir=output_dir / INDEX_DIR,
+    )
+    step, history = 0, []
     resume = args.resume_from_checkpoint
     if resume:
         checkpoint = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
         if checkpoint is not None:
             accelerator.load_state(str(checkpoint))
             state = json.loads((checkpoint / STATE_FILE).read_text())
-            step, index_step, history = state["step"], state["index_step"], state["history"]
-            retriever.index = RealmIndex.from_pretrained(output_dir / INDEX_DIR / f"step-{index_step}")
-            logger.info(f"Resumed from {checkpoint} at step {step} (index of step {index_step}).")
+            step, refresher.index_step, history = state["step"], state["index_step"], state["history"]
+            retriever.index = RealmIndex.from_pretrained(output_dir / INDEX_DIR / f"step-{refresher.index_step}")
+            logger.info(f"Resumed from {checkpoint} at step {step} (index of step {refresher.index_step}).")
     if step == 0:
-        _save_index(accelerator, retriever.index, output_dir, 0)
-
-    schedule = IndexRefreshSchedule(args.index_refresh_steps)
-    refresher = AsyncIndexRefresher(tokenizer, args.embed_batch_size) if args.index_refresh_mode == "async" else None
+        refresher.save()
     micro_per_epoch = len(loader)
     if micro_per_epoch == 0:
         raise ValueError("The training dataset yields no batch.")
@@ -234,23 +240,13 @@ def train_realm(
             step += 1
             progress.update(1)
 
-            refresh_seconds = None
-            if refresher is not None:
-                record = _poll_async(refresher, accelerator, unwrapped, retriever, step, schedule, output_dir)
-                if record is not None:
-                    index_step, refresh_seconds = record.step, record.seconds
-                    _save_index(accelerator, retriever.index, output_dir, index_step)
-            elif schedule.should_refresh(step):
-                t0 = time.perf_counter()
-                retriever.index = refresh_index(
-                    unwrapped.embedder, retriever.index, tokenizer, accelerator, batch_size=args.embed_batch_size
-                )
-                index_step, refresh_seconds = step, time.perf_counter() - t0
+            refreshed = refresher.step_end(unwrapped.embedder, step)
+            refresh_seconds = refreshed.seconds if refreshed is not None else None
 
             should_eval = bool(eval_fn and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps))
             if step % args.logging_steps == 0 or step == args.max_steps or refresh_seconds is not None or should_eval:
                 record = _summarise(window, accelerator)
-                record.update(step=step, index_staleness=step - index_step, lr=scheduler.get_last_lr()[0],
+                record.update(step=step, index_staleness=step - refresher.index_step, lr=scheduler.get_last_lr()[0],
                               steps_per_second=step / max(time.perf_counter() - began, 1e-9))  # fmt: skip
                 if refresh_seconds is not None:
                     record["index_refresh_seconds"] = refresh_seconds
@@ -263,13 +259,12 @@ def train_realm(
             if (args.save_steps and step % args.save_steps == 0) or step == args.max_steps:
                 # The index a checkpoint was trained with is saved with it (not at every refresh: the refresh period
                 # can be one step), so that a resumed run reloads it.
-                _save_index(accelerator, retriever.index, output_dir, index_step)
-                _save_checkpoint(accelerator, output_dir, step, index_step, history, args.save_total_limit)
+                refresher.save()
+                _save_checkpoint(accelerator, output_dir, step, refresher.index_step, history, args.save_total_limit)
             if step >= args.max_steps:
                 break
     progress.close()
-    if refresher is not None:
-        refresher.wait()
+    refresher.wait()
     accelerator.end_training()
     return history
 
@@ -313,43 +308,6 @@ def _evaluate(eval_fn, unwrapped, retriever, step, model) -> dict:
             return eval_fn(unwrapped, retriever, step) or {}
     finally:
         model.train()
-
-
-def _poll_async(
-    refresher, accelerator, unwrapped, retriever, step, schedule, output_dir: Path
-) -> RefreshRecord | None:
-    """Main process polls its background refresh; all processes agree on the swap through a broadcast, and the other
-    processes load the new index from where the checkpoints keep theirs (`output_dir`, whatever the accelerator's
-    `project_dir`)."""
-    record = None
-    if accelerator.is_main_process:
-        record = refresher.poll()
-        if schedule.should_refresh(step):
-            refresher.start(unwrapped.embedder, retriever.index, step)
-    if accelerator.num_processes == 1:
-        if record is not None:
-            retriever.index = record.index
-        return record
-    ready = torch.tensor([record.step if record is not None else -1], device=accelerator.device)
-    ready = broadcast(ready, from_process=0)
-    if int(ready.item()) < 0:
-        return None
-    if accelerator.is_main_process:
-        retriever.index = record.index
-        record.index.save_pretrained(output_dir / INDEX_DIR / f"step-{record.step}")
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        path = output_dir / INDEX_DIR / f"step-{int(ready.item())}"
-        retriever.index = RealmIndex.from_pretrained(path)
-        record = RefreshRecord(step=int(ready.item()), seconds=0.0, index=retriever.index)
-    return record
-
-
-def _save_index(accelerator: Accelerator, index: RealmIndex, output_dir: Path, step: int) -> None:
-    target = output_dir / INDEX_DIR / f"step-{step}"
-    if accelerator.is_main_process and not (target / "index_config.json").exists():
-        index.save_pretrained(target)
-    accelerator.wait_for_everyone()
 
 
 def _save_checkpoint(

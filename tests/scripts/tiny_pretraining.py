@@ -90,7 +90,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
         result.register_step_post_hook(after_step)
         return result
 
-    original_refresh = realm_hf.training.pretraining.refresh_index
+    original_refresh = realm_hf.retrieval.refresh.refresh_index
 
     def refresh(*args, **kwargs):
         new_index = original_refresh(*args, **kwargs)
@@ -125,7 +125,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
 
     realm_hf.training.pretraining.get_linear_schedule_with_warmup = schedule
     realm_hf.training.pretraining._optimizer = optimizer
-    realm_hf.training.pretraining.refresh_index = refresh
+    realm_hf.retrieval.refresh.refresh_index = refresh
     realm_hf.retrieval.index.RealmIndex._write_files = write_files
     accelerate.checkpointing.save = save
     accelerator.save_state = save_state

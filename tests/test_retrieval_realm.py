@@ -315,3 +315,18 @@ def test_models_take_any_retriever_of_the_protocol_and_refuse_other_objects(open
             model_class(tiny_config, retriever=object())
         model.set_retriever(None)
         assert model.retriever is None
+
+
+def test_reader_reads_the_question_without_unk_and_mask_as_the_original(openqa_tokenizer, blocks):
+    """The original retriever decoded the question with `skip_special_tokens=True` and tokenized it again: a question
+    with a character outside the vocabulary ([UNK]) or a [MASK] reaches the reader without them."""
+    expected = json.loads((REFERENCE / "retriever" / "expected.json").read_text())["special_tokens_question"]
+    question_ids = expected["question_input_ids"]
+    assert 1 in question_ids[0] and 4 in question_ids[0]  # [UNK] and [MASK]
+    retriever = make_retriever(blocks, openqa_tokenizer)
+    query = np.zeros((1, len(blocks)), dtype=np.float32)
+    query[0, expected["block_ids"]] = [3.0, 2.0, 1.0]  # identity embeddings: retrieves these blocks in this order
+    out = retriever(query, question_input_ids=torch.tensor(question_ids), num_retrieved=3, max_length=32)
+    assert out["retrieved_block_ids"][0].tolist() == expected["block_ids"]
+    assert out["input_ids"][0].tolist() == expected["input_ids"]
+    assert out["token_type_ids"][0].tolist() == expected["token_type_ids"]

@@ -183,6 +183,17 @@ class RealmRetriever:
         drop = {self.cls_token_id, self.sep_token_id, self.pad_token_id}
         return [[t for t in row if t not in drop] for row in rows]
 
+    def reader_question_ids(
+        self, question_input_ids: torch.Tensor | Sequence[Sequence[int]], attention_mask: torch.Tensor | None = None
+    ) -> list[list[int]]:
+        """Question token ids as the reader reads them, as the original implementation built them: the question is
+        decoded with `skip_special_tokens=True` and tokenized again, so `[UNK]`, `[MASK]` and other special tokens
+        are dropped (a question with a character outside the vocabulary reads without its `[UNK]`)."""
+        texts = self.tokenizer.batch_decode(
+            self.question_token_ids(question_input_ids, attention_mask), skip_special_tokens=True
+        )
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
     def __call__(
         self,
         query_embeddings: torch.Tensor | np.ndarray,
@@ -199,7 +210,9 @@ class RealmRetriever:
 
         Args:
             query_embeddings (`torch.Tensor` of shape `(batch_size, dim)`): Question embeddings.
-            question_input_ids: Tokenized questions (with or without special tokens and padding).
+            question_input_ids: Tokenized questions (with or without special tokens and padding). As in the original
+                implementation, the reader reads them decoded without special tokens and tokenized again
+                ([`~RealmRetriever.reader_question_ids`]: no `[UNK]` or `[MASK]`).
             question_attention_mask (`torch.Tensor`, *optional*): Marks real tokens of `question_input_ids`.
             answer_ids (`list`, *optional*): For each question, its answers as token id lists.
             num_retrieved (`int`): Retrieval depth k (capped at the corpus size, with a warning).
@@ -225,7 +238,7 @@ class RealmRetriever:
         embeddings = self.index.get_embeddings(block_ids)
         batch = self.encode_candidates(
             block_ids,
-            self.question_token_ids(question_input_ids, question_attention_mask),
+            self.reader_question_ids(question_input_ids, question_attention_mask),
             answer_ids=answer_ids,
             num_read=num_read,
             max_length=max_length,

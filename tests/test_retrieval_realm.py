@@ -330,3 +330,39 @@ def test_reader_reads_the_question_without_unk_and_mask_as_the_original(openqa_t
     assert out["retrieved_block_ids"][0].tolist() == expected["block_ids"]
     assert out["input_ids"][0].tolist() == expected["input_ids"]
     assert out["token_type_ids"][0].tolist() == expected["token_type_ids"]
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_transformers4_constructor_and_call_give_the_original_outputs(openqa_tokenizer, blocks, positional):
+    """`RealmRetriever(block_records=..., tokenizer=...)` and its original call give the outputs of the
+    transformers 4.46.3 retriever (`retriever/expected.json`); such a retriever cannot search and says what to use."""
+    expected = json.loads((REFERENCE / "retriever" / "expected.json").read_text())
+    records = np.array([b.encode("utf-8") for b in blocks], dtype=object)
+    if positional:
+        retriever = RealmRetriever(records, openqa_tokenizer)
+    else:
+        retriever = RealmRetriever(block_records=records, tokenizer=openqa_tokenizer)
+    has_answers, start_pos, end_pos, concat = retriever(
+        np.array(expected["block_ids"]),
+        expected["question_input_ids"],
+        answer_ids=expected["answer_ids"],
+        max_length=expected["max_length"],
+        return_tensors="np",
+    )
+    assert sorted(concat.keys()) == expected["concat_keys"]
+    for key in ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask"):
+        assert concat[key].tolist() == expected[key], key
+    assert has_answers.tolist() == expected["has_answers"]
+    assert start_pos.tolist() == expected["start_pos"] and end_pos.tolist() == expected["end_pos"]
+    none = retriever(np.array(expected["block_ids"]), expected["question_input_ids"], None, max_length=32)
+    assert list(none[:3]) == expected["without_answers"]["first_three"] == [None, None, None]
+    assert torch.equal(none[3]["input_ids"], torch.tensor(expected["input_ids"]))
+    truncated = expected["truncation_example"]
+    *_, concat = retriever(np.array(truncated["block_ids"]), expected["question_input_ids"], None, max_length=20)
+    assert concat["input_ids"].tolist() == truncated["input_ids"]
+    assert concat["special_tokens_mask"].tolist() == truncated["special_tokens_mask"]
+
+    with pytest.raises(TypeError, match="cannot search"):
+        retriever(torch.zeros(1, 4), question_input_ids=expected["question_input_ids"])
+    with pytest.raises(ValueError, match="no block embeddings to save"):
+        retriever.save_pretrained("unused")

@@ -12,15 +12,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .corpus import tokenize_blocks
 from .formats import longest_first_lengths_array, pad_pairs, pair, truncate_document
 from .index import INDEX_CONFIG_NAME, RealmIndex
-from .legacy import load_legacy_block_emb
+from .legacy import decode_legacy_record, load_legacy_block_emb
 from .storage import resolve_directory
 
 
@@ -82,6 +84,12 @@ class RealmRetriever:
     Args:
         index ([`RealmIndex`]): The knowledge index. Its corpus must have a `token_ids` column.
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]): The tokenizer that produced the corpus token ids.
+        block_records (`np.ndarray`, *optional*): The transformers-4 constructor, `RealmRetriever(block_records,
+            tokenizer)` (positionally too): the blocks as UTF-8 bytes or strings, without embeddings. Such a retriever
+            keeps the original call, `retriever(block_ids, question_input_ids, answer_ids, max_length=None,
+            return_tensors="pt")` -> `(has_answers, start_pos, end_pos, concat_inputs)`, over a corpus tokenized
+            once; it cannot search, so models need a retriever over a [`RealmIndex`] with embeddings
+            ([`RealmIndex.from_legacy`] reads the original `block_records.npy` and `block_emb`).
 
     Example:
 
@@ -92,7 +100,24 @@ class RealmRetriever:
     ```
     """
 
-    def __init__(self, index: RealmIndex, tokenizer: PreTrainedTokenizerBase):
+    def __init__(
+        self,
+        index: RealmIndex | np.ndarray | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        block_records: np.ndarray | Sequence[bytes | str] | None = None,
+    ):
+        if tokenizer is None:
+            raise TypeError("RealmRetriever needs the tokenizer of the corpus (`tokenizer=`).")
+        if block_records is None and isinstance(index, (np.ndarray, list, tuple)):
+            index, block_records = None, index  # the transformers-4 positional call
+        self.records_only = block_records is not None
+        if self.records_only:
+            if index is not None:
+                raise TypeError("Pass either an index or block_records, not both.")
+            index = _records_only_index(block_records, tokenizer)
+        if index is None:
+            raise TypeError("RealmRetriever needs a RealmIndex (or, as in transformers 4, block_records).")
         if "token_ids" not in index.corpus.column_names:
             raise ValueError(
                 "RealmRetriever needs a corpus with pre-tokenized blocks (a `token_ids` column); build it with "
@@ -112,6 +137,12 @@ class RealmRetriever:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Saves the tokenizer files and the index (in the `index/` subfolder)."""
+        if self.records_only:
+            raise ValueError(
+                "This retriever was built from block records alone (the transformers-4 constructor) and has no block "
+                "embeddings to save; build a RealmIndex with embeddings (RealmIndex.build, or RealmIndex.from_legacy "
+                "with the block_emb of the checkpoint) and save RealmRetriever(index, tokenizer)."
+            )
         os.makedirs(save_directory, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         self.index.save_pretrained(os.path.join(save_directory, INDEX_SUBFOLDER))
@@ -167,6 +198,14 @@ class RealmRetriever:
     # Retrieval
     # ---------------------------------------------------------------------------------------------------------------
 
+    def _check_searchable(self) -> None:
+        if self.records_only:
+            raise TypeError(
+                "This retriever was built from block records alone (the transformers-4 constructor): it has no block "
+                "embeddings and cannot search. Use RealmRetriever(index, tokenizer) over a RealmIndex with the "
+                "embeddings (RealmIndex.build, or RealmIndex.from_legacy with the original checkpoint's block_emb)."
+            )
+
     def block_token_ids(self, block_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the given blocks as `(values, offsets)` of a flattened list array (no Python lists)."""
         return self._gather_ragged(self._token_ids, block_ids)
@@ -194,7 +233,75 @@ class RealmRetriever:
         )
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def __call__(
+    def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor] | tuple:
+        r"""
+        Retrieves blocks for questions and builds the reader inputs ([`~RealmRetriever.retrieve`]); a retriever built
+        with the transformers-4 constructor (`block_records`) keeps the original call instead
+        ([`~RealmRetriever.encode_retrieved`]).
+        """
+        if self.records_only:
+            return self.encode_retrieved(*args, **kwargs)
+        return self.retrieve(*args, **kwargs)
+
+    def encode_retrieved(
+        self,
+        retrieved_block_ids: np.ndarray | torch.Tensor | Sequence[int],
+        question_input_ids: torch.Tensor | Sequence[Sequence[int]],
+        answer_ids: list[list[int]] | None = None,
+        max_length: int | None = None,
+        return_tensors: str | None = "pt",
+    ) -> tuple:
+        r"""
+        The transformers-4 `RealmRetriever.__call__`: the reader inputs of one question over given blocks, and where
+        its answers are in them.
+
+        Args:
+            retrieved_block_ids (1-D array of int): The blocks, as corpus rows.
+            question_input_ids: The tokenized question (a batch of one; the first row is used, as originally).
+            answer_ids (`list[list[int]]`, *optional*): The answers as token id lists.
+            max_length (`int`, *optional*): Maximum reader input length (default: the tokenizer's, at most 512).
+            return_tensors (`str`, *optional*, defaults to `"pt"`): Type of the `concat_inputs` tensors.
+
+        Returns:
+            `tuple`: `(has_answers, start_pos, end_pos, concat_inputs)`: `np.ndarray`s of shapes `(k,)`,
+            `(k, max_answers)` and `(k, max_answers)` (-1 padded), or `None` each without `answer_ids`; and a
+            `BatchEncoding` with `input_ids`, `attention_mask`, `token_type_ids` and `special_tokens_mask`.
+        """
+        if torch.is_tensor(retrieved_block_ids):
+            retrieved_block_ids = retrieved_block_ids.cpu().numpy()
+        block_ids = np.asarray(retrieved_block_ids)
+        if block_ids.dtype.kind not in "iu":
+            self._check_searchable()  # a model passing query embeddings: it needs a retriever that searches
+            raise TypeError(f"encode_retrieved takes block ids (integers), got {block_ids.dtype}.")
+        if max_length is None:
+            max_length = min(int(self.tokenizer.model_max_length), 512)
+        question = self.reader_question_ids(list(question_input_ids)[:1])
+        batch = self.encode_candidates(
+            block_ids.reshape(1, -1), question, [answer_ids] if answer_ids is not None else None, max_length=max_length
+        )
+        input_ids = batch["input_ids"][0]
+        positions = torch.arange(input_ids.size(-1))
+        first_sep = (input_ids == self.sep_token_id).int().argmax(-1, keepdim=True)
+        in_question = (positions >= 1) & (positions < first_sep)
+        concat_inputs = BatchEncoding(
+            {
+                "input_ids": input_ids.numpy(),
+                "attention_mask": batch["attention_mask"][0].numpy(),
+                "token_type_ids": batch["token_type_ids"][0].numpy(),
+                "special_tokens_mask": (~(in_question | batch["block_mask"][0])).long().numpy(),
+            },
+            tensor_type=return_tensors,
+        )
+        if answer_ids is None:
+            return None, None, None, concat_inputs
+        return (
+            batch["has_answers"][0].numpy(),
+            batch["start_positions"][0].numpy(),
+            batch["end_positions"][0].numpy(),
+            concat_inputs,
+        )
+
+    def retrieve(
         self,
         query_embeddings: torch.Tensor | np.ndarray,
         question_input_ids: torch.Tensor | Sequence[Sequence[int]],
@@ -225,6 +332,7 @@ class RealmRetriever:
             (`(batch, num_read, seq_len)`) and, with answers, `has_answers` (`(batch, k)`), `start_positions` and
             `end_positions` (`(batch, num_read, max_answers)`, padded with -1).
         """
+        self._check_searchable()
         queries = (
             query_embeddings.detach().float().cpu().numpy() if torch.is_tensor(query_embeddings) else query_embeddings
         )
@@ -346,6 +454,7 @@ class RealmRetriever:
             `joint_attention_mask`, `joint_token_type_ids` (`[CLS] x [SEP] block [SEP]`, shape `(batch, K, joint_len)`)
             and `retrieved_block_ids` (`(batch, K)`, -1 for the null document).
         """
+        self._check_searchable()
         queries = _as_numpy(query_embeddings)
         batch_size = queries.shape[0]
         if len(query_token_ids) != batch_size:
@@ -543,6 +652,16 @@ def load_index_in(
 
     block_emb = load_legacy_block_emb(directory)
     return RealmIndex.from_legacy(block_records, block_emb, tokenizer, allow_pickle=True, show_progress=False)
+
+
+def _records_only_index(block_records: np.ndarray | Sequence[bytes | str], tokenizer) -> RealmIndex:
+    """An index over block records without embeddings (the transformers-4 `RealmRetriever(block_records, tokenizer)`):
+    the blocks tokenized once; its placeholder embeddings are never searched (`records_only`)."""
+    texts = [decode_legacy_record(record, row, "block_records") for row, record in enumerate(block_records)]
+    if not texts:
+        raise ValueError("block_records is empty.")
+    corpus = tokenize_blocks(datasets.Dataset.from_dict({"text": texts}), tokenizer, title_column=None)
+    return RealmIndex.build(corpus, np.zeros((len(texts), 1), dtype=np.float32), show_progress=False)
 
 
 def _as_numpy(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:

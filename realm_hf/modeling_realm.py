@@ -300,8 +300,15 @@ class RealmPreTrainedModel(PreTrainedModel):
         """Loads a REALM checkpoint (see [`~transformers.PreTrainedModel.from_pretrained`]).
 
         Besides the usual behaviour it refuses a checkpoint saved from another REALM class when weights of this
-        class would be left uninitialised (for example a `RealmEmbedder` checkpoint loaded as `RealmReader`).
+        class would be left uninitialised (for example a `RealmEmbedder` checkpoint loaded as `RealmReader`), unless
+        `allow_missing_weights=True`: then those weights are newly initialised and listed in a warning, as
+        transformers does when it adds a head (and as the original REALM did).
+
+        Args:
+            allow_missing_weights (`bool`, *optional*, defaults to `False`):
+                Load a checkpoint of another REALM class, initialising the weights it lacks.
         """
+        allow_missing_weights = kwargs.pop("allow_missing_weights", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
         try:
@@ -334,10 +341,17 @@ class RealmPreTrainedModel(PreTrainedModel):
         architectures = getattr(model.config, "architectures", None) or []
         if info["missing_keys"] and architectures and cls.__name__ not in architectures:
             missing = sorted(info["missing_keys"])
-            raise ValueError(
-                f"The checkpoint at {pretrained_model_name_or_path!r} was saved from {architectures[0]}; loading it "
-                f"as {cls.__name__} leaves {len(missing)} weights uninitialised (e.g. {missing[:3]}). Load it with "
-                f"{architectures[0]}.from_pretrained instead."
+            if not allow_missing_weights:
+                raise ValueError(
+                    f"The checkpoint at {pretrained_model_name_or_path!r} was saved from {architectures[0]}; loading "
+                    f"it as {cls.__name__} leaves {len(missing)} weights uninitialised (e.g. {missing[:3]}). Load it "
+                    f"with {architectures[0]}.from_pretrained instead, or pass allow_missing_weights=True to "
+                    "initialise them."
+                )
+            logger.warning(
+                f"Some weights of {cls.__name__} were not in the {architectures[0]} checkpoint at "
+                f"{pretrained_model_name_or_path!r} and are newly initialised: {missing}. Train the model before "
+                "using it for predictions."
             )
         return (model, info) if output_loading_info else model
 

@@ -1,6 +1,7 @@
 """Model tests on tiny random configurations: shapes, round trips, gradients, batching and bad input."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -428,10 +429,19 @@ def test_bad_inputs_get_clear_errors(tiny_config):
         RealmEmbedder(tiny_config)(_inputs(tiny_config, 1, L), head_mask=torch.ones(2, 4))
 
 
-def test_checkpoint_of_another_realm_class_is_refused(tmp_path, tiny_config):
-    RealmEmbedder(tiny_config).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="saved from RealmEmbedder"):
+def test_checkpoint_of_another_realm_class_is_refused_unless_asked(tmp_path, tiny_config, caplog):
+    """Refused by default; `allow_missing_weights=True` loads the shared weights, initialises the others and lists
+    them in a warning."""
+    torch.manual_seed(0)
+    encoder = RealmKnowledgeAugEncoder(tiny_config)
+    encoder.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="saved from RealmKnowledgeAugEncoder.*allow_missing_weights=True"):
         RealmReader.from_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="realm_hf.modeling_realm"):
+        reader = RealmReader.from_pretrained(tmp_path, allow_missing_weights=True)
+    assert "newly initialised" in caplog.text and "qa_outputs.dense_output.weight" in caplog.text
+    shared = encoder.state_dict()["realm.encoder.layer.0.attention.self.query.weight"]
+    torch.testing.assert_close(reader.state_dict()["realm.encoder.layer.0.attention.self.query.weight"], shared)
 
 
 def test_config_that_does_not_match_weights_is_refused(tmp_path, tiny_config):

@@ -12,7 +12,8 @@ Two CPU processes (gloo):
 Resume after an interruption: add `--resume_from_checkpoint latest`. Arguments can also come from one JSON file:
 `python examples/pretrain_realm.py config.json`.
 
-The corpus file has one JSON object per line with `title` and `text`; without one the synthetic corpus is used. The
+The corpus (`--corpus_file`: a JSON lines, JSON, CSV or Parquet file, a datasets directory or a Hub dataset id) has
+`title` and `text`; without one the synthetic corpus is used. The
 corpus serves both as the knowledge corpus Z and as the source of masked sentences X (the sentence's own document is
 never retrieved).
 """
@@ -21,7 +22,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 from transformers import AutoTokenizer, HfArgumentParser
 
 from realm_hf import (
@@ -42,12 +42,18 @@ from realm_hf import (
 )
 from realm_hf.demo.job import build_tokenizer
 from realm_hf.demo.synthetic import make_synthetic_knowledge
-from realm_hf.retrieval.corpus import split_documents_into_blocks
+from realm_hf.retrieval.corpus import load_documents, split_documents_into_blocks
 
 
 @dataclass
 class DataArguments:
-    corpus_file: str | None = field(default=None, metadata={"help": "JSONL with `title` and `text` per document."})
+    corpus_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "The documents, with `title` and `text`: a JSON lines, JSON, CSV or Parquet file, a datasets "
+            "directory or a Hub dataset id."
+        },
+    )
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to --init_from's)."})
     max_block_length: int = field(default=288, metadata={"help": "Block length in wordpieces (paper: 288)."})
     query_max_length: int = field(default=64, metadata={"help": "Masked sentence length (paper: 64)."})
@@ -75,7 +81,7 @@ def main() -> None:
 
     # Step 1: corpus and tokenizer.
     if data_args.corpus_file:
-        documents = datasets.load_dataset("json", data_files=data_args.corpus_file, split="train")
+        documents = load_documents(data_args.corpus_file)
         tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer or model_args.init_from)
     else:
         knowledge = make_synthetic_knowledge()

@@ -4,6 +4,8 @@
   (no download), ending with a report of masked-LM loss and retrieval accuracy over the steps.
 - `realm-hf convert`: convert a checkpoint of the original transformers REALM to the realm_hf layout.
 - `realm-hf ask MODEL "question" ...`: answers, scores and evidence, one JSON object per line.
+- `realm-hf index MODEL CORPUS OUTPUT`: split documents into blocks, embed them with the model's document tower and
+  save the knowledge index.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import dataclasses
 import json
 import sys
 
-from transformers import HfArgumentParser
+from transformers import AutoTokenizer, HfArgumentParser
 
 from .demo.job import DemoArguments, run_demo
 from .hub.convert import add_convert_arguments
 from .hub.publish import load_realm
 from .inference import answer_questions
+from .retrieval.corpus import load_documents, split_documents_into_blocks
+from .retrieval.embedding import embed_corpus, load_document_embedder
+from .retrieval.fingerprint import compute_embedder_fingerprint
+from .retrieval.index import RealmIndex
 
 
 def _add_pretrain_arguments(subparsers) -> None:
@@ -49,8 +55,8 @@ def _add_ask_arguments(subparsers) -> None:
     parser.add_argument("model", help="A directory or Hub repository saved with realm_hf.save_realm / publish_realm.")
     parser.add_argument("questions", nargs="*", help="Questions (or use --questions-file).")
     parser.add_argument("--questions-file", default=None, help="A text file with one question per line.")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--revision", default=None)
+    parser.add_argument("--batch-size", type=int, default=16, help="Questions per forward pass.")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the model.")
     parser.add_argument("--allow-pickle", action="store_true", help="Read a legacy pickled block_records.npy.")
     parser.set_defaults(func=_run_ask)
 
@@ -74,6 +80,73 @@ def _run_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_index_arguments(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="Build a knowledge index: documents -> blocks -> document-tower embeddings -> RealmIndex on disk.",
+    )
+    parser.add_argument(
+        "model",
+        help="A REALM checkpoint with a document tower and its tokenizer (RealmEmbedder, RealmForPreTraining or "
+        "RealmForOpenQA; a local directory or a Hub model id).",
+    )
+    parser.add_argument(
+        "corpus",
+        help="The documents: a JSON lines / JSON / CSV / Parquet file, a datasets directory (save_to_disk) or a Hub "
+        "dataset id, with a text column and optionally a title column.",
+    )
+    parser.add_argument("output", help="The directory the index is saved to (RealmIndex.save_pretrained).")
+    parser.add_argument("--split", default="train", help="Split of a Hub dataset or DatasetDict directory.")
+    parser.add_argument("--text-column", default="text", help="Column with the documents' text.")
+    parser.add_argument("--title-column", default="title", help="Column with their titles (empty when absent).")
+    parser.add_argument(
+        "--max-block-length",
+        type=int,
+        default=None,
+        help="Longest block input, [CLS] title [SEP] block [SEP], in wordpieces (default: the model's block_seq_len).",
+    )
+    parser.add_argument("--batch-size", type=int, default=128, help="Blocks per forward pass of the embedder.")
+    parser.add_argument(
+        "--index-factory",
+        default="Flat",
+        help="FAISS index_factory string: 'Flat' (exact search), or e.g. 'IVF4096,SQ8', 'HNSW32' for large corpora.",
+    )
+    parser.add_argument("--num-proc", type=int, default=None, help="Processes for splitting and tokenizing.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.set_defaults(func=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    embedder = load_document_embedder(args.model)
+    documents = load_documents(
+        args.corpus, split=args.split, text_column=args.text_column, title_column=args.title_column
+    )
+    if args.title_column not in documents.column_names:
+        documents = documents.add_column(args.title_column, [""] * len(documents))
+    blocks = split_documents_into_blocks(
+        documents,
+        tokenizer,
+        max_block_length=args.max_block_length or embedder.config.block_seq_len,
+        num_proc=args.num_proc,
+        title_column=args.title_column,
+        text_column=args.text_column,
+    )
+    show_progress = not args.no_progress
+    embeddings = embed_corpus(embedder, blocks, tokenizer, batch_size=args.batch_size, show_progress=show_progress)
+    index = RealmIndex.build(
+        blocks,
+        embeddings,
+        index_factory=args.index_factory,
+        embedder_fingerprint=compute_embedder_fingerprint(embedder),
+        show_progress=show_progress,
+    )
+    index.save_pretrained(args.output)
+    summary = {"documents": len(documents), "blocks": len(index), "dim": index.embedding_dim, "output": args.output}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
@@ -82,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_pretrain_arguments(subparsers)
     add_convert_arguments(subparsers)
     _add_ask_arguments(subparsers)
+    _add_index_arguments(subparsers)
     args = parser.parse_args(argv or ["pretrain"])
     return args.func(args)
 

@@ -36,3 +36,39 @@ def test_cli_ask(tmp_path, openqa_tokenizer, blocks, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert lines[0]["answer"] == openqa_tokenizer.decode(question["predicted_answer_ids"], skip_special_tokens=True)
     assert main(["ask", str(tmp_path / "model")]) == 2
+
+
+def test_cli_index_builds_the_index_a_model_searches(tmp_path, openqa_tokenizer, blocks, capsys):
+    """`realm-hf index MODEL CORPUS OUTPUT` splits documents into blocks, embeds them with the checkpoint's document
+    tower and saves an index whose embeddings and fingerprint are that tower's; corpora come as JSON lines (no
+    titles) or CSV (with titles); an unknown file type is refused by name."""
+    import csv
+
+    import numpy as np
+    import pytest
+
+    from realm_hf import RealmIndex
+    from realm_hf.retrieval.embedding import embed_corpus
+
+    model_dir = REFERENCE / "openqa" / "safetensors"
+    model = RealmForOpenQA.from_pretrained(model_dir).eval()
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": text}) for text in blocks) + "\n")
+    assert main(["index", str(model_dir), str(jsonl), str(tmp_path / "index"), "--no-progress"]) == 0
+    index = RealmIndex.from_pretrained(tmp_path / "index")
+    assert list(index.corpus["text"]) == list(blocks)
+    assert index.check_embedder(model.embedder)
+    expected = embed_corpus(model.embedder, index.corpus, openqa_tokenizer, show_progress=False)
+    np.testing.assert_allclose(np.asarray(index.embeddings), expected, rtol=1e-5, atol=1e-5)
+
+    with open(tmp_path / "docs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["title", "text"])
+        writer.writerows([("alan turing", blocks[0]), ("the nile", blocks[3])])
+    assert main(["index", str(model_dir), str(tmp_path / "docs.csv"), str(tmp_path / "titled"), "--no-progress"]) == 0
+    titled = RealmIndex.from_pretrained(tmp_path / "titled")
+    assert list(titled.corpus["title"]) == ["alan turing", "the nile"] and len(titled) == 2
+
+    (tmp_path / "docs.txt").write_text(blocks[0])
+    with pytest.raises(ValueError, match="unknown document file type '.txt'"):
+        main(["index", str(model_dir), str(tmp_path / "docs.txt"), str(tmp_path / "never"), "--no-progress"])

@@ -10,8 +10,10 @@ ever re-tokenizes block text (re-tokenizing a decoded block is not guaranteed to
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -114,6 +116,55 @@ def sentence_boundaries(text: str) -> np.ndarray:
         `np.ndarray` of int64: sorted start offsets of every sentence after the first one.
     """
     return np.fromiter((start for start, _ in split_sentences(text)[1:]), dtype=np.int64)
+
+
+_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_documents(
+    path_or_id: str | os.PathLike, split: str = "train", text_column: str = "text", title_column: str = "title"
+) -> datasets.Dataset:
+    """Documents to build a corpus from, wherever they are: a JSON lines, JSON, CSV or Parquet file, a directory
+    written by `Dataset.save_to_disk`, or a Hub dataset id.
+
+    Args:
+        path_or_id (`str` or `os.PathLike`):
+            The file, the directory or the Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`):
+            The split of a Hub dataset or of a `DatasetDict` directory.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            The column with the documents' text (required).
+        title_column (`str`, *optional*, defaults to `"title"`):
+            The column with their titles (optional).
+
+    Returns:
+        `datasets.Dataset`: the documents, with at least `text_column`.
+
+    Raises:
+        `ValueError`: naming the file type, the missing split or the missing text column.
+    """
+    path = Path(os.fspath(path_or_id)).expanduser()
+    if path.is_file():
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"{path}: unknown document file type {path.suffix!r}; expected one of {sorted(_FILE_BUILDERS)}."
+            )
+        documents = datasets.load_dataset(builder, data_files=str(path), split="train")
+    elif path.is_dir():
+        documents = datasets.load_from_disk(str(path))
+    else:
+        documents = datasets.load_dataset(os.fspath(path_or_id), split=split)
+    if isinstance(documents, datasets.DatasetDict):
+        if split not in documents:
+            raise ValueError(f"{path_or_id} has no split {split!r} (it has {sorted(documents)}).")
+        documents = documents[split]
+    if text_column not in documents.column_names:
+        raise ValueError(
+            f"{path_or_id} has no {text_column!r} column (it has {documents.column_names}); the documents need a "
+            f"text column{' and optionally ' + repr(title_column) if title_column else ''}."
+        )
+    return documents
 
 
 def split_documents_into_blocks(

@@ -1101,6 +1101,42 @@ class RealmForOpenQA(RealmPreTrainedModel):
         """Sets the [`RealmRetriever`] used by `forward`."""
         self.retriever = _checked_retriever(retriever, type(self).__name__)
 
+    @classmethod
+    def from_pretraining(
+        cls, pretrained: "RealmForPreTraining | str", retriever: Retriever | None = None, **kwargs
+    ) -> "RealmForOpenQA":
+        r"""
+        The open-QA model the paper fine-tunes, initialised from REALM pre-training: the query embedder from the
+        pre-trained query tower, the reader's BERT and MLM head from the knowledge-augmented encoder, and the block
+        embeddings of the pre-training index (the retriever is reused as it is, nothing is re-embedded). The span
+        scorer (`reader.qa_outputs`) is new; its weights are listed in a warning.
+
+        Args:
+            pretrained ([`RealmForPreTraining`] or `str`):
+                A pre-trained model, or a local directory / Hub id that `RealmForPreTraining.from_pretrained` loads.
+            retriever ([`~realm_hf.retrieval.protocols.Retriever`], *optional*):
+                The retriever of the open-QA model; defaults to the pre-trained model's.
+            kwargs:
+                Passed to `RealmForPreTraining.from_pretrained` when `pretrained` is a path.
+
+        Returns:
+            [`RealmForOpenQA`] with the configuration of the pre-trained model.
+        """
+        if not isinstance(pretrained, RealmForPreTraining):
+            pretrained = RealmForPreTraining.from_pretrained(pretrained, **kwargs)
+        config = RealmConfig.from_dict(pretrained.config.to_dict())
+        config.architectures = [cls.__name__]
+        model = cls(config, retriever=retriever if retriever is not None else pretrained.retriever)
+        model.embedder.load_state_dict(pretrained.query_embedder.state_dict())
+        result = model.reader.load_state_dict(pretrained.encoder.state_dict(), strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"Unexpected knowledge-augmented encoder weights for the reader: {result.unexpected_keys}")
+        logger.warning(
+            f"RealmForOpenQA from REALM pre-training: the query embedder and the reader's encoder are the pre-trained "
+            f"ones; newly initialised (train them by fine-tuning): {sorted(result.missing_keys)}."
+        )
+        return model.to(pretrained.device)
+
     @property
     def searcher_beam_size(self) -> int:
         """Retrieval depth: `config.searcher_beam_size` in training, `config.reader_beam_size` in evaluation."""

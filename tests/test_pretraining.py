@@ -354,3 +354,41 @@ def test_relevance_scores_equal_the_index_inner_products_after_a_refresh(
     assert real.sum() >= block_ids.size(0) * (model.config.num_candidates - 1)
     index_scores = torch.einsum("bd,bkd->bk", query, torch.from_numpy(index.get_embeddings(block_ids.clamp_min(0))))
     torch.testing.assert_close(out.relevance_score[real], index_scores[real], rtol=1e-4, atol=1e-4)
+
+
+def test_open_qa_model_from_pretraining_keeps_the_retriever_and_reads_with_the_encoder(
+    knowledge, synthetic_tokenizer, corpus, tmp_path, caplog
+):
+    """`RealmForOpenQA.from_pretraining`: the same query tower and index (same top-k for the same questions), the
+    reader's encoder weights are the knowledge-augmented encoder's, the span scorer is new and said to be; from a
+    model or from its saved directory."""
+    import logging
+
+    from realm_hf import RealmForOpenQA
+
+    pretrained = model_with_retriever(synthetic_tokenizer, corpus).eval()
+    with caplog.at_level(logging.WARNING, logger="realm_hf.modeling_realm"):
+        bridged = RealmForOpenQA.from_pretraining(pretrained).eval()
+    assert "qa_outputs.dense_output.weight" in caplog.text
+    assert bridged.retriever is pretrained.retriever
+    encoder_weights = pretrained.encoder.state_dict()
+    for name, tensor in bridged.reader.state_dict().items():
+        if not name.startswith("qa_outputs."):
+            assert torch.equal(tensor, encoder_weights[name]), name
+    questions = synthetic_tokenizer(
+        [f"where was {' '.join(sentence.split()[:2])} born?" for sentence in knowledge.facts["sentence"][:6]],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        before = pretrained.query_embedder(**questions).projected_score
+        after = bridged.embedder(**questions).projected_score
+    index = pretrained.retriever.index
+    np.testing.assert_array_equal(index.search(before, 3)[1], index.search(after, 3)[1])
+    with torch.no_grad():
+        output = bridged(**{k: v[:1] for k, v in questions.items()})
+    assert output.predicted_answer_ids.dim() == 1
+
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    reloaded = RealmForOpenQA.from_pretraining(str(tmp_path / "pretrained"), retriever=pretrained.retriever)
+    assert torch.equal(reloaded.embedder.cls.dense.weight, bridged.embedder.cls.dense.weight)

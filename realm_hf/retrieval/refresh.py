@@ -237,6 +237,13 @@ class IndexRefresher:
             self.accelerator.wait_for_everyone()
         return target
 
+    def resume(self, index_step: int) -> None:
+        """Swaps in the index saved as `save_dir/step-<index_step>` (the one a checkpoint was trained with)."""
+        if self.save_dir is None:
+            raise ValueError("IndexRefresher.resume needs a save_dir.")
+        self.retriever.index = RealmIndex.from_pretrained(self.save_dir / f"step-{index_step}")
+        self.index_step = index_step
+
     def wait(self) -> None:
         """Waits for a running background refresh to end (its result is dropped)."""
         if self.background is not None:

@@ -193,8 +193,8 @@ def train_realm(
         if checkpoint is not None:
             accelerator.load_state(str(checkpoint))
             state = json.loads((checkpoint / STATE_FILE).read_text())
-            step, refresher.index_step, history = state["step"], state["index_step"], state["history"]
-            retriever.index = RealmIndex.from_pretrained(output_dir / INDEX_DIR / f"step-{refresher.index_step}")
+            step, history = state["step"], state["history"]
+            refresher.resume(state["index_step"])
             logger.info(f"Resumed from {checkpoint} at step {step} (index of step {refresher.index_step}).")
     if step == 0:
         refresher.save()

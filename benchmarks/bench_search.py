@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info as common_machine_info  # noqa: E402
+from _common import write_results  # noqa: E402
 
 from realm_hf.retrieval.index import RealmIndex  # noqa: E402
 
@@ -244,10 +245,7 @@ def main(argv=None) -> dict:
         "goals": goals,
     }
     print_table(args, rows, goals, agreement)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nWrote {args.output}")
+    write_results(args.output, results)
     return results
 
 

@@ -35,6 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import write_results  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,10 +221,7 @@ def main(argv=None) -> dict:
         **results,
     }
     print_table(args, summary)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        print(f"\nWrote {args.output}")
+    write_results(args.output, json.loads(json.dumps(summary, default=float)))
     return summary
 
 

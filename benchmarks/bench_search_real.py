@@ -51,6 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import write_results  # noqa: E402
 from bench_search import (  # noqa: E402
     approximate_search_rows,
     compare_with_reference,
@@ -348,10 +349,7 @@ def main(argv=None) -> dict:
         "goals": goals,
     }
     print_table(args, results)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nWrote {args.output}")
+    write_results(args.output, results)
     return results
 
 

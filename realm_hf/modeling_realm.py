@@ -1130,7 +1130,9 @@ class RealmForOpenQA(RealmPreTrainedModel):
         model.embedder.load_state_dict(pretrained.query_embedder.state_dict())
         result = model.reader.load_state_dict(pretrained.encoder.state_dict(), strict=False)
         if result.unexpected_keys:
-            raise ValueError(f"Unexpected knowledge-augmented encoder weights for the reader: {result.unexpected_keys}")
+            raise ValueError(
+                f"Unexpected knowledge-augmented encoder weights for the reader: {result.unexpected_keys}"
+            )
         logger.warning(
             f"RealmForOpenQA from REALM pre-training: the query embedder and the reader's encoder are the pre-trained "
             f"ones; newly initialised (train them by fine-tuning): {sorted(result.missing_keys)}."

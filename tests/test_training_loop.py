@@ -86,6 +86,29 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     history = json.loads((killed / "result.json").read_text())["history"]
     assert [r["step"] for r in history] == list(range(1, 7))
 
+    # The trained model is saved the HF way: a fresh process loads it with AutoModelForPreTraining, with its
+    # tokenizer and the index it was trained with, and gets the trained parameters.
+    final = tmp_path / "full" / "final"
+    assert {"config.json", "model.safetensors", "README.md", "index"} <= {p.name for p in final.iterdir()}
+    check = (
+        "import sys, torch, realm_hf\n"
+        "from safetensors.torch import load_file\n"
+        "from transformers import AutoModelForPreTraining, AutoTokenizer\n"
+        "model = AutoModelForPreTraining.from_pretrained(sys.argv[1])\n"
+        "assert type(model).__name__ == 'RealmForPreTraining'\n"
+        "AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "retriever = realm_hf.RealmRetriever.from_pretrained(sys.argv[1])\n"
+        "assert retriever.index.check_embedder(model.embedder)\n"
+        "trained = load_file(sys.argv[2])\n"
+        "state = model.state_dict()\n"
+        "assert all(torch.equal(state[k], v) for k, v in trained.items() if k in state), 'parameters differ'\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", check, str(final), str(tmp_path / "full" / "final.safetensors")],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        check=True,
+    )
+
 
 @pytest.mark.distributed
 def test_two_processes_match_one_process(tmp_path):

@@ -27,6 +27,8 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from ..file_utils import replace_directory
+from ..hub.model_card import RealmModelCardData
+from ..hub.publish import save_realm
 from ..retrieval.index import RealmIndex
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
@@ -38,6 +40,8 @@ logger = hf_logging.get_logger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 INDEX_DIR = "indexes"
+#: Where the trained model is saved with `save_pretrained` (with its tokenizer, index and card).
+FINAL_DIR = "final"
 
 
 @dataclass
@@ -265,8 +269,41 @@ def train_realm(
                 break
     progress.close()
     refresher.wait()
+    _save_final_model(accelerator, unwrapped, tokenizer, retriever, args, history)
     accelerator.end_training()
     return history
+
+
+def _save_final_model(accelerator: Accelerator, model, tokenizer, retriever, args, history: list[dict]) -> None:
+    """The trained model the HF way, in `output_dir/final`: `save_pretrained` weights and config, the tokenizer, the
+    index it was trained with (`index/`) and a model card with the run's settings and logs (written atomically)."""
+    if accelerator.is_main_process:
+        final = Path(args.output_dir) / FINAL_DIR
+        tmp = final.with_name(f".{FINAL_DIR}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        card = RealmModelCardData(
+            model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
+            "retrieval, index refreshed during training).",
+            training_hyperparameters={
+                key: getattr(args, key)
+                for key in (
+                    "max_steps",
+                    "per_device_train_batch_size",
+                    "learning_rate",
+                    "retriever_learning_rate",
+                    "warmup_steps",
+                    "index_refresh_steps",
+                    "index_refresh_mode",
+                    "seed",
+                )  # fmt: skip
+            },
+            training_logs=[{k: v for k, v in record.items() if isinstance(v, (int, float))} for record in history],
+        )
+        with _without_tied_weight_warning():
+            save_realm(tmp, model, tokenizer, retriever, card=card)
+        replace_directory(tmp, final)
+        logger.info(f"Saved the trained model, tokenizer, index and model card to {final}.")
+    accelerator.wait_for_everyone()
 
 
 _RETRIEVER_PREFIXES = ("embedder.", "query_embedder.")

@@ -680,9 +680,27 @@ def marginal_mlm_loss(
     token_log_prob = -nn.functional.cross_entropy(
         prediction_scores.view(-1, prediction_scores.size(-1)).float(), targets, reduction="none"
     ).view(batch_size, num_candidates, seq_len)
-    candidate_log_prob = relevance_score.float().log_softmax(-1).unsqueeze(-1)
-    marginal = (candidate_log_prob + token_log_prob).logsumexp(1)
-    return -torch.nansum(torch.sum(marginal * mlm_mask) / torch.sum(mlm_mask))
+    # One row per position: its candidates' prior and gold log-probabilities (0 where the label is -100, as originally).
+    prior = relevance_score.float().log_softmax(-1).repeat_interleave(seq_len, dim=0)
+    gold = token_log_prob.transpose(1, 2).reshape(batch_size * seq_len, num_candidates)
+    return _weighted_marginal_nll(prior, gold, mlm_mask.view(-1))[0]
+
+
+def _weighted_marginal_nll(
+    prior: torch.Tensor, gold: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REALM's marginal negative log-likelihood over tokens: `-sum_t w_t log sum_z p(z|x) p(y_t|z,x) / sum_t w_t`.
+
+    Args:
+        prior (`torch.FloatTensor` of shape `(num_tokens, num_candidates)`): `log p(z|x)` of each token's candidates.
+        gold (`torch.FloatTensor` of shape `(num_tokens, num_candidates)`): `log p(y_t|z,x)`.
+        weights (`torch.FloatTensor` of shape `(num_tokens,)`): token weights.
+
+    Returns:
+        `(loss, marginal)`: the weighted mean (0 when the weights sum to 0) and `log p(y_t|x)` per token.
+    """
+    marginal = (prior + gold).logsumexp(-1)
+    return -torch.nansum((marginal * weights).sum() / weights.sum()), marginal
 
 
 def _checked_retriever(retriever: Retriever | None, owner: str) -> Retriever | None:
@@ -850,9 +868,8 @@ class RealmForPreTraining(RealmPreTrainedModel):
             targets = labels[rows, positions]
             gold = token_log_probs.gather(-1, targets.view(-1, 1, 1).expand(-1, num_candidates, 1)).squeeze(-1)
             prior = relevance_score.float().log_softmax(-1)[rows]
-            marginal = (prior + gold).logsumexp(-1)
-            weights = torch.ones_like(marginal) if mlm_mask is None else mlm_mask[rows, positions].to(marginal.dtype)
-            loss = -(marginal * weights).sum() / weights.sum()
+            weights = gold.new_ones(rows.numel()) if mlm_mask is None else mlm_mask[rows, positions].to(gold.dtype)
+            loss, marginal = _weighted_marginal_nll(prior, gold, weights)
             with torch.no_grad():
                 prediction = (prior.unsqueeze(-1) + token_log_probs).logsumexp(1).argmax(-1)
                 masked_lm_correct = prediction == targets

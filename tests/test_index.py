@@ -265,7 +265,7 @@ def test_atomic_save_keeps_previous_version(flat_index, ivf_index, tmp_path, mon
     def failing_writer(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(index_module, "_write_faiss_index", failing_writer)
+    monkeypatch.setattr(index_module, "write_faiss_index", failing_writer)
     with pytest.raises(OSError, match="disk full"):
         ivf_index.save_pretrained(path)
     assert sorted(os.listdir(tmp_path)) == ["index"]  # no temporary directory left
@@ -330,7 +330,7 @@ def test_row_count_mismatch_names_the_file(flat_index, ivf_index, tmp_path):
     path = tmp_path / "ivf2"
     ivf_index.save_pretrained(path)
     other = RealmIndex.build(None, ivf_index.embeddings[:100], "IVF4,Flat", show_progress=False)
-    index_module._write_faiss_index(other.faiss_index, path / "index.faiss")
+    index_module.write_faiss_index(other.faiss_index, path / "index.faiss")
     _edit_config(path, file_sizes={})
     with pytest.raises(ValueError, match=r"index\.faiss holds 100 vectors but there are 2000 blocks"):
         RealmIndex.from_pretrained(path)

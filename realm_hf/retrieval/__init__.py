@@ -15,7 +15,7 @@ How a refresh flows during training:
              -> a new RealmIndex, swapped into the retriever the model holds
 
 The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with), `corpus` (evidence blocks
-and their document-tower inputs), `index` (the on-disk index), `search` (exact and FAISS search), `fingerprint`
+and their document-tower inputs), `index` (the index), `index_format` (its files on disk), `search` (exact and FAISS search), `fingerprint`
 (which embedder built an index), `embedding`, `refresh`, `retriever`, `storage` (local directory or Hub id) and
 `legacy` (the original checkpoints' pickled block records).
 """

@@ -84,7 +84,7 @@ def kill_index_save(directory: Path, stage: str) -> None:
     old = RealmIndex.from_pretrained(directory, mmap=False)
     new = old.refresh(-np.asarray(old.embeddings), show_progress=False)
     if stage == "embeddings":
-        original_write = realm_hf.retrieval.index._write_embeddings
+        original_write = realm_hf.retrieval.index.write_embeddings
 
         def write_embeddings(embeddings, path):
             original_write(embeddings, path)
@@ -92,7 +92,7 @@ def kill_index_save(directory: Path, stage: str) -> None:
             Path(path).write_bytes(data[: len(data) // 2])
             die()
 
-        realm_hf.retrieval.index._write_embeddings = write_embeddings
+        realm_hf.retrieval.index.write_embeddings = write_embeddings
     elif stage == "before-swap":
         realm_hf.retrieval.index.replace_directory = lambda tmp, target: die()
     elif stage == "after-swap":

@@ -102,7 +102,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
 
     def write_files(index, directory):
         if ("index-save", current_step()) in points:
-            realm_hf.retrieval.index._write_corpus(index.corpus, directory / index.config.corpus_dir)
+            realm_hf.retrieval.index.write_corpus(index.corpus, directory / index.config.corpus_dir)
             die()
         original_write_files(index, directory)
 

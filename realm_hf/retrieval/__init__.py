@@ -14,8 +14,9 @@ How a refresh flows during training:
              -> embed_corpus (`embedding`: the document tower over every block)
              -> a new RealmIndex, swapped into the retriever the model holds
 
-The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with), `corpus` (evidence blocks
-and their document-tower inputs), `index` (the index), `index_format` (its files on disk), `search` (exact and FAISS search), `fingerprint`
-(which embedder built an index), `embedding`, `refresh`, `retriever`, `storage` (local directory or Hub id) and
-`legacy` (the original checkpoints' pickled block records).
+The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with), `corpus` (documents into
+evidence blocks), `formats` (the one builder of document-tower, encoder and reader inputs), `index` (the index),
+`index_format` (its files on disk), `search` (exact and FAISS search), `fingerprint` (which embedder built an index),
+`embedding`, `refresh`, `retriever`, `storage` (local directory or Hub id) and `legacy` (the original checkpoints'
+`block_emb` and pickled block records).
 """

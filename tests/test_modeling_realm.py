@@ -489,3 +489,10 @@ def test_relative_position_embeddings_are_refused_not_ignored(kind):
     with pytest.raises(ValueError, match="position_embedding_type='relative_key"):
         RealmConfig(**tiny_config_kwargs(), position_embedding_type=kind)
     assert RealmConfig(**tiny_config_kwargs(), position_embedding_type="absolute").hidden_size > 0
+
+
+def test_public_names_are_exported_sorted_and_importable():
+    import realm_hf
+
+    assert realm_hf.__all__ == sorted(realm_hf.__all__)
+    assert all(hasattr(realm_hf, name) for name in realm_hf.__all__)

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import evaluate
+
 from .open_qa.open_qa import (
     ANSWER_TYPES,
     OpenQA,
@@ -82,8 +84,6 @@ def load_open_qa_metric(answer_type: str = "text", **kwargs: Any):
     Returns:
         `evaluate.EvaluationModule`: The loaded metric.
     """
-    import evaluate  # deferred: it takes about a second to import, and only this loader needs it
-
     if answer_type not in ANSWER_TYPES:
         raise ValueError(f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}.")
     if not OPEN_QA_METRIC_PATH.is_file():

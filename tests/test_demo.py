@@ -5,6 +5,12 @@ import json
 import pytest
 
 from realm_hf.cli import main
+
+
+try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
+    from tests.hub_server import hub_server  # noqa: F401  (a fixture)
+except ImportError:  # pragma: no cover
+    from hub_server import hub_server  # noqa: F401
 from realm_hf.demo.job import DemoArguments, run_demo
 
 
@@ -66,3 +72,27 @@ def test_demo_reuses_a_saved_reading_warm_start_of_the_same_world_only(tmp_path)
     assert again["random_init"] == first["random_init"]  # same world, same initial model
     with pytest.raises(ValueError, match="vocabulary"):
         run_demo(DemoArguments(output_dir=str(tmp_path / "other"), reader_from=str(saved), **{**tiny, "seed": 1}))
+
+
+def test_cli_pretrain_pushes_the_trained_model_to_the_hub(tmp_path, hub_server, capsys):
+    """`realm-hf pretrain --push_to_hub` publishes what it saved in `final/` (model, tokenizer, index, card) in one
+    commit, and a bad repository id is refused before training starts."""
+    from huggingface_hub import HfApi
+
+    from realm_hf import RealmForPreTraining, RealmRetriever
+
+    args = ["pretrain", "--max_steps", "2", "--ict_steps", "0", "--reading_steps", "0", "--num_people", "4",
+            "--num_cities", "2", "--batch_size", "4", "--eval_steps", "2", "--hidden_size", "32",
+            "--num_eval_facts", "8", "--no_show_progress"]  # fmt: skip
+    with pytest.raises(ValueError, match="Repo id"):
+        main([*args, "--output_dir", str(tmp_path / "bad"), "--push_to_hub", "--hub_model_id", "a/b/c"])
+    assert not (tmp_path / "bad").exists()
+    assert main([*args, "--output_dir", str(tmp_path / "run"), "--push_to_hub", "--hub_model_id", "tester/demo"]) == 0
+    files = set(HfApi().list_repo_files("tester/demo"))
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json", "index/index_config.json"} <= files
+    assert len(HfApi().list_repo_commits("tester/demo")) == 2  # the repository's creation and the one upload
+    model = RealmForPreTraining.from_pretrained("tester/demo")
+    retriever = RealmRetriever.from_pretrained("tester/demo")
+    assert retriever.index.check_embedder(model.embedder)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["hub_commit"]

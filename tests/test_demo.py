@@ -75,7 +75,7 @@ def test_demo_reuses_a_saved_reading_warm_start_of_the_same_world_only(tmp_path)
 
 
 def test_cli_pretrain_pushes_the_trained_model_to_the_hub(tmp_path, hub_server, capsys):
-    """`realm-hf pretrain --push_to_hub` publishes what it saved in `final/` (model, tokenizer, index, card) in one
+    """`realm-hf pretrain --push_to_hub` publishes the trained model, its tokenizer, its index and a card in one
     commit, and a bad repository id is refused before training starts."""
     from huggingface_hub import HfApi
 

@@ -24,7 +24,7 @@ from realm_hf import (
 from realm_hf.retrieval.embedding import embed_corpus
 
 from .test_modeling_realm import B, L, N, _inputs, _reader_batch
-from .utils import REFERENCE, make_retriever, openqa_retriever
+from .utils import REFERENCE, make_corpus, make_retriever, openqa_retriever
 
 
 pytestmark = pytest.mark.gpu
@@ -110,7 +110,7 @@ def test_pretraining_with_its_retriever_on_the_device(tiny_config, device, tiny_
     texts = [f"record {i} of the test . paris is the capital city of france ." for i in range(6)]
     torch.manual_seed(0)
     model = RealmForPreTraining(tiny_config).eval()
-    embeddings = embed_corpus(model.embedder, _corpus(texts, tiny_tokenizer), tiny_tokenizer, show_progress=False)
+    embeddings = embed_corpus(model.embedder, make_corpus(texts, tiny_tokenizer), tiny_tokenizer, show_progress=False)
     model.set_retriever(make_retriever(texts, tiny_tokenizer, embeddings))
     batch = tiny_tokenizer(
         ["who was born in [MASK] ?", "paris is the capital of [MASK] ."], padding=True, return_tensors="pt"
@@ -128,7 +128,7 @@ def test_pretraining_with_its_retriever_on_the_device(tiny_config, device, tiny_
 
 def test_embed_corpus_on_the_device_with_autocast(tiny_config, device, tiny_tokenizer):
     texts = [f"record {i} : alan turing was a computer scientist in london ." for i in range(20)]
-    corpus = _corpus(texts, tiny_tokenizer)
+    corpus = make_corpus(texts, tiny_tokenizer)
     torch.manual_seed(0)
     embedder = RealmEmbedder(tiny_config).eval()
     expected = embed_corpus(embedder, corpus, tiny_tokenizer, batch_size=8, show_progress=False)
@@ -140,11 +140,3 @@ def test_embed_corpus_on_the_device_with_autocast(tiny_config, device, tiny_toke
     )
     cosine = (fast * expected).sum(-1) / (np.linalg.norm(fast, axis=-1) * np.linalg.norm(expected, axis=-1))
     assert fast.dtype == np.float32 and cosine.min() > 0.99
-
-
-def _corpus(texts, tokenizer):
-    import datasets
-
-    from realm_hf.retrieval.corpus import tokenize_blocks
-
-    return tokenize_blocks(datasets.Dataset.from_dict({"text": texts}), tokenizer)

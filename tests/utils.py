@@ -15,9 +15,14 @@ from realm_hf.retrieval.retriever import RealmRetriever
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 
 
+def make_corpus(texts, tokenizer) -> datasets.Dataset:
+    """A corpus of `texts`, one pre-tokenized block each."""
+    return tokenize_blocks(datasets.Dataset.from_dict({"text": list(texts)}), tokenizer)
+
+
 def make_retriever(texts, tokenizer, embeddings=None) -> RealmRetriever:
     """A retriever over `texts` (one block each), with the given block embeddings (the identity by default)."""
-    corpus = tokenize_blocks(datasets.Dataset.from_dict({"text": list(texts)}), tokenizer)
+    corpus = make_corpus(texts, tokenizer)
     if embeddings is None:
         embeddings = np.eye(len(texts), dtype=np.float32)
     index = RealmIndex.build(corpus, np.asarray(embeddings, dtype=np.float32), show_progress=False)

@@ -15,7 +15,7 @@ import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..inference import answer_questions
+from ..inference import answer_questions, block_texts
 from .metrics import warn_invalid_patterns
 from .metrics.open_qa.open_qa import ANSWER_TYPES, compile_answer_regex, normalize_answer, question_scores
 
@@ -246,20 +246,16 @@ def evaluate_open_qa(
     finally:
         model.train(was_training)
 
-    texts_cache: dict[int, tuple[str, str]] = {}
-
-    def block_text(block_id: int) -> tuple[str, str]:
-        if block_id not in texts_cache:
-            raw = corpus[block_id].get("text", "") or ""
-            texts_cache[block_id] = (raw, normalize_answer(raw))
-        return texts_cache[block_id]
+    # Every retrieved block's text, read in one batch and normalised once.
+    block_ids = sorted({int(b) for row in retrieved for b in row if int(b) >= 0})
+    texts = {b: (text, normalize_answer(text)) for b, (_, text) in zip(block_ids, block_texts(corpus, block_ids))}
 
     at_1 = [False] * num_questions
     at_k = [False] * num_questions
     for row, i in enumerate(answered):
         if not matchers[i].has_answers:
             continue
-        hits = [int(b) >= 0 and matchers[i].in_block(*block_text(int(b))) for b in retrieved[row]]
+        hits = [int(b) >= 0 and matchers[i].in_block(*texts[int(b)]) for b in retrieved[row]]
         at_1[i] = bool(hits[:1]) and hits[0]
         at_k[i] = any(hits)
 

@@ -226,11 +226,15 @@ class IndexRefresher:
             logger.info(f"Index refreshed at step {step} (weights of step {record.step}, {record.seconds:.1f}s).")
         return record
 
+    def index_dir(self, step: int) -> Path:
+        """Where the index embedded with the weights of `step` is saved: `save_dir/step-<step>`."""
+        if self.save_dir is None:
+            raise ValueError("IndexRefresher needs a save_dir to save or load indexes.")
+        return self.save_dir / f"step-{step}"
+
     def save(self) -> Path:
         """Saves the index in service as `save_dir/step-<index_step>` (main process, once) and returns the path."""
-        if self.save_dir is None:
-            raise ValueError("IndexRefresher.save needs a save_dir.")
-        target = self.save_dir / f"step-{self.index_step}"
+        target = self.index_dir(self.index_step)
         if self._is_main_process and not (target / INDEX_CONFIG_NAME).exists():
             self.retriever.index.save_pretrained(target)
         if self.accelerator is not None:
@@ -239,9 +243,7 @@ class IndexRefresher:
 
     def resume(self, index_step: int) -> None:
         """Swaps in the index saved as `save_dir/step-<index_step>` (the one a checkpoint was trained with)."""
-        if self.save_dir is None:
-            raise ValueError("IndexRefresher.resume needs a save_dir.")
-        self.retriever.index = RealmIndex.from_pretrained(self.save_dir / f"step-{index_step}")
+        self.retriever.index = RealmIndex.from_pretrained(self.index_dir(index_step))
         self.index_step = index_step
 
     def wait(self) -> None:
@@ -265,7 +267,7 @@ class IndexRefresher:
         ready = int(broadcast(ready, from_process=0).item())
         if ready < 0:
             return None
-        path = self.save_dir / f"step-{ready}"
+        path = self.index_dir(ready)
         if self.accelerator.is_main_process:
             record.index.save_pretrained(path)
         self.accelerator.wait_for_everyone()

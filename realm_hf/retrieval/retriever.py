@@ -29,6 +29,11 @@ from .storage import resolve_directory
 logger = logging.get_logger(__name__)
 
 INDEX_SUBFOLDER = "index"
+_RECORDS_ONLY = (
+    "This retriever was built from block records alone (the transformers-4 constructor): use RealmRetriever(index, "
+    "tokenizer) over a RealmIndex with the block embeddings (RealmIndex.build, or RealmIndex.from_legacy with the "
+    "original checkpoint's block_emb)."
+)
 
 
 def find_answer_spans(
@@ -138,11 +143,7 @@ class RealmRetriever:
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Saves the tokenizer files and the index (in the `index/` subfolder)."""
         if self.records_only:
-            raise ValueError(
-                "This retriever was built from block records alone (the transformers-4 constructor) and has no block "
-                "embeddings to save; build a RealmIndex with embeddings (RealmIndex.build, or RealmIndex.from_legacy "
-                "with the block_emb of the checkpoint) and save RealmRetriever(index, tokenizer)."
-            )
+            raise ValueError(f"{_RECORDS_ONLY} It has no block embeddings to save.")
         os.makedirs(save_directory, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         self.index.save_pretrained(os.path.join(save_directory, INDEX_SUBFOLDER))
@@ -200,11 +201,7 @@ class RealmRetriever:
 
     def _check_searchable(self) -> None:
         if self.records_only:
-            raise TypeError(
-                "This retriever was built from block records alone (the transformers-4 constructor): it has no block "
-                "embeddings and cannot search. Use RealmRetriever(index, tokenizer) over a RealmIndex with the "
-                "embeddings (RealmIndex.build, or RealmIndex.from_legacy with the original checkpoint's block_emb)."
-            )
+            raise TypeError(f"{_RECORDS_ONLY} It has no block embeddings and cannot search.")
 
     def block_token_ids(self, block_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the given blocks as `(values, offsets)` of a flattened list array (no Python lists)."""
@@ -333,9 +330,7 @@ class RealmRetriever:
             `end_positions` (`(batch, num_read, max_answers)`, padded with -1).
         """
         self._check_searchable()
-        queries = (
-            query_embeddings.detach().float().cpu().numpy() if torch.is_tensor(query_embeddings) else query_embeddings
-        )
+        queries = _as_numpy(query_embeddings)
         num_blocks = len(self.index)
         if num_retrieved > num_blocks:
             logger.warning_once(

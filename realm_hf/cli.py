@@ -2,6 +2,8 @@
 
 - `realm-hf` or `realm-hf pretrain`: REALM pre-training from random initialisation on the embedded synthetic corpus
   (no download), ending with a report of masked-LM loss and retrieval accuracy over the steps.
+- `realm-hf finetune`: open-domain QA fine-tuning of a `realm-hf pretrain` run's model on its world's questions,
+  evaluated on questions about people held out of both pre-training and fine-tuning; the model is saved for `ask`.
 - `realm-hf convert`: convert a checkpoint of the original transformers REALM to the realm_hf layout.
 - `realm-hf ask MODEL "question" ...`: answers, scores and evidence, one JSON object per line.
 - `realm-hf index MODEL CORPUS OUTPUT`: split documents into blocks, embed them with the model's document tower and
@@ -18,6 +20,7 @@ import sys
 from transformers import AutoTokenizer, HfArgumentParser
 
 from .demo.job import DemoArguments, run_demo
+from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .hub.convert import add_convert_arguments
 from .hub.publish import load_realm
 from .inference import answer_questions
@@ -47,6 +50,26 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     print(f"Report written to {demo_args.output_dir}/report.json (plot: report.png).")
+    return 0
+
+
+def _add_finetune_arguments(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        dataclass_types=FinetuneArguments,
+        help="Open-domain QA fine-tuning of a `realm-hf pretrain` run (its world's questions; held-out evaluation).",
+    )
+    parser.set_defaults(func=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    names = {f.name for f in dataclasses.fields(FinetuneArguments)}
+    finetune_args = FinetuneArguments(**{k: v for k, v in vars(args).items() if k in names})
+    report = run_finetune(finetune_args)
+    summary = {k: report[k] for k in ("init", "num_train_questions", "num_eval_questions", "before", "after")}
+    print(json.dumps(summary, indent=2))
+    print(f"Model, index and report ({REPORT_FILE}) saved to {finetune_args.output_dir}. Ask it a held-out question:")
+    print(f'  realm-hf ask {finetune_args.output_dir} "{report["example_questions"][0]}"')
     return 0
 
 
@@ -153,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="realm-hf", description="REALM for transformers 5.")
     subparsers = parser.add_subparsers(dest="command", parser_class=HfArgumentParser)
     _add_pretrain_arguments(subparsers)
+    _add_finetune_arguments(subparsers)
     add_convert_arguments(subparsers)
     _add_ask_arguments(subparsers)
     _add_index_arguments(subparsers)

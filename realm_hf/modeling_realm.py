@@ -6,8 +6,11 @@ capture come from transformers); the REALM heads are defined here with the modul
 transformers implementation, so its checkpoints load key for key.
 """
 
+import os
 import pickle
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -19,6 +22,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredict
 from transformers.utils import ModelOutput, logging
 
 from .configuration_realm import RealmConfig
+from .file_utils import replace_directory
 from .ops import evidence_span_logits, use_realm_gelu_tanh
 from .retrieval.protocols import Retriever
 
@@ -754,6 +758,46 @@ class RealmForPreTraining(RealmPreTrainedModel):
     def set_retriever(self, retriever: Retriever | None) -> None:
         """Sets the [`RealmRetriever`] used by `forward` (for example after an index refresh)."""
         self.retriever = _checked_retriever(retriever, type(self).__name__)
+
+    def save_submodels(self, save_directory: str | os.PathLike, tokenizer=None) -> dict[str, Path]:
+        r"""
+        Saves the pre-trained sub-models in the layout of the published REALM pre-training checkpoints
+        (`google/realm-cc-news-pretrained-{embedder,encoder,scorer}`), each loadable by its own class, as code
+        written for those checkpoints expects:
+
+        - `embedder/`: [`RealmEmbedder`], the query tower (the one [`RealmForOpenQA`] starts its embedder from);
+        - `encoder/`: [`RealmKnowledgeAugEncoder`], the knowledge-augmented encoder (the reader's starting point);
+        - `scorer/`: [`RealmScorer`] with the document tower as `embedder` (and the query tower as `query_embedder`
+          when the towers are separate, `config.share_query_embedder=False`).
+
+        The directory is written in a staging directory and swapped in whole.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): The parent directory of the three sub-model directories.
+            tokenizer (*optional*): Saved into each sub-model directory (the published ones ship `vocab.txt`).
+
+        Returns:
+            `dict[str, Path]`: the directory of each sub-model.
+        """
+        save_directory = Path(save_directory)
+        staging = save_directory.with_name(f".{save_directory.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+
+        def fresh(cls):  # a model of its own config: save_pretrained writes the class into `architectures`
+            return cls(RealmConfig.from_dict(self.config.to_dict()))
+
+        embedder, encoder, scorer = fresh(RealmEmbedder), fresh(RealmKnowledgeAugEncoder), fresh(RealmScorer)
+        embedder.load_state_dict(self.query_embedder.state_dict())
+        encoder.load_state_dict(self.encoder.state_dict())
+        scorer.embedder.load_state_dict(self.embedder.state_dict())
+        if not self.config.share_query_embedder:
+            scorer.query_embedder.load_state_dict(self.query_embedder.state_dict())
+        for name, model in (("embedder", embedder), ("encoder", encoder), ("scorer", scorer)):
+            model.save_pretrained(staging / name)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging / name)
+        replace_directory(staging, save_directory)
+        return {name: save_directory / name for name in ("embedder", "encoder", "scorer")}
 
     def forward(
         self,

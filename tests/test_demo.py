@@ -96,3 +96,10 @@ def test_cli_pretrain_pushes_the_trained_model_to_the_hub(tmp_path, hub_server, 
     assert retriever.index.check_embedder(model.embedder)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["hub_commit"]
+
+
+def test_demo_arguments_refuse_what_cannot_run():
+    with pytest.raises(ValueError, match="num_candidates must be >= 2"):
+        DemoArguments(num_candidates=1)
+    with pytest.raises(ValueError, match="held_out_fraction"):
+        DemoArguments(held_out_fraction=1.0)

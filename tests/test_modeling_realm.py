@@ -348,6 +348,44 @@ def test_separate_query_embedder_round_trip(tmp_path, tiny_config):
     assert torch.equal(model(ids, candidate_input_ids=cand)[0], reloaded(ids, candidate_input_ids=cand)[0])
 
 
+@pytest.mark.parametrize("share_query_embedder", [True, False])
+def test_pretraining_sub_models_load_by_their_classes(tmp_path, tiny_config, share_query_embedder):
+    """`save_submodels` writes the layout of google/realm-cc-news-pretrained-{embedder,encoder,scorer}: each loads
+    with its class (and the Auto classes) and computes what the pre-training model's towers compute."""
+    from transformers import AutoModel
+
+    from realm_hf import RealmForPreTraining
+
+    tiny_config.share_query_embedder = share_query_embedder
+    model = RealmForPreTraining(tiny_config).eval()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "stale.txt").write_text("replaced as a whole")
+    paths = model.save_submodels(tmp_path / "sub")
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["embedder", "encoder", "scorer"]
+    query, candidates = _inputs(tiny_config, B, L), _inputs(tiny_config, B, N, L)
+
+    embedder = RealmEmbedder.from_pretrained(paths["embedder"]).eval()
+    assert type(AutoModel.from_pretrained(paths["embedder"])) is RealmEmbedder
+    torch.testing.assert_close(embedder(query).projected_score, model.query_embedder(query).projected_score)
+
+    scorer = RealmScorer.from_pretrained(paths["scorer"]).eval()
+    expected = torch.einsum(
+        "bd,bnd->bn",
+        model.query_embedder(query).projected_score,
+        model.embedder(candidates.view(-1, L)).projected_score.view(B, N, -1),
+    )
+    torch.testing.assert_close(scorer(query, candidate_input_ids=candidates).relevance_score, expected)
+
+    encoder = RealmKnowledgeAugEncoder.from_pretrained(paths["encoder"]).eval()
+    relevance = torch.randn(B, N)
+    torch.testing.assert_close(
+        encoder(candidates, relevance_score=relevance).logits,
+        model.encoder(candidates, relevance_score=relevance).logits,
+    )
+    assert json.loads((paths["scorer"] / "config.json").read_text())["architectures"] == ["RealmScorer"]
+    assert model.config.architectures != ["RealmScorer"]  # the pre-training model's own config is untouched
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Gradients
 # ------------------------------------------------------------------------------------------------------------------

@@ -223,6 +223,13 @@ def test_gold_passage_recall_counts_blocks_of_the_gold_document(tiny_tokenizer):
     # paris: doc 0 at rank 1; berlin: doc 2 at rank 2; rome: doc 0 at rank 2.
     assert recall == {"gold_recall_at_1": 1 / 3, "gold_recall_at_2": 1.0, "gold_recall_at_9": 1.0}
     assert embedder.training  # mode restored
+    # Several gold documents per question: any of them counts (berlin: doc 1 at rank 1).
+    several = gold_passage_recall(
+        embedder, index, tiny_tokenizer, ["paris", "berlin", "rome"], [[1, 2], [1, 2], [0]], ks=(1, 2)
+    )
+    assert several == {"gold_recall_at_1": 1 / 3, "gold_recall_at_2": 2 / 3}
+    with pytest.raises(ValueError, match="at least one gold doc id"):
+        gold_passage_recall(embedder, index, tiny_tokenizer, ["paris"], [[]])
     with pytest.raises(ValueError, match="2 questions but 1 gold"):
         gold_passage_recall(embedder, index, tiny_tokenizer, ["paris", "rome"], [0])
 

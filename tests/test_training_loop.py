@@ -108,6 +108,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         check=True,
     )
+    # ... and the sub-models in the layout of the published pre-training checkpoints, each loadable by its class.
+    from realm_hf import RealmEmbedder, RealmKnowledgeAugEncoder, RealmScorer
+
+    for name, cls in (("embedder", RealmEmbedder), ("encoder", RealmKnowledgeAugEncoder), ("scorer", RealmScorer)):
+        assert type(cls.from_pretrained(tmp_path / "full" / "submodels" / name)) is cls
 
 
 @pytest.mark.distributed

@@ -14,6 +14,9 @@ paper's, in miniature:
    `retriever_learning_rate`) and the encoder; neither tower is ever shown the evidence document of a target fact
    outside REALM's own retrieval.
 
+The run writes its settings (`demo_args.json`), the model after the warm starts with its index (`warm-start/`) and the
+trained model (`final/`), from which `realm-hf finetune` (`realm_hf.demo.openqa`) fine-tunes open-domain QA.
+
 It reports, over the steps, the masked-LM loss and, on masked facts whose own document is excluded from retrieval:
 
 - retrieval accuracy: how often the top retrieved document (the null document aside) is the other document that
@@ -43,7 +46,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +57,9 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..configuration_realm import RealmConfig
+from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardData
-from ..hub.publish import publish_realm
+from ..hub.publish import publish_realm, save_realm
 from ..modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
 from ..retrieval.corpus import tokenize_blocks
 from ..retrieval.embedding import embed_corpus
@@ -73,64 +77,80 @@ logger = logging.get_logger(__name__)
 
 
 READER_DIR = "reading-warm-start"
+# The model after both warm starts (REALM pre-training's starting point, the ORQA-style baseline), with its index.
+WARM_START_DIR = "warm-start"
+# The run's `DemoArguments`, from which `realm-hf finetune` regenerates the same world and held-out split.
+ARGS_FILE = "demo_args.json"
 
 
-def _arg(default, help: str):
+def option(default, help: str):
+    """A dataclass field with the `--help` text `HfArgumentParser` shows."""
     return field(default=default, metadata={"help": help})
+
+
+def check_hub_target(repo_id: str) -> None:
+    """Refuses a bad `--push_to_hub` target before minutes of training, not after."""
+    validate_repo_id(repo_id)
+    if get_token() is None:
+        raise ValueError("--push_to_hub needs a Hugging Face token (`hf auth login`, or HF_TOKEN).")
 
 
 @dataclass
 class DemoArguments:
     """Arguments of the `realm-hf pretrain` demo."""
 
-    output_dir: str = _arg("realm-demo", "Where the tokenizer, checkpoints, indexes and report go.")
-    max_steps: int = _arg(300, "REALM pre-training steps.")
-    batch_size: int = _arg(32, "Masked sentences per step (also the batch of the warm starts).")
-    learning_rate: float = _arg(
+    output_dir: str = option(
+        "realm-demo",
+        "Where the tokenizer, checkpoints, indexes, report, the model after the warm starts (warm-start/) and the "
+        "trained model (final/, and submodels/) go.",
+    )
+    max_steps: int = option(300, "REALM pre-training steps.")
+    batch_size: int = option(32, "Masked sentences per step (also the batch of the warm starts).")
+    learning_rate: float = option(
         3e-4,
         "Peak learning rate of the knowledge-augmented encoder during REALM pre-training (lower than the reading warm "
         "start's, so that the encoder keeps reading while the retriever still rarely finds the evidence).",
     )
-    retriever_learning_rate: float | None = _arg(
+    retriever_learning_rate: float | None = option(
         1e-4, "Peak learning rate of the query and document embedders (None: the encoder's)."
     )
-    reading_steps: int = _arg(
+    reading_steps: int = option(
         500, "Reading warm start of the encoder on other generated worlds, evidence given (0: none)."
     )
-    reading_learning_rate: float = _arg(1e-3, "Peak learning rate of the reading warm start.")
-    reading_in_target_places: bool = _arg(
+    reading_learning_rate: float = option(1e-3, "Peak learning rate of the reading warm start.")
+    reading_in_target_places: bool = option(
         True,
         "Set the reading worlds in the target world's cities and countries (other people, other facts), so that the "
         "encoder knows the place names it will read, as BERT knows real ones; --no_reading_in_target_places invents "
         "other places too (the encoder then cannot copy a target city's name: its embedding was never trained).",
     )
-    ict_learning_rate: float = _arg(1e-3, "Learning rate of the ICT warm start.")
-    num_people: int = _arg(300, "Invented people of the target world (two documents each).")
-    num_cities: int = _arg(50, "Invented cities of the target world (one document each).")
-    held_out_fraction: float = _arg(0.1, "Fraction of people whose sentences are kept out of pre-training.")
-    ict_steps: int = _arg(14, "ICT warm-start steps of the retriever (kept weak; 0: none).")
-    seed: int = _arg(0, "Random seed (worlds, model, data order, masking).")
-    index_refresh_steps: int = _arg(1, "Re-embed the corpus and swap the index every N steps (0: never, stale).")
-    index_refresh_mode: str = _arg("sync", "'sync' or 'async' index refresh.")
-    masking: str = _arg("salient_span", "'salient_span', 'random_token' or 'random_span'.")
-    use_null_document: bool = _arg(True, "Put the null (empty) document first among the candidates.")
-    hidden_size: int = _arg(128, "Hidden size of the three towers.")
-    num_hidden_layers: int = _arg(4, "Transformer layers of each tower (reading needs more than 2).")
-    num_candidates: int = _arg(8, "Documents retrieved per masked sentence (the null document included).")
-    eval_steps: int = _arg(50, "Evaluate the masked facts every N steps.")
-    num_eval_facts: int = _arg(256, "Masked training-sentence facts evaluated (held-out ones: all of them).")
-    reader_from: str | None = _arg(
+    ict_learning_rate: float = option(1e-3, "Learning rate of the ICT warm start.")
+    num_people: int = option(300, "Invented people of the target world (two documents each).")
+    num_cities: int = option(50, "Invented cities of the target world (one document each).")
+    held_out_fraction: float = option(0.1, "Fraction of people whose sentences are kept out of pre-training.")
+    ict_steps: int = option(22, "ICT warm-start steps of the retriever (kept weak; 0: none).")
+    seed: int = option(0, "Random seed (worlds, model, data order, masking).")
+    index_refresh_steps: int = option(1, "Re-embed the corpus and swap the index every N steps (0: never, stale).")
+    index_refresh_mode: str = option("sync", "'sync' or 'async' index refresh.")
+    masking: str = option("salient_span", "'salient_span', 'random_token' or 'random_span'.")
+    use_null_document: bool = option(True, "Put the null (empty) document first among the candidates.")
+    hidden_size: int = option(128, "Hidden size of the three towers.")
+    num_hidden_layers: int = option(4, "Transformer layers of each tower (reading needs more than 2).")
+    num_candidates: int = option(8, "Documents retrieved per masked sentence (the null document included).")
+    eval_steps: int = option(50, "Evaluate the masked facts every N steps.")
+    num_eval_facts: int = option(256, "Masked training-sentence facts evaluated (held-out ones: all of them).")
+    reader_from: str | None = option(
         None,
         f"Start the encoder from the reading warm start that a run with the same world and model settings saved in "
         f"its {READER_DIR}/ (the reading warm start is then skipped).",
     )
-    show_progress: bool = _arg(True, "Progress bars.")
-    push_to_hub: bool = _arg(
+    show_progress: bool = option(True, "Progress bars.")
+    push_to_hub: bool = option(
         False,
         "Publish the trained model, its tokenizer, its index and a model card to the Hub in one commit at the end "
         "(needs a token: `hf auth login` or HF_TOKEN).",
     )
-    hub_model_id: str | None = _arg(
+    hub_model_id: str | None = option(
         None, "The Hub repository of --push_to_hub, 'name' or 'owner/name' (default: the output folder's name)."
     )
 
@@ -139,19 +159,17 @@ class DemoArguments:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}.")
         if self.reading_steps < 0 or self.ict_steps < 0:
             raise ValueError("reading_steps and ict_steps must be >= 0.")
-        if self.push_to_hub:  # checked before minutes of training, not after
-            validate_repo_id(self.repo_id)
-            if get_token() is None:
-                raise ValueError("--push_to_hub needs a Hugging Face token (`hf auth login`, or HF_TOKEN).")
+        if self.num_candidates < 2:
+            raise ValueError(
+                f"num_candidates must be >= 2 (the null document and one retrieved), got {self.num_candidates}."
+            )
+        if self.push_to_hub:
+            check_hub_target(self.repo_id)
 
     @property
     def repo_id(self) -> str:
         """The Hub repository of `push_to_hub`."""
         return self.hub_model_id or Path(self.output_dir).resolve().name
-        if self.num_candidates < 2:
-            raise ValueError(
-                f"num_candidates must be >= 2 (the null document and one retrieved), got {self.num_candidates}."
-            )
 
 
 def build_tokenizer(vocabulary: list[str], directory: Path) -> RealmTokenizerFast:
@@ -388,6 +406,8 @@ def run_demo(args: DemoArguments) -> dict:
         ict_history = train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
     ict_seconds = time.perf_counter() - ict_began
     index = _build_index(model, corpus, tokenizer)
+    atomic_write_text(output_dir / ARGS_FILE, json.dumps(asdict(args), indent=2))
+    _save_warm_start(model, tokenizer, index, output_dir / WARM_START_DIR)
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=args.masking, max_length=48, seed=args.seed)
     train_args = RealmPreTrainingArguments(
         output_dir=str(output_dir),
@@ -437,9 +457,20 @@ def run_demo(args: DemoArguments) -> dict:
         commit = publish_realm(model, tokenizer, model.retriever, repo_id=args.repo_id, card=card)
         report["hub_commit"] = commit.commit_url
         logger.info(f"Published to {commit.commit_url}.")
-    (output_dir / "report.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(output_dir / "report.json", json.dumps(report, indent=2))
     _plot(history, at_random_init, before, output_dir / "report.png")
     return report
+
+
+def _save_warm_start(model, tokenizer, index, directory: Path) -> None:
+    """The model after the warm starts, with the index built from it, as a loadable checkpoint (atomically)."""
+    card = RealmModelCardData(
+        model_description=(
+            "The starting point of REALM pre-training in `realm-hf pretrain`: the encoder after its reading warm start "
+            "and the retriever after its ICT warm start, before any REALM step (the ORQA-style baseline)."
+        )
+    )
+    save_realm(directory, model, tokenizer, index, card=card, replace=True)
 
 
 def _load_reader(model, run_vocab: Path, path: Path) -> None:

@@ -119,13 +119,13 @@ def gold_passage_recall(
     index,
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
-    gold_doc_ids: Sequence[int],
+    gold_doc_ids: Sequence[int | Sequence[int]],
     ks: Sequence[int] = (1, 5, 20),
     batch_size: int = 64,
     max_question_length: int = 64,
 ) -> dict[str, float]:
     r"""
-    Retrieval recall against gold documents: the fraction of questions whose gold document has a block among the
+    Retrieval recall against gold documents: the fraction of questions with a block of a gold document among the
     top-k retrieved blocks, for each k (SQuAD-open's "gold passage recall").
 
     Args:
@@ -133,7 +133,8 @@ def gold_passage_recall(
         index ([`RealmIndex`]): The blocks; its corpus `doc_id` column says which document each block comes from.
         tokenizer ([`PreTrainedTokenizerBase`]): The question tokenizer.
         questions (`Sequence[str]`): The questions.
-        gold_doc_ids (`Sequence[int]`): For each question, the `doc_id` of its gold document.
+        gold_doc_ids (`Sequence[int]` or `Sequence[Sequence[int]]`): For each question, the `doc_id` of its gold
+            document, or of each of its gold documents (any of them counts).
         ks (`Sequence[int]`, *optional*, defaults to `(1, 5, 20)`): Retrieval depths (capped at the index size).
         batch_size (`int`, *optional*, defaults to 64): Questions per forward pass.
         max_question_length (`int`, *optional*, defaults to 64): Questions are truncated to this many tokens.
@@ -144,7 +145,9 @@ def gold_passage_recall(
     if len(questions) != len(gold_doc_ids):
         raise ValueError(f"gold_passage_recall: {len(questions)} questions but {len(gold_doc_ids)} gold doc ids.")
     block_doc = np.asarray(index.corpus["doc_id"], dtype=np.int64)
-    gold = np.asarray(gold_doc_ids, dtype=np.int64)
+    gold_sets = [{int(gold)} if np.isscalar(gold) else {int(doc) for doc in gold} for gold in gold_doc_ids]
+    if any(not gold for gold in gold_sets):
+        raise ValueError("gold_passage_recall: every question needs at least one gold doc id.")
     k_max = min(max(ks), len(index))
     was_training = query_embedder.training
     query_embedder.eval()
@@ -154,8 +157,8 @@ def gold_passage_recall(
         )
     finally:
         query_embedder.train(was_training)
-    hits = block_doc[retrieved] == gold[:, None]
-    return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) if len(gold) else 0.0 for k in ks}
+    hits = np.array([[doc in gold for doc in row] for row, gold in zip(block_doc[retrieved].tolist(), gold_sets)])
+    return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) if len(gold_sets) else 0.0 for k in ks}
 
 
 def evaluate_open_qa(

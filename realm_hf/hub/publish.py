@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -50,7 +51,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .. import modeling_realm
-from ..file_utils import atomic_write_text
+from ..file_utils import atomic_write_text, replace_directory
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
 from ..retrieval.retriever import (
@@ -99,6 +100,7 @@ def save_realm(
     retriever_or_index: RealmRetriever | RealmIndex | None = None,
     card: ModelCard | RealmModelCardData | str | None = None,
     repo_id: str | None = None,
+    replace: bool = False,
 ) -> Path:
     r"""
     Writes the one-repository layout (see the module docstring) into a local directory.
@@ -117,11 +119,21 @@ def save_realm(
             card is generated from the model and the index.
         repo_id (`str`, *optional*):
             The Hub id the folder is meant for (used in the generated card's usage snippet).
+        replace (`bool`, *optional*, defaults to `False`):
+            Write everything into a staging directory next to `save_directory` and swap it in as a whole once
+            complete: a process killed while saving leaves the previous directory (or none), never a partial one.
+            Files of an existing `save_directory` outside the layout are not kept.
 
     Returns:
         `Path`: the directory.
     """
     save_directory = Path(save_directory)
+    if replace:
+        staging = save_directory.with_name(f".{save_directory.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        save_realm(staging, model, tokenizer, retriever_or_index, card=card, repo_id=repo_id)
+        replace_directory(staging, save_directory)
+        return save_directory
     index, tokenizer = _resolve_index_and_tokenizer(model, tokenizer, retriever_or_index)
     save_directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(save_directory, save_original_format=False)

@@ -42,6 +42,7 @@ STATE_FILE = "trainer_state.json"
 INDEX_DIR = "indexes"
 #: Where the trained model is saved with `save_pretrained` (with its tokenizer, index and card).
 FINAL_DIR = "final"
+SUBMODELS_DIR = "submodels"
 
 
 @dataclass
@@ -71,6 +72,13 @@ class RealmPreTrainingArguments:
     embed_batch_size: int = field(default=128, metadata={"help": "Blocks per forward pass when re-embedding."})
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N steps; 0 = only at the end."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
+    save_submodels: bool = field(
+        default=True,
+        metadata={
+            "help": "At the end, also save the embedder, encoder and scorer in the layout of the published "
+            "google/realm-cc-news-pretrained-* checkpoints, in output_dir/submodels/."
+        },
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
     eval_steps: int = field(default=0, metadata={"help": "Run the evaluation function every N steps; 0 = never."})
     resume_from_checkpoint: str | None = field(
@@ -276,11 +284,10 @@ def train_realm(
 
 def _save_final_model(accelerator: Accelerator, model, tokenizer, retriever, args, history: list[dict]) -> None:
     """The trained model the HF way, in `output_dir/final`: `save_pretrained` weights and config, the tokenizer, the
-    index it was trained with (`index/`) and a model card with the run's settings and logs (written atomically)."""
+    index it was trained with (`index/`) and a model card with the run's settings and logs (written atomically); with
+    `save_submodels`, also the sub-models in the published checkpoints' layout in `output_dir/submodels`."""
     if accelerator.is_main_process:
         final = Path(args.output_dir) / FINAL_DIR
-        tmp = final.with_name(f".{FINAL_DIR}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         card = RealmModelCardData(
             model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
             "retrieval, index refreshed during training).",
@@ -300,8 +307,9 @@ def _save_final_model(accelerator: Accelerator, model, tokenizer, retriever, arg
             training_logs=[{k: v for k, v in record.items() if isinstance(v, (int, float))} for record in history],
         )
         with _without_tied_weight_warning():
-            save_realm(tmp, model, tokenizer, retriever, card=card)
-        replace_directory(tmp, final)
+            save_realm(final, model, tokenizer, retriever, card=card, replace=True)
+            if args.save_submodels:
+                model.save_submodels(Path(args.output_dir) / SUBMODELS_DIR, tokenizer)
         logger.info(f"Saved the trained model, tokenizer, index and model card to {final}.")
     accelerator.wait_for_everyone()
 

@@ -1,0 +1,158 @@
+"""The paper's whole pipeline on a tiny world: `realm-hf pretrain` -> the saved model loads in a fresh process ->
+bridge to `RealmForOpenQA` (same retriever) -> `realm-hf finetune` -> `realm-hf ask` answers from the saved model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from realm_hf import RealmForOpenQA
+from realm_hf.cli import main
+from realm_hf.demo.job import DemoArguments, run_demo
+from realm_hf.demo.openqa import FinetuneArguments, initial_model, load_world_questions
+from realm_hf.hub.publish import load_realm
+
+
+try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
+    from tests.hub_server import hub_server  # noqa: F401  (a fixture)
+except ImportError:  # pragma: no cover
+    from hub_server import hub_server  # noqa: F401
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_WORLD = dict(
+    max_steps=4, ict_steps=3, reading_steps=3, batch_size=8, num_people=8, num_cities=3, held_out_fraction=0.25,
+    index_refresh_steps=2, eval_steps=4, num_eval_facts=8, hidden_size=32, num_hidden_layers=2, show_progress=False,
+)  # fmt: skip
+
+# A fresh process loads the pre-trained model with the Auto class and its retriever, and prints the top-3 block ids
+# of the questions (query tower -> index).
+_FRESH_TOP_K = """
+import json, sys, torch, realm_hf
+from transformers import AutoModelForPreTraining, AutoTokenizer
+model = AutoModelForPreTraining.from_pretrained(sys.argv[1]).eval()
+assert type(model).__name__ == "RealmForPreTraining"
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+retriever = realm_hf.RealmRetriever.from_pretrained(sys.argv[1])
+batch = tokenizer(json.loads(sys.argv[2]), padding=True, return_tensors="pt")
+with torch.no_grad():
+    query = model.query_embedder(**batch).projected_score
+print(json.dumps(retriever.index.search(query.numpy(), 3)[1].tolist()))
+"""
+
+
+def _python(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("journey") / "realm-demo"
+    run_demo(DemoArguments(output_dir=str(run), **TINY_WORLD))
+    return run
+
+
+def test_pretrain_finetune_ask(pretrained_run, tmp_path):
+    train, evaluation, _ = load_world_questions(pretrained_run)
+    assert len(evaluation) == 3 * 2 and len(train) == 3 * 6  # 2 of 8 people held out, three questions each
+    assert not set(train["question"]) & set(evaluation["question"])
+    questions = list(evaluation["question"])
+
+    # The bridge keeps the pre-trained retriever: a fresh process's top-k with the loaded pre-trained model equals
+    # the open-QA model's, and the block embeddings are the pre-training index's (not recomputed).
+    fresh_top_k = json.loads(_python("-c", _FRESH_TOP_K, str(pretrained_run / "final"), json.dumps(questions)))
+    model, tokenizer = initial_model(pretrained_run, "realm")
+    assert isinstance(model, RealmForOpenQA)
+    batch = tokenizer(questions, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        query = model.eval().embedder(**batch).projected_score
+    assert model.retriever.index.search(query.numpy(), 3)[1].tolist() == fresh_top_k
+    _, _, pretrained_retriever = load_realm(pretrained_run / "final")
+    np.testing.assert_array_equal(
+        np.asarray(model.retriever.index.embeddings), np.asarray(pretrained_retriever.index.embeddings)
+    )
+
+    # Fine-tune (the CLI), then ask the saved model in a fresh process.
+    output = tmp_path / "openqa"
+    code = main(["finetune", "--pretrained_dir", str(pretrained_run), "--output_dir", str(output), "--max_steps", "3",
+                 "--batch_size", "4", "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "1",
+                 "--save_steps", "2", "--no_show_progress"])  # fmt: skip
+    assert code == 0
+    report = json.loads((output / "openqa_report.json").read_text())
+    assert report["num_eval_questions"] == 6 and report["init"] == "realm"
+    assert {"exact_match", "gold_recall_at_1", "gold_recall_at_5"} <= set(report["after"])
+    assert [r["step"] for r in report["log_history"] if "loss" in r][-1] == 3
+    assert not (tmp_path / "openqa-checkpoints").exists()  # removed once the model is saved
+    assert json.loads((output / "config.json").read_text())["architectures"] == ["RealmForOpenQA"]
+
+    lines = _python("-m", "realm_hf.cli", "ask", str(output), *questions[:2]).strip().splitlines()
+    answers = [json.loads(line) for line in lines]
+    assert [a["question"] for a in answers] == questions[:2]
+    for answer in answers:
+        assert answer["error"] is None and answer["answer"] and answer["evidence"]
+        assert len(answer["retrieved_block_ids"]) == 2
+
+
+@pytest.mark.parametrize("init", ["warm_start", "random"])
+def test_finetune_from_the_baselines(pretrained_run, tmp_path, init):
+    """The ORQA-style start (the model before REALM pre-training) and random weights fine-tune the same way."""
+    model, _ = initial_model(pretrained_run, init)
+    final, _ = initial_model(pretrained_run, "realm")
+    # REALM pre-training (or random initialisation) changed the query tower and the index.
+    assert not torch.equal(model.embedder.cls.dense.weight, final.embedder.cls.dense.weight)
+    assert not np.array_equal(
+        np.asarray(model.retriever.index.embeddings), np.asarray(final.retriever.index.embeddings)
+    )
+    code = main(["finetune", "--pretrained_dir", str(pretrained_run), "--init", init, "--output_dir",
+                 str(tmp_path / init), "--max_steps", "2", "--batch_size", "4", "--searcher_beam_size", "4",
+                 "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0", "--no_show_progress"])  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / init / "openqa_report.json").read_text())["init"] == init
+
+
+def test_finetune_refuses_what_it_cannot_use(pretrained_run, tmp_path):
+    with pytest.raises(ValueError, match="init must be one of"):
+        FinetuneArguments(pretrained_dir=str(pretrained_run), init="bert")
+    with pytest.raises(ValueError, match="cannot exceed searcher_beam_size"):
+        FinetuneArguments(searcher_beam_size=2, reader_beam_size=4)
+    with pytest.raises(FileNotFoundError, match="realm-hf pretrain"):
+        load_world_questions(tmp_path)
+    (tmp_path / "demo_args.json").write_text((pretrained_run / "demo_args.json").read_text())
+    with pytest.raises(FileNotFoundError, match="is the run complete"):
+        initial_model(tmp_path, "realm")
+
+
+def test_table1_script_compares_the_three_starts(pretrained_run, tmp_path):
+    """`benchmarks/table1_openqa.py` fine-tunes every start of one pre-training run with the same settings."""
+    output = tmp_path / "table1.json"
+    printed = _python(str(REPO_ROOT / "benchmarks" / "table1_openqa.py"), "--pretrained_dir", str(pretrained_run),
+                      "--max_steps", "1", "--output", str(output))  # fmt: skip
+    result = json.loads(output.read_text())
+    assert [row["init"] for row in result["starts"]] == ["realm", "warm_start", "random"]
+    assert result["num_eval_questions"] == 6 and result["settings"]["max_steps"] == 1 and result["seeds"] == [0]
+    assert "| REALM pre-trained |" in printed and str(pretrained_run) not in output.read_text()
+
+
+def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_server):
+    """`realm-hf finetune --push_to_hub` publishes the fine-tuned model with its tokenizer, index and card, and a bad
+    repository id is refused before anything runs."""
+    from huggingface_hub import HfApi
+
+    args = ["finetune", "--pretrained_dir", str(pretrained_run), "--max_steps", "1", "--batch_size", "4",
+            "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0",
+            "--no_show_progress", "--push_to_hub"]  # fmt: skip
+    with pytest.raises(ValueError, match="Repo id"):
+        main([*args, "--output_dir", str(tmp_path / "bad"), "--hub_model_id", "a/b/c"])
+    assert not (tmp_path / "bad").exists()
+    assert main([*args, "--output_dir", str(tmp_path / "openqa"), "--hub_model_id", "tester/openqa"]) == 0
+    files = set(HfApi().list_repo_files("tester/openqa"))
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json", "index/index_config.json"} <= files
+    model, tokenizer, retriever = load_realm("tester/openqa")
+    assert isinstance(model, RealmForOpenQA) and retriever is not None
+    assert json.loads((tmp_path / "openqa" / "openqa_report.json").read_text())["hub_commit"]

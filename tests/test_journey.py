@@ -156,3 +156,35 @@ def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_serv
     model, tokenizer, retriever = load_realm("tester/openqa")
     assert isinstance(model, RealmForOpenQA) and retriever is not None
     assert json.loads((tmp_path / "openqa" / "openqa_report.json").read_text())["hub_commit"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_finetune_resumes_from_its_last_checkpoint(pretrained_run, tmp_path, monkeypatch):
+    """A fine-tuning run killed after its step-2 checkpoint resumes there when run again: two more steps, not four."""
+    from realm_hf.demo.openqa import run_finetune
+    from realm_hf.training.openqa import RealmTrainer
+
+    steps = []
+    original = RealmTrainer.training_step
+
+    def counting_step(self, *args, **kwargs):
+        if self.state.global_step == 3 and "resumed" not in steps:
+            raise _Killed("killed at step 3")
+        steps.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RealmTrainer, "training_step", counting_step)
+    args = FinetuneArguments(
+        pretrained_dir=str(pretrained_run), output_dir=str(tmp_path / "openqa"), max_steps=4, batch_size=4,
+        searcher_beam_size=4, reader_beam_size=2, warmup_steps=0, save_steps=2, show_progress=False,
+    )  # fmt: skip
+    with pytest.raises(_Killed):
+        run_finetune(args)
+    assert (tmp_path / "openqa-checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "openqa").exists()
+    steps.append("resumed")
+    report = run_finetune(args)
+    assert steps == [0, 1, 2, "resumed", 2, 3]
+    assert [r["step"] for r in report["log_history"] if "train_runtime" in r] == [4]

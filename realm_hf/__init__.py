@@ -44,7 +44,7 @@ from .training.collators import DataCollatorForInverseClozeTask, DataCollatorFor
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
 from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
-from .training.pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
+from .training.pretraining import RealmPreTrainingArguments, make_accelerator, save_final_model, train_realm
 from .version import __version__
 
 
@@ -105,6 +105,7 @@ __all__ = [
     "refresh_index",
     "register_auto_classes",
     "register_realm_pipeline",
+    "save_final_model",
     "save_realm",
     "split_sentences",
     "tag_salient_spans",

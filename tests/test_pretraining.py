@@ -257,6 +257,16 @@ def test_pretraining_with_the_hf_trainer_and_the_refresh_callback(tmp_path, synt
     fresh = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
     np.testing.assert_allclose(np.asarray(retriever.index.embeddings), fresh, atol=1e-4)
     assert not np.allclose(np.asarray(embeddings), fresh, atol=1e-4)
+    # The end of training saves the model the HF way, with the index in service, and the sub-models.
+    from transformers import AutoModelForPreTraining
+
+    from realm_hf import RealmScorer
+
+    final = AutoModelForPreTraining.from_pretrained(tmp_path / "final")
+    assert all(torch.equal(final.state_dict()[k], v) for k, v in model.state_dict().items())
+    saved = RealmRetriever.from_pretrained(tmp_path / "final")
+    np.testing.assert_array_equal(np.asarray(saved.index.embeddings), np.asarray(retriever.index.embeddings))
+    assert type(RealmScorer.from_pretrained(tmp_path / "submodels" / "scorer")) is RealmScorer
 
 
 def test_retrieval_posterior_is_the_gradient_of_the_retrieval_logits(synthetic_tokenizer, knowledge, corpus):

@@ -287,6 +287,10 @@ class IndexRefreshCallback(TrainerCallback):
         asynchronous (`bool`): Refresh in a background thread (swap at the first step after it finishes).
         batch_size (`int`): Blocks per forward pass when embedding.
         save_dir (`str`, *optional*): Save each refreshed index to `save_dir/step-<N>`.
+        save_final (`bool`, *optional*, defaults to `True`): At the end of training, save the trained model the
+            Hugging Face way in `<TrainingArguments.output_dir>/final` (weights, config, tokenizer, the index in
+            service, a model card) and its sub-models in `submodels/`, as `train_realm` does
+            ([`~realm_hf.training.pretraining.save_final_model`]).
     """
 
     def __init__(
@@ -297,7 +301,9 @@ class IndexRefreshCallback(TrainerCallback):
         asynchronous: bool = False,
         batch_size: int = 128,
         save_dir: str | None = None,
+        save_final: bool = True,
     ):
+        self.save_final = save_final
         self.refresher = IndexRefresher(
             retriever,
             tokenizer,
@@ -317,8 +323,20 @@ class IndexRefreshCallback(TrainerCallback):
         state.log_history.append({"step": step, "index_staleness": step - self.refresher.index_step})
         return control
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args, state, control, model=None, **kwargs):
         self.refresher.wait()
+        if self.save_final and state.is_world_process_zero and model is not None:
+            from ..hub.model_card import RealmModelCardData
+            from ..training.pretraining import save_final_model  # the training loop imports this module
+
+            card = RealmModelCardData(
+                model_description="REALM pre-trained with the Hugging Face `Trainer` and realm_hf's "
+                "`IndexRefreshCallback` (marginal masked-LM loss through retrieval, index refreshed during training).",
+                training_logs=[
+                    {k: v for k, v in record.items() if isinstance(v, (int, float))} for record in state.log_history
+                ],
+            )
+            save_final_model(args.output_dir, _unwrap(model), self.refresher.tokenizer, self.refresher.retriever, card)
         return control
 
 

@@ -29,6 +29,7 @@ from transformers.utils import logging as hf_logging
 from ..file_utils import replace_directory
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import save_realm
+from ..modeling_realm import RealmForPreTraining
 from ..retrieval.index import RealmIndex
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
@@ -287,7 +288,6 @@ def _save_final_model(accelerator: Accelerator, model, tokenizer, retriever, arg
     index it was trained with (`index/`) and a model card with the run's settings and logs (written atomically); with
     `save_submodels`, also the sub-models in the published checkpoints' layout in `output_dir/submodels`."""
     if accelerator.is_main_process:
-        final = Path(args.output_dir) / FINAL_DIR
         card = RealmModelCardData(
             model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
             "retrieval, index refreshed during training).",
@@ -306,12 +306,36 @@ def _save_final_model(accelerator: Accelerator, model, tokenizer, retriever, arg
             },
             training_logs=[{k: v for k, v in record.items() if isinstance(v, (int, float))} for record in history],
         )
-        with _without_tied_weight_warning():
-            save_realm(final, model, tokenizer, retriever, card=card, replace=True)
-            if args.save_submodels:
-                model.save_submodels(Path(args.output_dir) / SUBMODELS_DIR, tokenizer)
-        logger.info(f"Saved the trained model, tokenizer, index and model card to {final}.")
+        save_final_model(args.output_dir, model, tokenizer, retriever, card, save_submodels=args.save_submodels)
     accelerator.wait_for_everyone()
+
+
+def save_final_model(
+    output_dir: str | os.PathLike,
+    model: RealmForPreTraining,
+    tokenizer,
+    retriever,
+    card: RealmModelCardData | None = None,
+    save_submodels: bool = True,
+) -> Path:
+    r"""
+    Saves a pre-trained model the Hugging Face way at the end of training (call it from one process):
+    `output_dir/final` holds the `save_pretrained` weights and config, the tokenizer, the retriever's index and a model
+    card, written atomically, and loads with `AutoModelForPreTraining.from_pretrained` and
+    [`~realm_hf.hub.publish.load_realm`]; with `save_submodels`, `output_dir/submodels` holds the embedder, encoder
+    and scorer in the layout of the published `google/realm-cc-news-pretrained-*` checkpoints
+    ([`RealmForPreTraining.save_submodels`]).
+
+    Returns:
+        `Path`: the `final` directory.
+    """
+    final = Path(output_dir) / FINAL_DIR
+    with _without_tied_weight_warning():
+        save_realm(final, model, tokenizer, retriever, card=card, replace=True)
+        if save_submodels:
+            model.save_submodels(Path(output_dir) / SUBMODELS_DIR, tokenizer)
+    logger.info(f"Saved the trained model, tokenizer, index and model card to {final}.")
+    return final
 
 
 _RETRIEVER_PREFIXES = ("embedder.", "query_embedder.")
@@ -408,4 +432,4 @@ def _rotate(output_dir: Path, limit: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["RealmPreTrainingArguments", "latest_checkpoint", "make_accelerator", "train_realm"]
+__all__ = ["RealmPreTrainingArguments", "latest_checkpoint", "make_accelerator", "save_final_model", "train_realm"]

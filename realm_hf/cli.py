@@ -30,6 +30,12 @@ from .retrieval.fingerprint import compute_embedder_fingerprint
 from .retrieval.index import RealmIndex
 
 
+def _dataclass_from(args: argparse.Namespace, cls: type):
+    """The arguments dataclass of a sub-command from its parsed options (the sub-parser adds `func`)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
 def _add_pretrain_arguments(subparsers) -> None:
 
     parser = subparsers.add_parser(
@@ -42,8 +48,7 @@ def _add_pretrain_arguments(subparsers) -> None:
 
 def _run_pretrain(args: argparse.Namespace) -> int:
 
-    names = {f.name for f in dataclasses.fields(DemoArguments)}
-    demo_args = DemoArguments(**{k: v for k, v in vars(args).items() if k in names})
+    demo_args = _dataclass_from(args, DemoArguments)
     report = run_demo(demo_args)
     summary = {
         k: report[k] for k in ("documents", "chance_retrieval_accuracy", "before", "after", "total_seconds", "steps")
@@ -63,8 +68,7 @@ def _add_finetune_arguments(subparsers) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    names = {f.name for f in dataclasses.fields(FinetuneArguments)}
-    finetune_args = FinetuneArguments(**{k: v for k, v in vars(args).items() if k in names})
+    finetune_args = _dataclass_from(args, FinetuneArguments)
     report = run_finetune(finetune_args)
     summary = {k: report[k] for k in ("init", "num_train_questions", "num_eval_questions", "before", "after")}
     print(json.dumps(summary, indent=2))

@@ -66,6 +66,23 @@ def replace_directory(tmp: Path, target: Path) -> None:
 
 
 @contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields a new, empty staging directory next to `target` to write a whole directory into; when the block ends
+    without an exception the staging directory replaces `target` ([`replace_directory`]), so that `target` is either
+    its previous version or all of the new one. If the block raises, the staging directory is removed and `target` is
+    unchanged."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        replace_directory(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = None) -> Iterator[IO]:
     """Opens a temporary file next to `path` for writing; when the block ends without an exception it is flushed to
     disk and renamed over `path`, so that `path` holds either its previous content or all of the new one, never a part.

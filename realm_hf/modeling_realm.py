@@ -8,7 +8,6 @@ transformers implementation, so its checkpoints load key for key.
 
 import os
 import pickle
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredict
 from transformers.utils import ModelOutput, logging
 
 from .configuration_realm import RealmConfig
-from .file_utils import replace_directory
+from .file_utils import atomic_directory
 from .ops import evidence_span_logits, use_realm_gelu_tanh
 from .retrieval.protocols import Retriever
 
@@ -780,8 +779,6 @@ class RealmForPreTraining(RealmPreTrainedModel):
             `dict[str, Path]`: the directory of each sub-model.
         """
         save_directory = Path(save_directory)
-        staging = save_directory.with_name(f".{save_directory.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
 
         def fresh(cls):  # a model of its own config: save_pretrained writes the class into `architectures`
             return cls(RealmConfig.from_dict(self.config.to_dict()))
@@ -792,11 +789,11 @@ class RealmForPreTraining(RealmPreTrainedModel):
         scorer.embedder.load_state_dict(self.embedder.state_dict())
         if not self.config.share_query_embedder:
             scorer.query_embedder.load_state_dict(self.query_embedder.state_dict())
-        for name, model in (("embedder", embedder), ("encoder", encoder), ("scorer", scorer)):
-            model.save_pretrained(staging / name)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(staging / name)
-        replace_directory(staging, save_directory)
+        with atomic_directory(save_directory) as staging:
+            for name, model in (("embedder", embedder), ("encoder", encoder), ("scorer", scorer)):
+                model.save_pretrained(staging / name)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(staging / name)
         return {name: save_directory / name for name in ("embedder", "encoder", "scorer")}
 
     def forward(

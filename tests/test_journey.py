@@ -123,7 +123,10 @@ def test_finetune_refuses_what_it_cannot_use(pretrained_run, tmp_path):
         FinetuneArguments(searcher_beam_size=2, reader_beam_size=4)
     with pytest.raises(FileNotFoundError, match="realm-hf pretrain"):
         load_world_questions(tmp_path)
-    (tmp_path / "demo_args.json").write_text((pretrained_run / "demo_args.json").read_text())
+    # A run that pushed to the Hub: its target is not re-checked (no token here) when its world is read back.
+    saved = json.loads((pretrained_run / "demo_args.json").read_text())
+    (tmp_path / "demo_args.json").write_text(json.dumps({**saved, "push_to_hub": True, "hub_model_id": "a/b/c"}))
+    assert len(load_world_questions(tmp_path)[1]) == 6
     with pytest.raises(FileNotFoundError, match="is the run complete"):
         initial_model(tmp_path, "realm")
 

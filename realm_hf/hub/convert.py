@@ -21,16 +21,13 @@ import argparse
 import copy
 import logging as std_logging
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers.utils import logging
 
-from ..file_utils import replace_directory
 from ..retrieval.index import RealmIndex
 from ..retrieval.legacy import load_legacy_block_emb
 from ..retrieval.storage import resolve_directory
@@ -121,14 +118,7 @@ def convert_legacy_checkpoint(
             "`realm_hf.hub.convert` (weights as safetensors, corpus as a pickle-free `RealmIndex`)."
         )
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        save_realm(tmp, model, tokenizer, index, card=card_data)
-        replace_directory(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    save_realm(output_dir, model, tokenizer, index, card=card_data, replace=True)
     logger.info(
         f"Converted {source_dir_or_repo} ({model_class.__name__}"
         f"{f', {len(index)} blocks' if index is not None else ', no index'}) to {output_dir}."

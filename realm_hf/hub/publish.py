@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -51,7 +50,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .. import modeling_realm
-from ..file_utils import atomic_write_text, replace_directory
+from ..file_utils import atomic_directory, atomic_write_text
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
 from ..retrieval.retriever import (
@@ -129,10 +128,8 @@ def save_realm(
     """
     save_directory = Path(save_directory)
     if replace:
-        staging = save_directory.with_name(f".{save_directory.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        save_realm(staging, model, tokenizer, retriever_or_index, card=card, repo_id=repo_id)
-        replace_directory(staging, save_directory)
+        with atomic_directory(save_directory) as staging:
+            save_realm(staging, model, tokenizer, retriever_or_index, card=card, repo_id=repo_id)
         return save_directory
     index, tokenizer = _resolve_index_and_tokenizer(model, tokenizer, retriever_or_index)
     save_directory.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..file_utils import replace_directory
+from ..file_utils import atomic_directory
 from ..version import __version__
 from .corpus import tokenize_blocks
 from .fingerprint import compute_embedder_fingerprint
@@ -601,14 +599,8 @@ class RealmIndex:
         """
         target = Path(save_directory).absolute()
         check_replaceable(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             self._write_files(tmp)
-            replace_directory(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         logger.info("Saved %r to %s.", self, target)
 
     def _write_files(self, directory: Path) -> None:

@@ -41,6 +41,7 @@ from .retrieval.refresh import (
 from .retrieval.retriever import RealmRetriever
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
+from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, pretrain_on_corpus
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
 from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
@@ -53,6 +54,8 @@ register_realm_pipeline()
 
 __all__ = [
     "AsyncIndexRefresher",
+    "CorpusArguments",
+    "CorpusModelArguments",
     "DataCollatorForInverseClozeTask",
     "DataCollatorForRealmOpenQA",
     "DataCollatorForRealmPreTraining",
@@ -99,6 +102,7 @@ __all__ = [
     "load_realm",
     "make_accelerator",
     "prepare_ict_examples",
+    "pretrain_on_corpus",
     "publish_realm",
     "push_index_to_hub",
     "realm_config_from_bert",

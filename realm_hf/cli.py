@@ -1,7 +1,8 @@
 """The `realm-hf` command.
 
 - `realm-hf` or `realm-hf pretrain`: REALM pre-training from random initialisation on the embedded synthetic corpus
-  (no download), ending with a report of masked-LM loss and retrieval accuracy over the steps.
+  (no download), ending with a report of masked-LM loss and retrieval accuracy over the steps; with `--corpus`, on
+  your own documents, from a REALM or BERT checkpoint (`--init_from`) or random weights.
 - `realm-hf finetune`: open-domain QA fine-tuning of a `realm-hf pretrain` run's model on its world's questions,
   evaluated on questions about people held out of both pre-training and fine-tuning; the model is saved for `ask`.
 - `realm-hf convert`: convert a checkpoint of the original transformers REALM to the realm_hf layout.
@@ -16,18 +17,22 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
+from pathlib import Path
 
 from transformers import AutoTokenizer, HfArgumentParser
 
 from .demo.job import DemoArguments, run_demo
 from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
+from .file_utils import atomic_write_text
 from .hub.convert import add_convert_arguments
-from .hub.publish import load_realm
+from .hub.model_card import RealmModelCardData
+from .hub.publish import load_realm, publish_realm
 from .inference import answer_questions
-from .retrieval.corpus import load_documents, split_documents_into_blocks
 from .retrieval.embedding import embed_corpus, load_document_embedder
 from .retrieval.fingerprint import compute_embedder_fingerprint
 from .retrieval.index import RealmIndex
+from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, load_corpus, pretrain_on_corpus
 
 
 def _dataclass_from(args: argparse.Namespace, cls: type):
@@ -40,21 +45,80 @@ def _add_pretrain_arguments(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "pretrain",
-        dataclass_types=DemoArguments,
-        help="REALM pre-training demo on the embedded synthetic corpus.",
+        dataclass_types=[DemoArguments, CorpusArguments],
+        help="REALM pre-training: the demo on the embedded synthetic world, or your documents with --corpus.",
+        description="REALM pre-training. Without --corpus: the embedded demo (a generated world of invented people, "
+        "warm starts, REALM pre-training, a report of retrieval before / after). With --corpus: your documents, from "
+        "--init_from (a REALM or BERT checkpoint) or random weights; the demo's model, masking, ICT and training "
+        "options apply, its world options do not (re-embedding the corpus costs one pass of the document tower: raise "
+        "--index_refresh_steps for large corpora).",
     )
     parser.set_defaults(func=_run_pretrain)
+
+
+# Options of the generated world and its evaluation, meaningless with --corpus.
+_WORLD_OPTIONS = ("num_people", "num_cities", "held_out_fraction", "reading_steps", "reading_learning_rate",
+                  "reading_in_target_places", "eval_steps", "num_eval_facts", "reader_from")  # fmt: skip
+
+
+def _given(args: argparse.Namespace, cls: type, names) -> list[str]:
+    """The options among `names` set to something other than their default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return [f"--{name}" for name in names if getattr(args, name) != defaults[name]]
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
 
     demo_args = _dataclass_from(args, DemoArguments)
+    corpus_args = _dataclass_from(args, CorpusArguments)
+    if corpus_args.corpus is not None:
+        return _run_pretrain_on_corpus(demo_args, corpus_args, _given(args, DemoArguments, _WORLD_OPTIONS))
+    corpus_only = _given(args, CorpusArguments, [f.name for f in dataclasses.fields(CorpusArguments)])
+    if corpus_only:
+        print(f"realm-hf pretrain: {', '.join(corpus_only)} only apply with --corpus.", file=sys.stderr)
+        return 2
     report = run_demo(demo_args)
     summary = {
         k: report[k] for k in ("documents", "chance_retrieval_accuracy", "before", "after", "total_seconds", "steps")
     }
     print(json.dumps(summary, indent=2))
     print(f"Report written to {demo_args.output_dir}/report.json (plot: report.png).")
+    return 0
+
+
+def _run_pretrain_on_corpus(demo_args: DemoArguments, corpus_args: CorpusArguments, world_options: list[str]) -> int:
+    if world_options:
+        print(
+            f"realm-hf pretrain: {', '.join(world_options)} describe the generated world and do not apply with --corpus.",
+            file=sys.stderr,
+        )
+        return 2
+    began = time.perf_counter()
+    model_args = CorpusModelArguments(
+        **{f.name: getattr(demo_args, f.name) for f in dataclasses.fields(CorpusModelArguments)}
+    )
+    model, tokenizer, history = pretrain_on_corpus(corpus_args, model_args, demo_args.training_arguments())
+    report = {
+        "corpus": corpus_args.corpus,
+        "init_from": corpus_args.init_from,
+        "blocks": len(model.retriever.index),
+        "steps": demo_args.max_steps,
+        "total_seconds": time.perf_counter() - began,
+        "last": history[-1] if history else None,
+        "history": history,
+    }
+    if demo_args.push_to_hub:
+        card = RealmModelCardData(
+            model_description=f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for "
+            f"{demo_args.max_steps} steps (marginal masked-LM loss through retrieval, index refreshed during training)."
+        )
+        commit = publish_realm(model, tokenizer, model.retriever, repo_id=demo_args.repo_id, card=card)
+        report["hub_commit"] = commit.commit_url
+    atomic_write_text(Path(demo_args.output_dir) / "report.json", json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+    print(
+        f"Model, tokenizer and index saved to {demo_args.output_dir}/final; report: {demo_args.output_dir}/report.json."
+    )
     return 0
 
 
@@ -146,18 +210,12 @@ def _add_index_arguments(subparsers) -> None:
 def _run_index(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     embedder = load_document_embedder(args.model)
-    documents = load_documents(
-        args.corpus, split=args.split, text_column=args.text_column, title_column=args.title_column
-    )
-    if args.title_column not in documents.column_names:
-        documents = documents.add_column(args.title_column, [""] * len(documents))
-    blocks = split_documents_into_blocks(
-        documents,
-        tokenizer,
-        max_block_length=args.max_block_length or embedder.config.block_seq_len,
-        num_proc=args.num_proc,
-        title_column=args.title_column,
-        text_column=args.text_column,
+    corpus_args = CorpusArguments(
+        corpus=args.corpus, tokenizer_name=args.model, split=args.split, text_column=args.text_column,
+        title_column=args.title_column, num_proc=args.num_proc,
+    )  # fmt: skip
+    documents, blocks = load_corpus(
+        corpus_args, tokenizer, max_block_length=args.max_block_length or embedder.config.block_seq_len
     )
     show_progress = not args.no_progress
     embeddings = embed_corpus(embedder, blocks, tokenizer, batch_size=args.batch_size, show_progress=show_progress)

@@ -157,10 +157,13 @@ def test_every_option_of_the_package_and_the_examples_has_help_text():
     import dataclasses
 
     from realm_hf.demo.job import DemoArguments
+    from realm_hf.demo.openqa import FinetuneArguments
+    from realm_hf.training.corpus_pretraining import CorpusArguments, CorpusModelArguments
     from realm_hf.training.ict import InverseClozeTaskArguments
     from realm_hf.training.pretraining import RealmPreTrainingArguments
 
-    classes = [DemoArguments, InverseClozeTaskArguments, RealmPreTrainingArguments]
+    classes = [DemoArguments, FinetuneArguments, CorpusArguments, CorpusModelArguments, InverseClozeTaskArguments,
+               RealmPreTrainingArguments]  # fmt: skip
     for path in sorted(EXAMPLES.glob("*.py")):
         module = load_example(path.stem)
         classes += [

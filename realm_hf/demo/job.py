@@ -166,6 +166,17 @@ class DemoArguments:
         if self.push_to_hub:
             check_hub_target(self.repo_id)
 
+    def training_arguments(self, **overrides) -> RealmPreTrainingArguments:
+        """The [`RealmPreTrainingArguments`] of the REALM stage these options describe (`overrides` on top)."""
+        settings = dict(
+            output_dir=self.output_dir, max_steps=self.max_steps, per_device_train_batch_size=self.batch_size,
+            learning_rate=self.learning_rate, retriever_learning_rate=self.retriever_learning_rate,
+            warmup_steps=min(50, self.max_steps // 10), index_refresh_steps=self.index_refresh_steps,
+            index_refresh_mode=self.index_refresh_mode, logging_steps=10, seed=self.seed, embed_batch_size=256,
+            show_progress=self.show_progress,
+        )  # fmt: skip
+        return RealmPreTrainingArguments(**{**settings, **overrides})
+
     @property
     def repo_id(self) -> str:
         """The Hub repository of `push_to_hub`."""
@@ -173,9 +184,12 @@ class DemoArguments:
 
 
 def build_tokenizer(vocabulary: list[str], directory: Path) -> RealmTokenizerFast:
+    """A WordPiece tokenizer of `vocabulary`, saved in `directory` (loadable with `AutoTokenizer`)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
-    return RealmTokenizerFast.from_pretrained(str(directory))
+    tokenizer = RealmTokenizerFast.from_pretrained(str(directory))
+    tokenizer.save_pretrained(directory)
+    return tokenizer
 
 
 def demo_config(tokenizer, args: DemoArguments) -> RealmConfig:
@@ -409,22 +423,7 @@ def run_demo(args: DemoArguments) -> dict:
     atomic_write_text(output_dir / ARGS_FILE, json.dumps(asdict(args), indent=2))
     _save_warm_start(model, tokenizer, index, output_dir / WARM_START_DIR)
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=args.masking, max_length=48, seed=args.seed)
-    train_args = RealmPreTrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        retriever_learning_rate=args.retriever_learning_rate,
-        warmup_steps=min(50, args.max_steps // 10),
-        index_refresh_steps=args.index_refresh_steps,
-        index_refresh_mode=args.index_refresh_mode,
-        save_steps=0,
-        logging_steps=10,
-        eval_steps=args.eval_steps,
-        seed=args.seed,
-        embed_batch_size=256,
-        show_progress=args.show_progress,
-    )
+    train_args = args.training_arguments(save_steps=0, eval_steps=args.eval_steps)
     before = _initial_eval(model, index, tokenizer, evaluate)
     began = time.perf_counter()
     history = train_realm(model, tokenizer, index, sentences, collator, train_args, eval_fn=evaluate)

@@ -30,7 +30,7 @@ from .masking import split_sentences
 logger = logging.get_logger(__name__)
 
 _IGNORE_INDEX = -100
-_MASKING_MODES = ("salient_span", "random_token", "random_span")
+MASKING_MODES = ("salient_span", "random_token", "random_span")
 #: Longest span drawn by the random span masking (SpanBERT clips its geometric distribution at 10).
 MAX_RANDOM_SPAN_LENGTH = 10
 
@@ -148,8 +148,8 @@ class DataCollatorForRealmPreTraining:
     _random_token_ids: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.masking not in _MASKING_MODES:
-            raise ValueError(f"`masking` must be one of {_MASKING_MODES}, got {self.masking!r}.")
+        if self.masking not in MASKING_MODES:
+            raise ValueError(f"`masking` must be one of {MASKING_MODES}, got {self.masking!r}.")
         if not 0.0 < self.mlm_probability <= 1.0:
             raise ValueError(f"`mlm_probability` must be in (0, 1], got {self.mlm_probability}.")
         if self.max_length < 3:

@@ -39,6 +39,7 @@ from .retrieval.refresh import (
     refresh_index,
 )
 from .retrieval.retriever import RealmRetriever
+from .retrieval.sharded import ShardedRealmIndex
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
 from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, pretrain_on_corpus
@@ -88,6 +89,7 @@ __all__ = [
     "RealmTokenizerFast",
     "RealmTrainer",
     "RuleBasedTagger",
+    "ShardedRealmIndex",
     "SpacyTagger",
     "TransformersNERTagger",
     "__version__",

@@ -17,6 +17,6 @@ How a refresh flows during training:
 The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with), `corpus` (documents into
 evidence blocks), `formats` (the one builder of document-tower, encoder and reader inputs), `index` (the index),
 `index_format` (its files on disk), `search` (exact and FAISS search), `fingerprint` (which embedder built an index),
-`embedding`, `refresh`, `retriever`, `storage` (local directory or Hub id) and `legacy` (the original checkpoints'
-`block_emb` and pickled block records).
+`embedding`, `refresh`, `retriever`, `sharded` (the index split over the processes of torch.distributed), `storage`
+(local directory or Hub id) and `legacy` (the original checkpoints' `block_emb` and pickled block records).
 """

@@ -665,6 +665,11 @@ class RealmIndex:
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
+        if not (directory / INDEX_CONFIG_NAME).is_file():
+            from .sharded import SHARDED_INDEX_MANIFEST, load_sharded_as_single
+
+            if (directory / SHARDED_INDEX_MANIFEST).is_file():  # saved by several processes: one index here
+                return load_sharded_as_single(directory, mmap=mmap)
         config = RealmIndexConfig.from_json_file(directory / INDEX_CONFIG_NAME)
         check_file_sizes(directory, config)
         corpus = read_corpus(safe_join(directory, config.corpus_dir))

@@ -31,6 +31,7 @@ from transformers.utils import logging
 from .embedding import embed_corpus
 from .fingerprint import compute_embedder_fingerprint
 from .index import INDEX_CONFIG_NAME, RealmIndex
+from .sharded import SHARDED_INDEX_MANIFEST, ShardedRealmIndex
 
 
 logger = logging.get_logger(__name__)
@@ -67,8 +68,11 @@ def refresh_index(
 ) -> RealmIndex:
     """Re-embeds `index.corpus` with `embedder` (split over the Accelerate processes) and returns the new index.
 
-    Every process returns the same index; `index` itself is unchanged.
+    Every process returns the same index; `index` itself is unchanged. A [`ShardedRealmIndex`] is refreshed shard by
+    shard instead: each process re-embeds only its own blocks (collective).
     """
+    if isinstance(index, ShardedRealmIndex):
+        return index.refresh_from(embedder, tokenizer, batch_size=batch_size, show_progress=show_progress)
     embeddings = embed_corpus(
         embedder, index.corpus, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
     )
@@ -193,6 +197,8 @@ class IndexRefresher:
     ):
         if save_every_refresh and save_dir is None:
             raise ValueError("save_every_refresh=True needs a save_dir.")
+        if asynchronous and isinstance(retriever.index, ShardedRealmIndex):
+            raise ValueError("A sharded index is refreshed synchronously, shard by shard (index_refresh_mode='sync').")
         if asynchronous and accelerator is not None and accelerator.num_processes > 1 and save_dir is None:
             raise ValueError("Asynchronous refresh over several processes needs a save_dir to share the new index.")
         self.retriever = retriever
@@ -235,7 +241,11 @@ class IndexRefresher:
     def save(self) -> Path:
         """Saves the index in service as `save_dir/step-<index_step>` (main process, once) and returns the path."""
         target = self.index_dir(self.index_step)
-        if self._is_main_process and not (target / INDEX_CONFIG_NAME).exists():
+        saved = (target / INDEX_CONFIG_NAME).exists() or (target / SHARDED_INDEX_MANIFEST).exists()
+        if isinstance(self.retriever.index, ShardedRealmIndex):
+            if not saved:  # every process writes its own shard
+                self.retriever.index.save_pretrained(target)
+        elif self._is_main_process and not saved:
             self.retriever.index.save_pretrained(target)
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
@@ -243,7 +253,8 @@ class IndexRefresher:
 
     def resume(self, index_step: int) -> None:
         """Swaps in the index saved as `save_dir/step-<index_step>` (the one a checkpoint was trained with)."""
-        self.retriever.index = RealmIndex.from_pretrained(self.index_dir(index_step))
+        loader = ShardedRealmIndex if isinstance(self.retriever.index, ShardedRealmIndex) else RealmIndex
+        self.retriever.index = loader.from_pretrained(self.index_dir(index_step))
         self.index_step = index_step
 
     def wait(self) -> None:

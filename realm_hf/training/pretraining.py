@@ -33,6 +33,7 @@ from ..modeling_realm import RealmForPreTraining
 from ..retrieval.index import RealmIndex
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
+from ..retrieval.sharded import ShardedRealmIndex
 from .optimization import parameter_groups
 
 
@@ -278,16 +279,23 @@ def train_realm(
                 break
     progress.close()
     refresher.wait()
-    _save_final_model(accelerator, unwrapped, tokenizer, retriever, args, history)
+    # A sharded index is saved by every process, and read back as one index for the final model.
+    sharded_dir = refresher.save() if isinstance(retriever.index, ShardedRealmIndex) else None
+    _save_final_model(accelerator, unwrapped, tokenizer, retriever, args, history, sharded_dir)
     accelerator.end_training()
     return history
 
 
-def _save_final_model(accelerator: Accelerator, model, tokenizer, retriever, args, history: list[dict]) -> None:
+def _save_final_model(
+    accelerator: Accelerator, model, tokenizer, retriever, args, history: list[dict], sharded_dir: Path | None = None
+) -> None:
     """The trained model the HF way, in `output_dir/final`: `save_pretrained` weights and config, the tokenizer, the
-    index it was trained with (`index/`) and a model card with the run's settings and logs (written atomically); with
-    `save_submodels`, also the sub-models in the published checkpoints' layout in `output_dir/submodels`."""
+    index it was trained with (`index/`; one plain index, read from `sharded_dir` when training used a sharded one)
+    and a model card with the run's settings and logs (written atomically); with `save_submodels`, also the
+    sub-models in the published checkpoints' layout in `output_dir/submodels`."""
     if accelerator.is_main_process:
+        if sharded_dir is not None:
+            retriever = RealmRetriever(RealmIndex.from_pretrained(sharded_dir), tokenizer)
         card = RealmModelCardData(
             model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
             "retrieval, index refreshed during training).",

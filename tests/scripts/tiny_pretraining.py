@@ -1,7 +1,7 @@
 """Tiny REALM pre-training run used by the resume and distributed tests (run as a script, alone or with torchrun).
 
 Usage: python tiny_pretraining.py OUTPUT_DIR [--max-steps N] [--save-steps N] [--resume] [--hang-at-step N]
-           [--batch-size N] [--refresh-steps N]
+           [--batch-size N] [--refresh-steps N] [--sharded-index]
 
 Writes OUTPUT_DIR/result.json (world size, history) and OUTPUT_DIR/final.safetensors (parameters) on the main process.
 `--hang-at-step N` makes the run stop making progress at step N (it sleeps), so that a test can kill it there.
@@ -38,6 +38,7 @@ from realm_hf import (
     RealmIndex,
     RealmPreTrainingArguments,
     RealmTokenizerFast,
+    ShardedRealmIndex,
     embed_corpus,
     make_accelerator,
     tag_salient_spans,
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--crash-rank-at-step", default=None, help="RANK:STEP: that process dies at that step.")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--async-refresh", action="store_true", help="index_refresh_mode='async'")
+    parser.add_argument("--sharded-index", action="store_true", help="each process holds 1/N of the index")
     parser.add_argument(
         "--plain-accelerator", action="store_true", help="a caller's own Accelerator, without a project_dir"
     )
@@ -185,6 +187,8 @@ def main() -> None:
             cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
         )
 
+    if args.sharded_index:  # after the Accelerator: the process group is up
+        index = ShardedRealmIndex.from_index(index)
     install_kill_hooks(kill_points(), accelerator)
     resumed_from = latest_checkpoint(output_dir) if args.resume else None
 

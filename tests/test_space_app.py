@@ -94,6 +94,7 @@ def test_a_user_asks_the_space_and_reads_the_answer(openqa_model, tmp_path):
             page.locator("#ask").click()
             answer_box = page.locator("#answer textarea")
             page.wait_for_function("() => document.querySelector('#answer textarea').value !== ''", timeout=60_000)
+            page.wait_for_function("() => !document.querySelector('.pending')", timeout=30_000)
             shown_answer = answer_box.input_value()
             shown_score = page.locator("#score textarea").input_value()
             evidence_html = page.locator("#evidence").inner_html()

@@ -9,6 +9,7 @@
 - `realm-hf ask MODEL "question" ...`: answers, scores and evidence, one JSON object per line.
 - `realm-hf index MODEL CORPUS OUTPUT`: split documents into blocks, embed them with the model's document tower and
   save the knowledge index.
+- `realm-hf index-builder --watch OUTPUT_DIR`: the separate index builder of a run with `index_refresh_mode="external"`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .retrieval.embedding import embed_corpus, load_document_embedder
 from .retrieval.fingerprint import compute_embedder_fingerprint
 from .retrieval.index import RealmIndex
 from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, load_corpus, pretrain_on_corpus
+from .training.index_builder import run_index_builder
 
 
 def _dataclass_from(args: argparse.Namespace, cls: type):
@@ -232,6 +234,35 @@ def _run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_index_builder_arguments(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index-builder",
+        help="The separate index builder: re-embed the corpus with each new document tower a training run exports.",
+        description="Watches a REALM pre-training run with index_refresh_mode='external' (train_realm, "
+        "examples/pretrain_realm.py): for each newest export of its document tower (OUTPUT_DIR/indexes/exports/"
+        "step-N) it embeds the corpus and publishes OUTPUT_DIR/indexes/step-N, which the trainer swaps in. Run it on "
+        "its own devices; it stops when the run has written OUTPUT_DIR/final.",
+    )
+    parser.add_argument("--watch", required=True, metavar="OUTPUT_DIR", help="The training run's output_dir.")
+    parser.add_argument("--poll-seconds", type=float, default=2.0, help="How often to look for a new export.")
+    parser.add_argument("--batch-size", type=int, default=128, help="Blocks per forward pass of the document tower.")
+    parser.add_argument("--max-builds", type=int, default=None, help="Stop after this many indexes.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.set_defaults(func=_run_index_builder)
+
+
+def _run_index_builder(args: argparse.Namespace) -> int:
+    built = run_index_builder(
+        args.watch,
+        poll_seconds=args.poll_seconds,
+        batch_size=args.batch_size,
+        max_builds=args.max_builds,
+        show_progress=not args.no_progress,
+    )
+    print(json.dumps({"built_steps": built}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
@@ -242,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     add_convert_arguments(subparsers)
     _add_ask_arguments(subparsers)
     _add_index_arguments(subparsers)
+    _add_index_builder_arguments(subparsers)
     args = parser.parse_args(argv or ["pretrain"])
     return args.func(args)
 

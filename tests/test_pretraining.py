@@ -1,5 +1,7 @@
 """RealmForPreTraining and corpus embedding on the synthetic knowledge corpus."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -267,6 +269,61 @@ def test_pretraining_with_the_hf_trainer_and_the_refresh_callback(tmp_path, synt
     saved = RealmRetriever.from_pretrained(tmp_path / "final")
     np.testing.assert_array_equal(np.asarray(saved.index.embeddings), np.asarray(retriever.index.embeddings))
     assert type(RealmScorer.from_pretrained(tmp_path / "submodels" / "scorer")) is RealmScorer
+
+
+def test_trainer_path_with_an_external_index_builder(tmp_path, synthetic_tokenizer, knowledge, corpus):
+    """IndexRefreshCallback(external=True): the Trainer exports its document tower every 2 steps, a builder (here a
+    thread running `run_index_builder`) publishes an index, and the callback swaps it in at a later step."""
+    import threading
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from realm_hf import DataCollatorForRealmPreTraining, IndexRefreshCallback, IndexRefreshSchedule
+    from realm_hf.retrieval.refresh import published_index_steps
+    from realm_hf.training.index_builder import run_index_builder
+    from realm_hf.training.masking import tag_salient_spans
+
+    torch.manual_seed(0)
+    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
+    retriever = RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer)
+    model.set_retriever(retriever)
+    indexes = tmp_path / "indexes"
+    callback = IndexRefreshCallback(
+        retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2), save_dir=str(indexes), external=True
+    )
+
+    class WaitForTheBuilder(TrainerCallback):  # makes the test deterministic: step 4 finds the index of step 2
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                deadline = time.monotonic() + 120
+                while max(published_index_steps(indexes)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+    builder = threading.Thread(target=run_index_builder, args=(tmp_path,), kwargs={"poll_seconds": 0.05,
+                               "max_builds": 1}, daemon=True)  # fmt: skip
+    builder.start()
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=1e-3,
+            remove_unused_columns=False,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            logging_steps=1,
+        ),  # fmt: skip
+        train_dataset=tag_salient_spans(knowledge.documents, synthetic_tokenizer),
+        data_collator=DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0),
+        callbacks=[callback, WaitForTheBuilder()],
+    )
+    trainer.train()
+    builder.join(timeout=60)
+    assert [record["weights_step"] for record in callback.history] == [2]
+    assert callback.history[0]["step"] == 4 and published_index_steps(indexes)[0] == 0
 
 
 def test_retrieval_posterior_is_the_gradient_of_the_retrieval_logits(synthetic_tokenizer, knowledge, corpus):

@@ -5,8 +5,13 @@ Two modes, as in the paper (section 3.3):
 - synchronous: every `every_n_steps` steps all Accelerate processes stop, embed a share of the corpus each
   ([`embed_corpus`] gathers the shares), and continue with the new index;
 - asynchronous: a background thread of the main process embeds the corpus from a snapshot of the weights while
-  training continues, like the paper's separate index-builder job, and the new index is swapped in at the first step
-  boundary after it is ready (all processes swap at the same step).
+  training continues, and the new index is swapped in at the first step boundary after it is ready (all processes
+  swap at the same step);
+- external: the paper's separate index-builder job ([`~realm_hf.training.index_builder.run_index_builder`],
+  `realm-hf index-builder --watch OUTPUT_DIR`, on its own devices): every `every_n_steps` steps the trainer exports
+  its document tower to `save_dir/exports/step-<N>`; the builder embeds the corpus with the newest export and
+  publishes `save_dir/step-<N>`; the trainer swaps in the newest published index at a step boundary (all processes at
+  the same step). Training never waits for the builder: without one it keeps the index it has.
 
 [`IndexRefresher`] is the one policy both training paths use (`train_realm` and, for the HF `Trainer`,
 [`IndexRefreshCallback`]): when to refresh, how the new index is swapped into the retriever (at a step boundary, on
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +34,7 @@ from accelerate.utils import broadcast
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from ..file_utils import atomic_directory
 from .embedding import embed_corpus
 from .fingerprint import compute_embedder_fingerprint
 from .index import INDEX_CONFIG_NAME, RealmIndex
@@ -77,6 +84,40 @@ def refresh_index(
         embedder, index.corpus, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
     )
     return index.refresh(embeddings, embedder_fingerprint=compute_embedder_fingerprint(embedder), show_progress=False)
+
+
+EXPORTS_DIR = "exports"
+
+
+def export_document_tower(embedder: torch.nn.Module, tokenizer, save_dir: str | os.PathLike, step: int) -> Path:
+    """Saves the document tower of step `step` and its tokenizer for the index builder, atomically, as
+    `save_dir/exports/step-<step>`; older exports but the newest two are deleted (the builder only wants the newest)."""
+    exports = Path(save_dir) / EXPORTS_DIR
+    target = exports / f"step-{step}"
+    with atomic_directory(target) as tmp:
+        embedder.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    for old in sorted(export_steps(save_dir))[:-2]:
+        shutil.rmtree(exports / f"step-{old}", ignore_errors=True)
+    return target
+
+
+def export_steps(save_dir: str | os.PathLike) -> list[int]:
+    """The steps of the complete document-tower exports in `save_dir/exports`."""
+    return _steps(Path(save_dir) / EXPORTS_DIR, "config.json")
+
+
+def published_index_steps(save_dir: str | os.PathLike) -> list[int]:
+    """The steps of the complete indexes in `save_dir` (`step-<N>` with its config, or a sharded index's manifest)."""
+    directory = Path(save_dir)
+    return sorted(set(_steps(directory, INDEX_CONFIG_NAME)) | set(_steps(directory, SHARDED_INDEX_MANIFEST)))
+
+
+def _steps(directory: Path, marker: str) -> list[int]:
+    if not directory.is_dir():
+        return []
+    names = (p.name for p in directory.glob("step-*") if (p / marker).is_file())
+    return sorted(int(name.split("-", 1)[1]) for name in names if name.split("-", 1)[1].isdigit())
 
 
 @dataclass
@@ -178,6 +219,9 @@ class IndexRefresher:
         save_every_refresh (`bool`, *optional*, defaults to `False`):
             Save each new index when it is swapped in (otherwise only when [`~IndexRefresher.save`] is called, for
             example with each checkpoint).
+        external (`bool`, *optional*, defaults to `False`):
+            Leave embedding to a separate index builder: export the document tower on scheduled steps and swap in
+            the indexes the builder publishes in `save_dir` (needs a `save_dir`; not with `asynchronous`).
 
     Attributes:
         index_step (`int`): The step whose weights embedded the index in service (0: the initial index); the index
@@ -194,7 +238,10 @@ class IndexRefresher:
         accelerator=None,
         save_dir: str | os.PathLike | None = None,
         save_every_refresh: bool = False,
+        external: bool = False,
     ):
+        if external and (save_dir is None or asynchronous):
+            raise ValueError("External refresh needs a save_dir (where the builder publishes) and excludes async.")
         if save_every_refresh and save_dir is None:
             raise ValueError("save_every_refresh=True needs a save_dir.")
         if asynchronous and isinstance(retriever.index, ShardedRealmIndex):
@@ -209,6 +256,7 @@ class IndexRefresher:
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.save_every_refresh = save_every_refresh
         self.background = AsyncIndexRefresher(tokenizer, batch_size) if asynchronous else None
+        self.external = external
         self.index_step = 0
 
     def step_end(self, embedder: torch.nn.Module, step: int) -> RefreshRecord | None:
@@ -216,6 +264,8 @@ class IndexRefresher:
         any."""
         if self.background is not None:
             record = self._poll_background(embedder, step)
+        elif self.external:
+            record = self._poll_external(embedder, step)
         elif self.schedule.should_refresh(step):
             began = time.perf_counter()
             index = refresh_index(
@@ -253,9 +303,13 @@ class IndexRefresher:
 
     def resume(self, index_step: int) -> None:
         """Swaps in the index saved as `save_dir/step-<index_step>` (the one a checkpoint was trained with)."""
-        loader = ShardedRealmIndex if isinstance(self.retriever.index, ShardedRealmIndex) else RealmIndex
-        self.retriever.index = loader.from_pretrained(self.index_dir(index_step))
+        self.retriever.index = self._load(index_step)
         self.index_step = index_step
+
+    def _load(self, step: int):
+        """The index saved as `save_dir/step-<step>`, sharded over the processes if the one in service is."""
+        loader = ShardedRealmIndex if isinstance(self.retriever.index, ShardedRealmIndex) else RealmIndex
+        return loader.from_pretrained(self.index_dir(step))
 
     def wait(self) -> None:
         """Waits for a running background refresh to end (its result is dropped)."""
@@ -265,6 +319,20 @@ class IndexRefresher:
     @property
     def _is_main_process(self) -> bool:
         return self.accelerator is None or self.accelerator.is_main_process
+
+    def _poll_external(self, embedder: torch.nn.Module, step: int) -> RefreshRecord | None:
+        """Exports the document tower on scheduled steps, and loads the newest index the builder has published."""
+        newest = -1
+        if self._is_main_process:
+            if self.schedule.should_refresh(step):
+                export_document_tower(embedder, self.tokenizer, self.save_dir, step)
+            newest = max(published_index_steps(self.save_dir), default=-1)
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            newest = int(broadcast(torch.tensor([newest], device=self.accelerator.device), from_process=0).item())
+        if newest <= self.index_step:
+            return None
+        began = time.perf_counter()
+        return RefreshRecord(step=newest, seconds=time.perf_counter() - began, index=self._load(newest))
 
     def _poll_background(self, embedder: torch.nn.Module, step: int) -> RefreshRecord | None:
         record = None
@@ -298,6 +366,9 @@ class IndexRefreshCallback(TrainerCallback):
         asynchronous (`bool`): Refresh in a background thread (swap at the first step after it finishes).
         batch_size (`int`): Blocks per forward pass when embedding.
         save_dir (`str`, *optional*): Save each refreshed index to `save_dir/step-<N>`.
+        external (`bool`, *optional*, defaults to `False`): Leave embedding to a separate index builder watching
+            `save_dir` (`realm-hf index-builder --watch`, with `save_dir` as its run's `indexes/`): export the
+            document tower on scheduled steps and swap in the newest index it publishes.
         save_final (`bool`, *optional*, defaults to `True`): At the end of training, save the trained model the
             Hugging Face way in `<TrainingArguments.output_dir>/final` (weights, config, tokenizer, the index in
             service, a model card) and its sub-models in `submodels/`, as `train_realm` does
@@ -313,6 +384,7 @@ class IndexRefreshCallback(TrainerCallback):
         batch_size: int = 128,
         save_dir: str | None = None,
         save_final: bool = True,
+        external: bool = False,
     ):
         self.save_final = save_final
         self.refresher = IndexRefresher(
@@ -322,9 +394,15 @@ class IndexRefreshCallback(TrainerCallback):
             asynchronous=asynchronous,
             batch_size=batch_size,
             save_dir=save_dir,
-            save_every_refresh=save_dir is not None,
+            save_every_refresh=save_dir is not None and not external,
+            external=external,
         )
         self.history: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.refresher.external:  # the builder takes its corpus from a published index
+            self.refresher.save()
+        return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step

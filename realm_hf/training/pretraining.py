@@ -70,7 +70,13 @@ class RealmPreTrainingArguments:
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
     seed: int = field(default=42, metadata={"help": "Random seed (model init, data order, masking)."})
     index_refresh_steps: int = field(default=500, metadata={"help": "Refresh the index every N steps; 0 = never."})
-    index_refresh_mode: str = field(default="sync", metadata={"help": "'sync' (all processes) or 'async'."})
+    index_refresh_mode: str = field(
+        default="sync",
+        metadata={
+            "help": "'sync' (all processes re-embed), 'async' (a background thread) or 'external' (a separate "
+            "`realm-hf index-builder --watch OUTPUT_DIR` job embeds; the newest index it publishes is swapped in)."
+        },
+    )
     embed_batch_size: int = field(default=128, metadata={"help": "Blocks per forward pass when re-embedding."})
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N steps; 0 = only at the end."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
@@ -93,8 +99,10 @@ class RealmPreTrainingArguments:
     def __post_init__(self):
         if self.optim not in ("adamw", "sgd"):
             raise ValueError(f"optim must be 'adamw' or 'sgd', got {self.optim!r}.")
-        if self.index_refresh_mode not in ("sync", "async"):
-            raise ValueError(f"index_refresh_mode must be 'sync' or 'async', got {self.index_refresh_mode!r}.")
+        if self.index_refresh_mode not in ("sync", "async", "external"):
+            raise ValueError(
+                f"index_refresh_mode must be 'sync', 'async' or 'external', got {self.index_refresh_mode!r}."
+            )
         if self.max_steps < 1 or self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("max_steps, per_device_train_batch_size and gradient_accumulation_steps must be >= 1.")
 
@@ -199,6 +207,7 @@ def train_realm(
         batch_size=args.embed_batch_size,
         accelerator=accelerator,
         save_dir=output_dir / INDEX_DIR,
+        external=args.index_refresh_mode == "external",
     )
     step, history = 0, []
     resume = args.resume_from_checkpoint

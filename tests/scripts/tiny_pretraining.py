@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--async-refresh", action="store_true", help="index_refresh_mode='async'")
     parser.add_argument("--sharded-index", action="store_true", help="each process holds 1/N of the index")
+    parser.add_argument("--external-refresh", action="store_true", help="index_refresh_mode='external'")
+    parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds to sleep after each step")
     parser.add_argument(
         "--plain-accelerator", action="store_true", help="a caller's own Accelerator, without a project_dir"
     )
@@ -177,8 +179,8 @@ def main() -> None:
     train_args = RealmPreTrainingArguments(
         output_dir=str(output_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, optim=args.optim, save_steps=args.save_steps, index_refresh_steps=args.refresh_steps, logging_steps=1,
-        index_refresh_mode="async" if args.async_refresh else "sync",
-        eval_steps=1 if (args.hang_at_step or args.crash_rank_at_step) else 0, use_cpu=True, show_progress=False,
+        index_refresh_mode="async" if args.async_refresh else ("external" if args.external_refresh else "sync"),
+        eval_steps=1 if (args.hang_at_step or args.crash_rank_at_step or args.step_sleep) else 0, use_cpu=True, show_progress=False,
         resume_from_checkpoint="latest" if args.resume else None,
     )  # fmt: skip
     accelerator = make_accelerator(train_args)
@@ -197,6 +199,7 @@ def main() -> None:
     def hang(model, retriever, step):
         if crash is not None and (accelerator.process_index, step) == crash:
             os._exit(3)
+        time.sleep(args.step_sleep)
         if step == args.hang_at_step:
             (output_dir / "hanging").write_text(str(step))
             time.sleep(600)

@@ -1,0 +1,109 @@
+"""The separate index builder of the paper (section 3.3): a job of its own, on its own devices, that keeps re-embedding
+the corpus with the trainer's newest document tower while training goes on.
+
+A trainer with `index_refresh_mode="external"` ([`train_realm`]) exports its document tower every
+`index_refresh_steps` steps to `OUTPUT_DIR/indexes/exports/step-<N>`. The builder waits for a new export, embeds every
+block with it, and publishes `OUTPUT_DIR/indexes/step-<N>` (a [`RealmIndex`] over the same corpus, with the same FAISS
+factory, written atomically: a published index is always complete); the trainer swaps in the newest published index
+at a step boundary and records in each checkpoint the index step it trained with. Exports older than the one built
+are skipped. Killing the builder never stops training (the trainer keeps its index); a restarted builder picks up the
+newest export. It stops when the trainer has written `OUTPUT_DIR/final` (or after `max_builds`).
+
+    realm-hf index-builder --watch OUTPUT_DIR
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from transformers import AutoTokenizer
+from transformers.utils import logging
+
+from ..modeling_realm import RealmEmbedder
+from ..retrieval.embedding import embed_corpus
+from ..retrieval.fingerprint import compute_embedder_fingerprint
+from ..retrieval.index import RealmIndex
+from ..retrieval.refresh import EXPORTS_DIR, export_steps, published_index_steps
+from .pretraining import FINAL_DIR, INDEX_DIR
+
+
+logger = logging.get_logger(__name__)
+
+
+def build_index_from_export(
+    index_dir: str | os.PathLike, step: int, batch_size: int = 128, show_progress: bool = False
+):
+    r"""
+    Builds and publishes `index_dir/step-<step>` from the document tower exported as `index_dir/exports/step-<step>`,
+    over the corpus (and with the search settings) of the newest index published in `index_dir`.
+
+    Returns:
+        `Path`: the published index directory.
+    """
+    index_dir = Path(index_dir)
+    export = index_dir / EXPORTS_DIR / f"step-{step}"
+    embedder = RealmEmbedder.from_pretrained(export).eval()
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    published = published_index_steps(index_dir)
+    if not published:
+        raise FileNotFoundError(f"{index_dir} has no published index to take the corpus from (the trainer's step-0).")
+    base = RealmIndex.from_pretrained(index_dir / f"step-{published[-1]}")
+    embeddings = embed_corpus(embedder, base.corpus, tokenizer, batch_size=batch_size, show_progress=show_progress)
+    fresh = base.refresh(embeddings, embedder_fingerprint=compute_embedder_fingerprint(embedder), show_progress=False)
+    target = index_dir / f"step-{step}"
+    fresh.save_pretrained(target)
+    return target
+
+
+def run_index_builder(
+    output_dir: str | os.PathLike,
+    poll_seconds: float = 2.0,
+    batch_size: int = 128,
+    max_builds: int | None = None,
+    show_progress: bool = False,
+) -> list[int]:
+    r"""
+    Watches a `train_realm` run with `index_refresh_mode="external"` and publishes an index for each newest export of
+    its document tower, until the run has written `output_dir/final` (after this builder started) or `max_builds`
+    indexes are built.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): The trainer's `output_dir`.
+        poll_seconds (`float`, *optional*, defaults to 2.0): How often to look for a new export.
+        batch_size (`int`, *optional*, defaults to 128): Blocks per forward pass of the document tower.
+        max_builds (`int`, *optional*): Stop after this many indexes.
+        show_progress (`bool`, *optional*, defaults to `False`): Progress bars while embedding.
+
+    Returns:
+        `list[int]`: the steps of the indexes built.
+    """
+    output_dir = Path(output_dir)
+    index_dir = output_dir / INDEX_DIR
+    started = time.time()
+    built: list[int] = []
+    failed: set[int] = set()
+    logger.info(f"Index builder watching {index_dir / EXPORTS_DIR}.")
+    while max_builds is None or len(built) < max_builds:
+        final = output_dir / FINAL_DIR
+        finished = final.is_dir() and final.stat().st_mtime >= started
+        exports = export_steps(index_dir)
+        newest_published = max(published_index_steps(index_dir), default=-1)
+        pending = [s for s in exports if s > newest_published and s not in failed]
+        if pending:
+            step = pending[-1]  # the newest export: older ones are already stale
+            began = time.perf_counter()
+            try:
+                build_index_from_export(index_dir, step, batch_size=batch_size, show_progress=show_progress)
+            except (OSError, ValueError) as err:  # e.g. the trainer deleted the export meanwhile: take the next one
+                logger.warning(f"Could not build the index of step {step} ({err}); skipping that export.")
+                failed.add(step)
+                continue
+            built.append(step)
+            logger.info(f"Published the index of step {step} in {time.perf_counter() - began:.1f}s.")
+        elif finished:
+            break
+        else:
+            time.sleep(poll_seconds)
+    return built

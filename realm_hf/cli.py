@@ -259,7 +259,7 @@ def _run_index_builder(args: argparse.Namespace) -> int:
         max_builds=args.max_builds,
         show_progress=not args.no_progress,
     )
-    print(json.dumps({"built_steps": built}))
+    print(json.dumps({"built": built}))
     return 0
 
 

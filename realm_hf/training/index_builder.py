@@ -63,7 +63,7 @@ def run_index_builder(
     batch_size: int = 128,
     max_builds: int | None = None,
     show_progress: bool = False,
-) -> list[int]:
+) -> list[dict]:
     r"""
     Watches a `train_realm` run with `index_refresh_mode="external"` and publishes an index for each newest export of
     its document tower, until the run has written `output_dir/final` (after this builder started) or `max_builds`
@@ -77,12 +77,13 @@ def run_index_builder(
         show_progress (`bool`, *optional*, defaults to `False`): Progress bars while embedding.
 
     Returns:
-        `list[int]`: the steps of the indexes built.
+        `list[dict]`: one record per index built: `step` (of the document tower) and `seconds` (embedding and
+        indexing).
     """
     output_dir = Path(output_dir)
     index_dir = output_dir / INDEX_DIR
     started = time.time()
-    built: list[int] = []
+    built: list[dict] = []
     failed: set[int] = set()
     logger.info(f"Index builder watching {index_dir / EXPORTS_DIR}.")
     while max_builds is None or len(built) < max_builds:
@@ -100,8 +101,8 @@ def run_index_builder(
                 logger.warning(f"Could not build the index of step {step} ({err}); skipping that export.")
                 failed.add(step)
                 continue
-            built.append(step)
-            logger.info(f"Published the index of step {step} in {time.perf_counter() - began:.1f}s.")
+            built.append({"step": step, "seconds": time.perf_counter() - began})
+            logger.info(f"Published the index of step {step} in {built[-1]['seconds']:.1f}s.")
         elif finished:
             break
         else:

@@ -50,6 +50,32 @@ def model_with_retriever(tokenizer, corpus) -> RealmForPreTraining:
     return model
 
 
+def pretraining_trainer(output_dir, model, tokenizer, knowledge, callbacks):
+    """The HF `Trainer` over the world's masked sentences: 4 steps of 4 sentences, no checkpoints."""
+    from transformers import Trainer, TrainingArguments
+
+    from realm_hf import DataCollatorForRealmPreTraining
+    from realm_hf.training.masking import tag_salient_spans
+
+    return Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(output_dir),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=1e-3,
+            remove_unused_columns=False,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            logging_steps=1,
+        ),  # fmt: skip
+        train_dataset=tag_salient_spans(knowledge.documents, tokenizer),
+        data_collator=DataCollatorForRealmPreTraining(tokenizer, max_length=32, seed=0),
+        callbacks=callbacks,
+    )
+
+
 def masked_batch(tokenizer, knowledge, rows=(0, 3, 7)):
     data = masked_facts(tokenizer, knowledge.facts.select(rows))
     batch = {k: data[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -222,35 +248,13 @@ def test_shuffled_corpus_is_read_in_dataset_order(synthetic_tokenizer, corpus):
 
 def test_pretraining_with_the_hf_trainer_and_the_refresh_callback(tmp_path, synthetic_tokenizer, knowledge, corpus):
     """The Trainer path: RealmForPreTraining + DataCollatorForRealmPreTraining + IndexRefreshCallback."""
-    from transformers import Trainer, TrainingArguments
+    from realm_hf import IndexRefreshCallback, IndexRefreshSchedule
 
-    from realm_hf import DataCollatorForRealmPreTraining, IndexRefreshCallback, IndexRefreshSchedule
-    from realm_hf.training.masking import tag_salient_spans
-
-    torch.manual_seed(0)
-    model = RealmForPreTraining(make_config(synthetic_tokenizer))
-    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
-    retriever = RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer)
-    model.set_retriever(retriever)
+    model = model_with_retriever(synthetic_tokenizer, corpus)
+    retriever = model.retriever
+    embeddings = np.asarray(retriever.index.embeddings)
     callback = IndexRefreshCallback(retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2))
-    sentences = tag_salient_spans(knowledge.documents, synthetic_tokenizer)
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            max_steps=4,
-            per_device_train_batch_size=4,
-            learning_rate=1e-3,
-            remove_unused_columns=False,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=True,
-            logging_steps=1,
-        ),  # fmt: skip
-        train_dataset=sentences,
-        data_collator=DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0),
-        callbacks=[callback],
-    )
+    trainer = pretraining_trainer(tmp_path, model, synthetic_tokenizer, knowledge, [callback])
     result = trainer.train()
     assert np.isfinite(result.training_loss)
     assert [record["weights_step"] for record in callback.history] == [2, 4]
@@ -276,18 +280,14 @@ def test_trainer_path_with_an_external_index_builder(tmp_path, synthetic_tokeniz
     thread running `run_index_builder`) publishes an index, and the callback swaps it in at a later step."""
     import threading
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import TrainerCallback
 
-    from realm_hf import DataCollatorForRealmPreTraining, IndexRefreshCallback, IndexRefreshSchedule
+    from realm_hf import IndexRefreshCallback, IndexRefreshSchedule
     from realm_hf.retrieval.refresh import published_index_steps
     from realm_hf.training.index_builder import run_index_builder
-    from realm_hf.training.masking import tag_salient_spans
 
-    torch.manual_seed(0)
-    model = RealmForPreTraining(make_config(synthetic_tokenizer))
-    embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
-    retriever = RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), synthetic_tokenizer)
-    model.set_retriever(retriever)
+    model = model_with_retriever(synthetic_tokenizer, corpus)
+    retriever = model.retriever
     indexes = tmp_path / "indexes"
     callback = IndexRefreshCallback(
         retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2), save_dir=str(indexes), external=True
@@ -303,23 +303,7 @@ def test_trainer_path_with_an_external_index_builder(tmp_path, synthetic_tokeniz
     builder = threading.Thread(target=run_index_builder, args=(tmp_path,), kwargs={"poll_seconds": 0.05,
                                "max_builds": 1}, daemon=True)  # fmt: skip
     builder.start()
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(tmp_path),
-            max_steps=4,
-            per_device_train_batch_size=4,
-            learning_rate=1e-3,
-            remove_unused_columns=False,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=True,
-            logging_steps=1,
-        ),  # fmt: skip
-        train_dataset=tag_salient_spans(knowledge.documents, synthetic_tokenizer),
-        data_collator=DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0),
-        callbacks=[callback, WaitForTheBuilder()],
-    )
+    trainer = pretraining_trainer(tmp_path, model, synthetic_tokenizer, knowledge, [callback, WaitForTheBuilder()])
     trainer.train()
     builder.join(timeout=60)
     assert [record["weights_step"] for record in callback.history] == [2]

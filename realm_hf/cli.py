@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -241,7 +242,8 @@ def _add_index_builder_arguments(subparsers) -> None:
         description="Watches a REALM pre-training run with index_refresh_mode='external' (train_realm, "
         "examples/pretrain_realm.py): for each newest export of its document tower (OUTPUT_DIR/indexes/exports/"
         "step-N) it embeds the corpus and publishes OUTPUT_DIR/indexes/step-N, which the trainer swaps in. Run it on "
-        "its own devices; it stops when the run has written OUTPUT_DIR/final.",
+        "its own devices, on several with `torchrun --nproc_per_node N -m realm_hf.cli index-builder ...` (each embeds "
+        "a share of the blocks); it stops when the run has written OUTPUT_DIR/final.",
     )
     parser.add_argument("--watch", required=True, metavar="OUTPUT_DIR", help="The training run's output_dir.")
     parser.add_argument("--poll-seconds", type=float, default=2.0, help="How often to look for a new export.")
@@ -252,14 +254,21 @@ def _add_index_builder_arguments(subparsers) -> None:
 
 
 def _run_index_builder(args: argparse.Namespace) -> int:
+    accelerator = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched with torchrun / accelerate launch: split the embedding
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
     built = run_index_builder(
         args.watch,
         poll_seconds=args.poll_seconds,
         batch_size=args.batch_size,
         max_builds=args.max_builds,
         show_progress=not args.no_progress,
+        accelerator=accelerator,
     )
-    print(json.dumps({"built": built}))
+    if accelerator is None or accelerator.is_main_process:
+        print(json.dumps({"built": built}))
     return 0
 
 

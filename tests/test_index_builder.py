@@ -85,3 +85,44 @@ def test_external_refresh_trainer_resumes_with_the_index_of_its_checkpoint(tmp_p
     subprocess.run([*common, "--max-steps", "6", "--resume"], env=ENV, check=True, capture_output=True, timeout=300)
     resumed = json.loads((run / "result.json").read_text())
     assert resumed["resumed_from"] == "checkpoint-4" and resumed["history"][-1]["step"] == 6
+
+
+@pytest.mark.distributed
+def test_builder_over_two_processes_publishes_the_single_process_index(tmp_path):
+    """`torchrun --nproc_per_node 2 -m realm_hf.cli index-builder`: each process embeds half of the blocks, the main
+    one publishes; the index equals the one a single-process builder publishes from the same export."""
+    import numpy as np
+    import torch
+
+    from realm_hf import RealmConfig, RealmForPreTraining, RealmIndex, embed_corpus
+    from realm_hf.demo.job import build_tokenizer
+    from realm_hf.demo.synthetic import make_synthetic_knowledge
+    from realm_hf.retrieval.corpus import tokenize_blocks
+    from realm_hf.retrieval.refresh import export_document_tower
+    from realm_hf.training.index_builder import run_index_builder
+
+    knowledge = make_synthetic_knowledge(num_people=6, num_cities=3, seed=3)
+    tokenizer = build_tokenizer(knowledge.vocabulary(), tmp_path / "tokenizer")
+    torch.manual_seed(0)
+    model = RealmForPreTraining(RealmConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, intermediate_size=37, retriever_proj_size=16,
+                                            max_position_embeddings=128))  # fmt: skip
+    corpus = tokenize_blocks(knowledge.documents, tokenizer)
+    index = RealmIndex.build(corpus, embed_corpus(model.embedder, corpus, tokenizer, show_progress=False))
+    with torch.no_grad():  # the trainer's tower has moved since the initial index
+        for parameter in model.embedder.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    for run in ("one", "two"):  # what train_realm leaves: the initial index, and an export of step 2
+        index.save_pretrained(tmp_path / run / "indexes" / "step-0")
+        export_document_tower(model.embedder, tokenizer, tmp_path / run / "indexes", 2)
+    assert [b["step"] for b in run_index_builder(tmp_path / "one", max_builds=1)] == [2]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "realm_hf.cli",
+               "index-builder", "--watch", str(tmp_path / "two"), "--max-builds", "1", "--no-progress"]  # fmt: skip
+    completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert '"step": 2' in completed.stdout
+    one = RealmIndex.from_pretrained(tmp_path / "one" / "indexes" / "step-2")
+    two = RealmIndex.from_pretrained(tmp_path / "two" / "indexes" / "step-2")
+    np.testing.assert_allclose(np.asarray(two.embeddings), np.asarray(one.embeddings), atol=1e-5)
+    assert not np.allclose(np.asarray(one.embeddings), np.asarray(index.embeddings), atol=1e-3)
+    assert one.config.embedder_fingerprint == two.config.embedder_fingerprint

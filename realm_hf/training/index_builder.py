@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
@@ -33,27 +35,40 @@ logger = logging.get_logger(__name__)
 
 
 def build_index_from_export(
-    index_dir: str | os.PathLike, step: int, batch_size: int = 128, show_progress: bool = False
-):
+    index_dir: str | os.PathLike,
+    step: int,
+    batch_size: int = 128,
+    show_progress: bool = False,
+    accelerator: Accelerator | None = None,
+) -> Path:
     r"""
     Builds and publishes `index_dir/step-<step>` from the document tower exported as `index_dir/exports/step-<step>`,
     over the corpus (and with the search settings) of the newest index published in `index_dir`.
+
+    With an `accelerator` of several processes (every one calls this), each embeds its share of the blocks on its
+    device, and the main process builds the search index and publishes it.
 
     Returns:
         `Path`: the published index directory.
     """
     index_dir = Path(index_dir)
     export = index_dir / EXPORTS_DIR / f"step-{step}"
-    embedder = RealmEmbedder.from_pretrained(export).eval()
+    device = accelerator.device if accelerator is not None else "cpu"
+    embedder = RealmEmbedder.from_pretrained(export).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(export)
     published = published_index_steps(index_dir)
     if not published:
         raise FileNotFoundError(f"{index_dir} has no published index to take the corpus from (the trainer's step-0).")
     base = RealmIndex.from_pretrained(index_dir / f"step-{published[-1]}")
-    embeddings = embed_corpus(embedder, base.corpus, tokenizer, batch_size=batch_size, show_progress=show_progress)
-    fresh = base.refresh(embeddings, embedder_fingerprint=compute_embedder_fingerprint(embedder), show_progress=False)
+    embeddings = embed_corpus(
+        embedder, base.corpus, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
+    )
     target = index_dir / f"step-{step}"
-    fresh.save_pretrained(target)
+    if accelerator is None or accelerator.is_main_process:
+        fingerprint = compute_embedder_fingerprint(embedder)
+        base.refresh(embeddings, embedder_fingerprint=fingerprint, show_progress=False).save_pretrained(target)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return target
 
 
@@ -63,6 +78,7 @@ def run_index_builder(
     batch_size: int = 128,
     max_builds: int | None = None,
     show_progress: bool = False,
+    accelerator: Accelerator | None = None,
 ) -> list[dict]:
     r"""
     Watches a `train_realm` run with `index_refresh_mode="external"` and publishes an index for each newest export of
@@ -75,6 +91,8 @@ def run_index_builder(
         batch_size (`int`, *optional*, defaults to 128): Blocks per forward pass of the document tower.
         max_builds (`int`, *optional*): Stop after this many indexes.
         show_progress (`bool`, *optional*, defaults to `False`): Progress bars while embedding.
+        accelerator (`Accelerator`, *optional*): The builder's own processes (`accelerate launch` / `torchrun`, on
+            its own devices): the main process decides what to build, every process embeds its share of the blocks.
 
     Returns:
         `list[dict]`: one record per index built: `step` (of the document tower) and `seconds` (embedding and
@@ -85,26 +103,41 @@ def run_index_builder(
     started = time.time()
     built: list[dict] = []
     failed: set[int] = set()
+    main = accelerator is None or accelerator.is_main_process
     logger.info(f"Index builder watching {index_dir / EXPORTS_DIR}.")
     while max_builds is None or len(built) < max_builds:
-        final = output_dir / FINAL_DIR
-        finished = final.is_dir() and final.stat().st_mtime >= started
-        exports = export_steps(index_dir)
-        newest_published = max(published_index_steps(index_dir), default=-1)
-        pending = [s for s in exports if s > newest_published and s not in failed]
-        if pending:
-            step = pending[-1]  # the newest export: older ones are already stale
-            began = time.perf_counter()
-            try:
-                build_index_from_export(index_dir, step, batch_size=batch_size, show_progress=show_progress)
-            except (OSError, ValueError) as err:  # e.g. the trainer deleted the export meanwhile: take the next one
-                logger.warning(f"Could not build the index of step {step} ({err}); skipping that export.")
-                failed.add(step)
-                continue
-            built.append({"step": step, "seconds": time.perf_counter() - began})
-            logger.info(f"Published the index of step {step} in {built[-1]['seconds']:.1f}s.")
-        elif finished:
+        decision = [_next_build(output_dir, index_dir, started, failed) if main else None]
+        if accelerator is not None and accelerator.num_processes > 1:
+            decision = broadcast_object_list(decision, from_process=0)
+        step = decision[0]
+        if step == _FINISHED:
             break
-        else:
+        if step is None:
             time.sleep(poll_seconds)
+            continue
+        began = time.perf_counter()
+        try:
+            build_index_from_export(
+                index_dir, step, batch_size=batch_size, show_progress=show_progress and main, accelerator=accelerator
+            )
+        except (OSError, ValueError) as err:  # e.g. the trainer deleted the export meanwhile: take the next one
+            logger.warning(f"Could not build the index of step {step} ({err}); skipping that export.")
+            failed.add(step)
+            continue
+        built.append({"step": step, "seconds": time.perf_counter() - began})
+        logger.info(f"Published the index of step {step} in {built[-1]['seconds']:.1f}s.")
     return built
+
+
+_FINISHED = -1
+
+
+def _next_build(output_dir: Path, index_dir: Path, started: float, failed: set[int]) -> int | None:
+    """The newest export not yet built (older ones are already stale), `_FINISHED` once the run has written its final
+    model after this builder started and nothing is left, or None (wait)."""
+    newest_published = max(published_index_steps(index_dir), default=-1)
+    pending = [s for s in export_steps(index_dir) if s > newest_published and s not in failed]
+    if pending:
+        return pending[-1]
+    final = output_dir / FINAL_DIR
+    return _FINISHED if final.is_dir() and final.stat().st_mtime >= started else None

@@ -129,3 +129,37 @@ def test_pretraining_on_a_sharded_index_matches_the_single_index(tmp_path):
     single = RealmIndex.from_pretrained(tmp_path / "single" / "final" / "index")
     sharded = RealmIndex.from_pretrained(tmp_path / "sharded" / "final" / "index")
     np.testing.assert_allclose(np.asarray(sharded.embeddings), np.asarray(single.embeddings), atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_open_qa_answers_from_a_sharded_index_equal_the_single_index(tmp_path, openqa_tokenizer, blocks):
+    """Sharded serving: 2 processes, each holding half of the block embeddings, answer their own questions with
+    `answer_questions`; answers, scores and evidence equal those of one process with the whole index."""
+    from realm_hf import RealmForOpenQA, answer_questions, save_realm
+
+    try:
+        from tests.utils import REFERENCE, openqa_retriever
+    except ImportError:  # pragma: no cover
+        from utils import REFERENCE, openqa_retriever
+
+    retriever = openqa_retriever(openqa_tokenizer, blocks, "safetensors")
+    model = RealmForOpenQA.from_pretrained(REFERENCE / "openqa" / "safetensors", retriever=retriever).eval()
+    save_realm(tmp_path / "model", model, openqa_tokenizer, retriever)
+    questions = [q["question"] for q in json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"]]
+    questions = (questions * 2)[:4]
+    expected = {a.question: a.to_dict() for a in answer_questions(model, openqa_tokenizer, questions, batch_size=2)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               str(REPO_ROOT / "tests" / "scripts" / "sharded_serving_check.py"), str(tmp_path / "model"),
+               str(tmp_path), json.dumps(questions)]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"answers-{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["shard"][1] == ranks[1]["shard"][0] > 0
+    for rank in ranks:
+        for answer in rank["answers"]:
+            want = expected[answer["question"]]
+            assert (answer["answer"], answer["block_id"], answer["evidence"]) == (
+                want["answer"], want["block_id"], want["evidence"],
+            )  # fmt: skip
+            assert answer["score"] == pytest.approx(want["score"], abs=1e-4)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging
 
-from realm_hf import load_realm, save_realm
+from realm_hf import RealmRetriever, ShardedRealmIndex, load_realm, save_realm
 from realm_hf.evaluation.open_qa import evaluate_open_qa
 from realm_hf.evaluation.qa_data import load_nq_open, load_qa_file, load_webquestions
 from realm_hf.training.openqa import DataCollatorForRealmOpenQA
@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cpu", action="store_true", help="Train on CPU processes even when GPUs are present.")
     parser.add_argument("--no_save", action="store_true", help="Do not save the fine-tuned model.")
+    parser.add_argument(
+        "--sharded_index",
+        action="store_true",
+        help="Each process keeps 1/N of the block embeddings and searches collectively (ShardedRealmIndex).",
+    )
     return parser.parse_args(argv)
 
 
@@ -89,6 +94,8 @@ def train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         raise SystemExit(f"{args.model} must hold a RealmForOpenQA with its tokenizer and index (see save_realm).")
     if args.searcher_beam_size is not None:
         model.config.searcher_beam_size = args.searcher_beam_size
+    if args.sharded_index:  # training searches collectively; evaluation and saving below use the whole index
+        model.set_retriever(RealmRetriever(ShardedRealmIndex.from_index(retriever.index), tokenizer))
     examples = load_examples(args.dataset, args.train_file)
     collator = DataCollatorForRealmOpenQA(tokenizer, max_question_length=args.max_question_length)
     loader = DataLoader(examples, batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator)
@@ -141,7 +148,9 @@ def train(args: argparse.Namespace, accelerator: Accelerator) -> dict:
                 break
         epoch += 1
     accelerator.wait_for_everyone()
-    return {"model": accelerator.unwrap_model(model), "tokenizer": tokenizer, "retriever": retriever, "losses": losses}
+    model = accelerator.unwrap_model(model)
+    model.set_retriever(retriever)  # the whole index again (block embeddings do not change in fine-tuning)
+    return {"model": model, "tokenizer": tokenizer, "retriever": retriever, "losses": losses}
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -14,7 +14,7 @@ import torch
 from accelerate.state import AcceleratorState, PartialState
 from safetensors.torch import load_file
 
-from realm_hf import RealmForOpenQA, load_realm, save_realm
+from realm_hf import RealmForOpenQA, RealmIndex, load_realm, save_realm
 
 from .utils import REFERENCE, openqa_retriever
 
@@ -104,10 +104,14 @@ def test_finetune_openqa_accelerate_example(saved_model, tmp_path, fresh_acceler
     np.testing.assert_array_equal(retriever.index.embeddings, index_before)  # block embeddings stay fixed
 
 
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_finetune_openqa_accelerate_two_processes_match_one(tmp_path, openqa_tokenizer, blocks):
-    """2 CPU processes (torchrun, gloo) x 2 questions take the same steps as 1 process x 4 questions (no dropout)."""
+# These get an exactly-zero gradient (a softmax is invariant to adding the same number to every logit); AdamW turns
+# their rounding noise into full-size updates, so they are not comparable between runs.
+SHIFT_INVARIANT = ("attention.self.key.bias", "qa_outputs.dense_output.bias", "qa_outputs.layer_normalization.bias")
+
+
+def finetune_accelerate_runs(tmp_path, openqa_tokenizer, blocks, runs: dict[str, tuple[int, list[str]]]) -> dict:
+    """Runs `examples/finetune_openqa_accelerate.py` (2 steps of 4 questions, no dropout) once per entry of `runs`
+    (name -> (processes, extra options)); returns each run's report and final parameters."""
     retriever = openqa_retriever(openqa_tokenizer, blocks, "safetensors")
     model = RealmForOpenQA.from_pretrained(
         REFERENCE / "openqa" / "safetensors", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
@@ -122,33 +126,52 @@ def test_finetune_openqa_accelerate_two_processes_match_one(tmp_path, openqa_tok
     script = str(EXAMPLES / "finetune_openqa_accelerate.py")
     common = ["--model", str(saved_model), "--train_file", str(train), "--max_steps", "2", "--cpu",
               "--learning_rate", "1e-3", "--seed", "3"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1"}
-    runs = {
-        "one": [sys.executable, script, *common, "--per_device_batch_size", "4"],
-        "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *common,
-                "--per_device_batch_size", "2"],
-    }  # fmt: skip
-    for name, command in runs.items():
-        command += ["--output_dir", str(tmp_path / name)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    results = {}
+    for name, (processes, options) in runs.items():
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+        command = [*launcher, script, *common, "--per_device_batch_size", str(4 // processes), *options,
+                   "--output_dir", str(tmp_path / name)]  # fmt: skip
         done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-    reports = {name: json.loads((tmp_path / name / "finetune_report.json").read_text()) for name in runs}
-    assert reports["one"]["num_processes"] == 1 and reports["two"]["num_processes"] == 2
-    assert reports["two"]["global_step"] == 2
-    np.testing.assert_allclose(reports["two"]["losses"], reports["one"]["losses"], atol=1e-5)
-    first = load_file(tmp_path / "one" / "final" / "model.safetensors")
-    second = load_file(tmp_path / "two" / "final" / "model.safetensors")
-    # These get an exactly-zero gradient (a softmax is invariant to adding the same number to every logit); AdamW
-    # turns their rounding noise into full-size updates, so they are not comparable.
-    shift_invariant = (
-        "attention.self.key.bias",
-        "qa_outputs.dense_output.bias",
-        "qa_outputs.layer_normalization.bias",
-    )
-    compared = [name for name in first if not name.endswith(shift_invariant)]
-    assert len(compared) > 0.9 * len(first)
+        results[name] = (
+            json.loads((tmp_path / name / "finetune_report.json").read_text()),
+            load_file(tmp_path / name / "final" / "model.safetensors"),
+        )
+    return results
+
+
+def assert_same_finetuning(first: tuple[dict, dict], second: tuple[dict, dict]) -> None:
+    """The same losses, and the same parameters (all but the shift-invariant ones), to 1e-5."""
+    np.testing.assert_allclose(second[0]["losses"], first[0]["losses"], atol=1e-5)
+    compared = [name for name in first[1] if not name.endswith(SHIFT_INVARIANT)]
+    assert len(compared) > 0.9 * len(first[1])
     for name in compared:
-        torch.testing.assert_close(second[name], first[name], atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(second[1][name], first[1][name], atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_finetune_openqa_accelerate_two_processes_match_one(tmp_path, openqa_tokenizer, blocks):
+    """2 CPU processes (torchrun, gloo) x 2 questions take the same steps as 1 process x 4 questions (no dropout)."""
+    runs = finetune_accelerate_runs(tmp_path, openqa_tokenizer, blocks, {"one": (1, []), "two": (2, [])})
+    assert runs["one"][0]["num_processes"] == 1 and runs["two"][0]["num_processes"] == 2
+    assert runs["two"][0]["global_step"] == 2
+    assert_same_finetuning(runs["one"], runs["two"])
+
+
+@pytest.mark.distributed
+def test_finetune_openqa_accelerate_on_a_sharded_index_matches_the_whole_index(tmp_path, openqa_tokenizer, blocks):
+    """Open-QA fine-tuning over 2 processes, each holding half of the block embeddings (`--sharded_index`: searches
+    and the embeddings of the retrieved blocks are collective): the same steps as with the whole index in each."""
+    runs = finetune_accelerate_runs(
+        tmp_path, openqa_tokenizer, blocks, {"whole": (2, []), "sharded": (2, ["--sharded_index"])}
+    )
+    assert runs["sharded"][0]["num_processes"] == 2 and runs["sharded"][0]["global_step"] == 2
+    assert_same_finetuning(runs["whole"], runs["sharded"])
+    assert RealmIndex.from_pretrained(tmp_path / "sharded" / "final" / "index").embeddings.shape[0] == len(blocks)
 
 
 def test_every_option_of_the_package_and_the_examples_has_help_text():

@@ -228,10 +228,10 @@ class ShardedRealmIndex:
         the file system), atomically: the manifest is written, and the directory swapped in, once all have written.
         An existing directory that is neither a sharded nor a plain saved index is never replaced."""
         target = Path(save_directory).absolute()
+        _check_replaceable(target)  # every process: all refuse together, none waits for the others
         staging = [None]
         context = None
         if self.rank == 0:
-            _check_replaceable(target)
             context = atomic_directory(target)
             staging[0] = str(context.__enter__())
         if self.world_size > 1:
@@ -252,17 +252,16 @@ class ShardedRealmIndex:
                 error = failed or RuntimeError(f"A process failed to write its shard of {target}.")
                 context.__exit__(type(error), error, None)
             else:
+                shards = []
+                for r in range(self.world_size):
+                    start, end = shard_range(len(self), r, self.world_size)
+                    shards.append({"directory": _shard_name(r, self.world_size), "start": start, "end": end})
                 manifest = {
                     "format": _FORMAT,
                     "num_blocks": len(self),
                     "embedding_dim": self.embedding_dim,
                     "index_factory": self.config.index_factory,
-                    "shards": [
-                        {"directory": _shard_name(r, self.world_size), "start": s, "end": e}
-                        for r, (s, e) in enumerate(
-                            shard_range(len(self), r, self.world_size) for r in range(self.world_size)
-                        )
-                    ],
+                    "shards": shards,
                 }
                 atomic_write_text(Path(staging[0]) / SHARDED_INDEX_MANIFEST, json.dumps(manifest, indent=2))
                 context.__exit__(None, None, None)
@@ -285,17 +284,14 @@ class ShardedRealmIndex:
         manifest, shards = _read_shards(directory, mmap=mmap)
         corpus = datasets.concatenate_datasets([shard.corpus for shard in shards])
         start, end = shard_range(manifest["num_blocks"], rank, world_size)
-        same = len(shards) == world_size
-        if same:
+        if len(shards) == world_size:
             return cls(corpus, shards[rank])
-        embeddings = np.concatenate(
-            [
-                s.embeddings[max(start, b) - b : min(end, e) - b]
-                for s, (b, e) in _bounds(manifest, shards)
-                if b < end and start < e
-            ]
-            or [np.zeros((0, manifest["embedding_dim"]), np.float32)]
-        )
+        pieces = []  # this process's rows, from the saved shards they fall in
+        for entry, shard in zip(manifest["shards"], shards):
+            low, high = max(start, entry["start"]), min(end, entry["end"])
+            if low < high:
+                pieces.append(shard.embeddings[low - entry["start"] : high - entry["start"]])
+        embeddings = np.concatenate(pieces) if pieces else np.zeros((0, manifest["embedding_dim"]), np.float32)
         return cls(corpus, _shard_of(corpus, embeddings, shards[0], start, end))
 
 
@@ -340,10 +336,6 @@ def _read_shards(directory: Path, mmap: bool) -> tuple[dict, list[RealmIndex]]:
     if sum(len(s) for s in shards) != manifest["num_blocks"]:
         raise ValueError(f"{directory}: the shards do not add up to the manifest's {manifest['num_blocks']} blocks.")
     return manifest, shards
-
-
-def _bounds(manifest: dict, shards: list[RealmIndex]):
-    return [(shard, (entry["start"], entry["end"])) for entry, shard in zip(manifest["shards"], shards)]
 
 
 def _check_replaceable(target: Path) -> None:

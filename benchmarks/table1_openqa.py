@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine_info, write_results  # noqa: E402
 
 from realm_hf.demo.job import DemoArguments, run_demo  # noqa: E402
-from realm_hf.demo.openqa import INITS, FinetuneArguments, run_finetune  # noqa: E402
+from realm_hf.demo.openqa import INITS, SUPERVISIONS, FinetuneArguments, run_finetune  # noqa: E402
 
 
 def main() -> None:
@@ -45,6 +45,11 @@ def main() -> None:
     parser.add_argument(
         "--embedder_learning_rate", type=float, default=defaults.embedder_learning_rate, help="Query embedder's rate."
     )
+    parser.add_argument(
+        "--retriever_supervision", default=defaults.retriever_supervision, choices=SUPERVISIONS,
+        help="What fine-tuning trains the retriever toward: every block containing the answer (the paper) or the gold "
+        "documents.",
+    )  # fmt: skip
     parser.add_argument(
         "--seeds",
         type=int,
@@ -65,6 +70,7 @@ def main() -> None:
             finetune_args = FinetuneArguments(
                 pretrained_dir=str(pretrained_dir), init=init, output_dir=str(Path(workdir) / f"openqa-{init}"),
                 max_steps=args.max_steps, embedder_learning_rate=args.embedder_learning_rate, seed=seed,
+                retriever_supervision=args.retriever_supervision,
                 save_steps=0, show_progress=False,
             )  # fmt: skip
             report = run_finetune(finetune_args)

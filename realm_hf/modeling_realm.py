@@ -1209,6 +1209,7 @@ class RealmForOpenQA(RealmPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         answer_ids: list | None = None,
         return_dict: bool | None = None,
+        gold_doc_ids: list | None = None,
     ) -> RealmForOpenQAOutput | tuple:
         r"""
         Args:
@@ -1219,6 +1220,11 @@ class RealmForOpenQA(RealmPreTrainedModel):
             answer_ids (`list`, *optional*):
                 Gold answers as token ids without special tokens: for each question, a list of answers, each a list
                 of ids. For a single question, the original flat form (a list of answers) is accepted too.
+            gold_doc_ids (`list[list[int]]`, *optional*):
+                For each question, the `doc_id`s of its gold documents (the corpus' `doc_id` column, or rows). With
+                `answer_ids`, the retriever's loss is then the marginal log-likelihood of the retrieved blocks of those
+                documents instead of the blocks containing an answer (supervised retrieval, as with gold passages);
+                the reader's loss is unchanged. The paper's fine-tuning uses the answers alone.
 
         Returns:
             [`RealmForOpenQAOutput`], or with `return_dict=False` the original implementation's tuple
@@ -1233,6 +1239,13 @@ class RealmForOpenQA(RealmPreTrainedModel):
             raise ValueError("RealmForOpenQA: `input_ids` must have shape (batch_size, question_len).")
         batch_size = input_ids.size(0)
         answer_ids = _normalise_answer_ids(answer_ids, batch_size)
+        if gold_doc_ids is not None:
+            if answer_ids is None:
+                raise ValueError("RealmForOpenQA: `gold_doc_ids` supervises training, which needs `answer_ids` too.")
+            if len(gold_doc_ids) != batch_size:
+                raise ValueError(
+                    f"RealmForOpenQA: `gold_doc_ids` has {len(gold_doc_ids)} entries but the batch has {batch_size}."
+                )
 
         query = self.embedder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
@@ -1245,6 +1258,7 @@ class RealmForOpenQA(RealmPreTrainedModel):
             num_retrieved=self.searcher_beam_size,
             num_read=self.config.reader_beam_size,
             max_length=self.config.reader_seq_len,
+            **({"gold_doc_ids": gold_doc_ids} if gold_doc_ids is not None else {}),
         )
         device = query.device
         retrieved_emb = retrieval["retrieved_embeddings"].to(device=device, dtype=query.dtype)
@@ -1253,7 +1267,7 @@ class RealmForOpenQA(RealmPreTrainedModel):
         labels = {}
         if answer_ids is not None:
             labels = {
-                "has_answers": retrieval["has_answers"].to(device),
+                "has_answers": retrieval["is_gold" if gold_doc_ids is not None else "has_answers"].to(device),
                 "start_positions": retrieval["start_positions"].to(device),
                 "end_positions": retrieval["end_positions"].to(device),
             }

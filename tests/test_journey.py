@@ -119,6 +119,8 @@ def test_finetune_from_the_baselines(pretrained_run, tmp_path, init):
 def test_finetune_refuses_what_it_cannot_use(pretrained_run, tmp_path):
     with pytest.raises(ValueError, match="init must be one of"):
         FinetuneArguments(pretrained_dir=str(pretrained_run), init="bert")
+    with pytest.raises(ValueError, match="retriever_supervision must be one of"):
+        FinetuneArguments(pretrained_dir=str(pretrained_run), retriever_supervision="gold")
     with pytest.raises(ValueError, match="cannot exceed searcher_beam_size"):
         FinetuneArguments(searcher_beam_size=2, reader_beam_size=4)
     with pytest.raises(FileNotFoundError, match="realm-hf pretrain"):
@@ -140,6 +142,22 @@ def test_table1_script_compares_the_three_starts(pretrained_run, tmp_path):
     assert [row["init"] for row in result["starts"]] == ["realm", "warm_start", "random"]
     assert result["num_eval_questions"] == 6 and result["settings"]["max_steps"] == 1 and result["seeds"] == [0]
     assert "| REALM pre-trained |" in printed and str(pretrained_run) not in output.read_text()
+
+
+def test_supervision_script_compares_answer_and_gold_document_supervision(pretrained_run, tmp_path):
+    """`benchmarks/openqa_supervision.py` fine-tunes one start with both supervisions and reports per relation."""
+    output = tmp_path / "supervision.json"
+    printed = _python(str(REPO_ROOT / "benchmarks" / "openqa_supervision.py"), "--pretrained_dir", str(pretrained_run),
+                      "--max_steps", "1", "--output", str(output))  # fmt: skip
+    result = json.loads(output.read_text())
+    assert [run["supervision"] for run in result["runs"]] == ["answer", "gold_document"]
+    relations = set(result["before"])
+    assert relations <= {"birthplace", "birth_year", "work_place"} and relations
+    assert all(set(run["per_relation"]) == relations for run in result["runs"])
+    for row in [result["before"], *(run["per_relation"] for run in result["runs"])]:
+        for relation in row.values():
+            assert sum(relation["top1_kinds"].values()) == pytest.approx(1.0)
+    assert "supervision: gold_document, seed 0" in printed
 
 
 def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_server):

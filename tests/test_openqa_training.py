@@ -240,3 +240,40 @@ def test_gold_doc_ids_are_passage_rows():
     assert gold_doc_ids(questions, passages) == [2, 0, 2]
     with pytest.raises(ValueError, match="1 gold passages are not among the passages"):
         gold_doc_ids(datasets.Dataset.from_dict({"gold_passage_id": ["p9"]}), passages)
+
+
+def test_gold_document_supervision_trains_the_retriever_toward_the_gold_blocks(model, openqa_tokenizer):
+    # "nile" is in block 3 (the gold document) and in block 6: the answer string marks both, the gold documents one.
+    example = {"question": QUESTIONS[2]["question"], "answers": QUESTIONS[2]["answers"], "gold_doc_ids": [3]}
+    model.config.searcher_beam_size = len(model.retriever.index)  # every block is retrieved
+    model.train()
+    torch.manual_seed(0)
+    by_answer = model(**DataCollatorForRealmOpenQA(openqa_tokenizer)([example]), return_dict=True)
+    torch.manual_seed(0)
+    batch = DataCollatorForRealmOpenQA(openqa_tokenizer, gold_documents=True)([example])
+    assert batch["gold_doc_ids"] == [[3]]
+    by_gold = model(**batch, return_dict=True)
+
+    block_ids = by_gold.retrieved_block_ids[0].tolist()
+    assert by_answer.reader_output.retriever_correct.nonzero().flatten().tolist() == sorted(
+        block_ids.index(b) for b in (3, 6)
+    )
+    assert by_gold.reader_output.retriever_correct.nonzero().flatten().tolist() == [block_ids.index(3)]
+    log_probs = by_gold.retrieved_logits[0].log_softmax(-1)
+    torch.testing.assert_close(by_gold.reader_output.retriever_loss, -log_probs[block_ids.index(3)])
+    torch.testing.assert_close(by_gold.reader_output.reader_loss, by_answer.reader_output.reader_loss)
+
+
+def test_gold_document_supervision_refuses_what_it_cannot_use(model, openqa_tokenizer):
+    collator = DataCollatorForRealmOpenQA(openqa_tokenizer, gold_documents=True)
+    for gold in (None, [], "3", [3.0]):
+        with pytest.raises(ValueError, match="example 0 needs `gold_doc_ids`"):
+            collator([{"question": "q?", "answers": ["a"], "gold_doc_ids": gold}])
+    assert collator([{"question": "q?", "answers": ["a"], "gold_doc_ids": 3}])["gold_doc_ids"] == [[3]]
+    batch = DataCollatorForRealmOpenQA(openqa_tokenizer)([{"question": "q?", "answers": ["a"]}])
+    with pytest.raises(ValueError, match="needs `answer_ids` too"):
+        model(input_ids=batch["input_ids"], gold_doc_ids=[[3]])
+    with pytest.raises(ValueError, match="has 2 entries but the batch has 1"):
+        model(**batch, gold_doc_ids=[[3], [4]])
+    with pytest.raises(ValueError, match="at least one gold doc id"):
+        model(**batch, gold_doc_ids=[[]])

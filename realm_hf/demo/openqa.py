@@ -51,6 +51,7 @@ from .synthetic import make_synthetic_knowledge
 logger = logging.get_logger(__name__)
 
 INITS = ("realm", "warm_start", "random")
+SUPERVISIONS = ("answer", "gold_document")
 REPORT_FILE = "openqa_report.json"
 
 
@@ -75,6 +76,11 @@ class FinetuneArguments:
     searcher_beam_size: int = option(16, "Blocks retrieved per question in training (the marginal over them).")
     reader_beam_size: int = option(4, "Blocks the reader reads per question.")
     reader_seq_len: int = option(64, "Reader input length, [CLS] question [SEP] title [SEP] block [SEP], in tokens.")
+    retriever_supervision: Literal["answer", "gold_document"] = option(
+        "answer",
+        "What the retriever is trained toward: 'answer' (every retrieved block containing the answer, the paper's "
+        "fine-tuning) or 'gold_document' (the blocks of the documents that state the fact).",
+    )
     save_steps: int = option(100, "Checkpoint every N steps; a re-run resumes from the last one (0: no checkpoints).")
     eval_batch_size: int = option(64, "Questions per forward pass in evaluation.")
     seed: int = option(0, "Random seed (data order, new weights).")
@@ -85,6 +91,10 @@ class FinetuneArguments:
     def __post_init__(self):
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}.")
+        if self.retriever_supervision not in SUPERVISIONS:
+            raise ValueError(
+                f"retriever_supervision must be one of {SUPERVISIONS}, got {self.retriever_supervision!r}."
+            )
         if self.output_dir is None:
             self.output_dir = str(Path(self.pretrained_dir) / "openqa")
         if min(self.max_steps, self.batch_size, self.searcher_beam_size, self.reader_beam_size) < 1:
@@ -211,7 +221,9 @@ def run_finetune(args: FinetuneArguments) -> dict:
         model=model,
         args=train_args,
         train_dataset=train,
-        data_collator=DataCollatorForRealmOpenQA(tokenizer),
+        data_collator=DataCollatorForRealmOpenQA(
+            tokenizer, gold_documents=args.retriever_supervision == "gold_document"
+        ),
         optimizers=(optimizer, None),
     )
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None

@@ -61,8 +61,10 @@ class Retriever(Protocol):
         num_retrieved: int = 5,
         num_read: int | None = None,
         max_length: int = 320,
+        gold_doc_ids: Sequence[Sequence[int]] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The top `num_retrieved` blocks of each question and the reader inputs of the first `num_read`."""
+        """The top `num_retrieved` blocks of each question and the reader inputs of the first `num_read` (with
+        `gold_doc_ids`, also `is_gold`: which retrieved blocks come from a gold document)."""
 
     def question_token_ids(
         self, question_input_ids: torch.Tensor | Sequence[Sequence[int]], attention_mask: torch.Tensor | None = None

@@ -307,6 +307,7 @@ class RealmRetriever:
         num_retrieved: int = 5,
         num_read: int | None = None,
         max_length: int = 320,
+        gold_doc_ids: Sequence[Sequence[int]] | None = None,
     ) -> dict[str, torch.Tensor]:
         r"""
         Retrieves the top `num_retrieved` blocks for each question and builds the reader inputs of the first
@@ -322,12 +323,15 @@ class RealmRetriever:
             num_retrieved (`int`): Retrieval depth k (capped at the corpus size, with a warning).
             num_read (`int`, *optional*): Blocks turned into reader inputs; defaults to `num_retrieved`.
             max_length (`int`): Maximum reader input length.
+            gold_doc_ids (`Sequence[Sequence[int]]`, *optional*): For each question, the `doc_id`s (the corpus'
+                `doc_id` column) of its gold documents: returned as `is_gold`, which block of each is one of them.
 
         Returns:
             `dict` with `retrieved_block_ids` and `retrieval_scores` (`(batch, k)`), `retrieved_embeddings`
             (`(batch, k, dim)`), the reader inputs `input_ids`, `attention_mask`, `token_type_ids`, `block_mask`
-            (`(batch, num_read, seq_len)`) and, with answers, `has_answers` (`(batch, k)`), `start_positions` and
-            `end_positions` (`(batch, num_read, max_answers)`, padded with -1).
+            (`(batch, num_read, seq_len)`), with answers `has_answers` (`(batch, k)`), `start_positions` and
+            `end_positions` (`(batch, num_read, max_answers)`, padded with -1), and with gold documents `is_gold`
+            (`(batch, k)`).
         """
         self._check_searchable()
         queries = _as_numpy(query_embeddings)
@@ -347,6 +351,8 @@ class RealmRetriever:
             max_length=max_length,
         )
         batch["retrieved_block_ids"] = torch.from_numpy(np.asarray(block_ids, dtype=np.int64))
+        if gold_doc_ids is not None:
+            batch["is_gold"] = torch.from_numpy(self.is_gold_block(block_ids, gold_doc_ids))
         batch["retrieval_scores"] = torch.from_numpy(np.asarray(scores, dtype=np.float32))
         batch["retrieved_embeddings"] = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
         return batch
@@ -546,6 +552,20 @@ class RealmRetriever:
             )
         count = min(available, num_retrieve)
         return np.stack([row[mask][:count] for row, mask in zip(ids, keep)])
+
+    def is_gold_block(self, block_ids: np.ndarray, gold_doc_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Whether each block of `block_ids` (shape `(batch, k)`) comes from one of its question's gold documents
+        (`gold_doc_ids[b]`, ids of the corpus' `doc_id` column, or rows of a corpus without one); a boolean array of
+        the shape of `block_ids`."""
+        block_ids = np.asarray(block_ids, dtype=np.int64)
+        if len(gold_doc_ids) != len(block_ids):
+            raise ValueError(f"Got gold documents for {len(gold_doc_ids)} questions but {len(block_ids)} questions.")
+        if any(len(gold) == 0 for gold in gold_doc_ids):
+            raise ValueError("Every question needs at least one gold doc id.")
+        block_docs = self._doc_ids[block_ids] if "doc_id" in self.index.corpus.column_names else block_ids
+        return np.stack(
+            [np.isin(docs, np.asarray(gold, dtype=np.int64)) for docs, gold in zip(block_docs, gold_doc_ids)]
+        )
 
     @property
     def _doc_ids(self) -> np.ndarray:

@@ -39,19 +39,27 @@ class DataCollatorForRealmOpenQA:
     `answer_ids` is a nested Python list, not a tensor, so train with `remove_unused_columns=False`; the
     [`~transformers.Trainer`] leaves non-tensors as they are when it moves a batch to the device.
 
+    With `gold_documents=True`, every example also needs `gold_doc_ids` (an `int` or a list of them: the corpus
+    `doc_id`s of the documents that answer it), passed on as `gold_doc_ids` so that the retriever is trained toward
+    those documents instead of toward every block containing an answer (see [`RealmForOpenQA.forward`]).
+
     Args:
         tokenizer ([`PreTrainedTokenizerBase`]):
             The question tokenizer (the one of the model).
         max_question_length (`int`, *optional*, defaults to 64):
             Questions are truncated to this many tokens, special tokens included.
+        gold_documents (`bool`, *optional*, defaults to `False`):
+            Pass each example's `gold_doc_ids` on, to supervise the retriever with them.
 
     Returns (when called on a list of examples):
         `dict` with `input_ids`, `attention_mask`, `token_type_ids` (`torch.LongTensor` of shape
-        `(batch_size, question_len)`) and `answer_ids` (`list[list[list[int]]]`: per question, per answer, token ids).
+        `(batch_size, question_len)`), `answer_ids` (`list[list[list[int]]]`: per question, per answer, token ids)
+        and, with `gold_documents`, `gold_doc_ids` (`list[list[int]]`).
     """
 
     tokenizer: PreTrainedTokenizerBase
     max_question_length: int = 64
+    gold_documents: bool = False
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if len(examples) == 0:
@@ -72,12 +80,29 @@ class DataCollatorForRealmOpenQA:
             return_tensors="pt",
         )
         answer_ids = [self.tokenize_answers(example.get("answers")) for example in examples]
-        return {
+        features = {
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
             "token_type_ids": batch["token_type_ids"],
             "answer_ids": answer_ids,
         }
+        if self.gold_documents:
+            features["gold_doc_ids"] = [self.gold_doc_ids(i, example) for i, example in enumerate(examples)]
+        return features
+
+    @staticmethod
+    def gold_doc_ids(i: int, example: Mapping[str, Any]) -> list[int]:
+        """The `gold_doc_ids` of example `i` as a non-empty list of ints."""
+        gold = example.get("gold_doc_ids")
+        if isinstance(gold, int):
+            gold = [gold]
+        valid = isinstance(gold, (list, tuple)) and len(gold) > 0 and all(isinstance(d, int) for d in gold)
+        if not valid:
+            raise ValueError(
+                f"DataCollatorForRealmOpenQA(gold_documents=True): example {i} needs `gold_doc_ids`, an int or a "
+                f"non-empty list of ints (corpus doc_ids), got {gold!r}."
+            )
+        return list(gold)
 
     def tokenize_answers(self, answers: str | Iterable[str] | None) -> list[list[int]]:
         """Token ids (no special tokens) of each answer, dropping answers that are empty after tokenization."""
@@ -127,6 +152,7 @@ class RealmTrainer(Trainer):
             token_type_ids=inputs.get("token_type_ids"),
             answer_ids=inputs.get("answer_ids"),
             return_dict=True,
+            **({"gold_doc_ids": inputs["gold_doc_ids"]} if inputs.get("gold_doc_ids") is not None else {}),
         )
         loss = outputs.reader_output.loss
         if loss is None:

@@ -25,7 +25,6 @@ import argparse
 import itertools
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,34 +43,43 @@ from realm_hf.demo.openqa import (  # noqa: E402
     load_world_questions,
     run_finetune,
 )
-from realm_hf.demo.synthetic import make_synthetic_knowledge  # noqa: E402
 from realm_hf.evaluation.metrics.open_qa.open_qa import normalize_answer  # noqa: E402
+from realm_hf.evaluation.open_qa import _answer_in_text, _retrieve  # noqa: E402
 from realm_hf.hub.publish import load_realm  # noqa: E402
 
 
-@torch.no_grad()
-def top1_kinds(model, tokenizer, questions, cities: set[str]) -> list[str]:
-    """What the top-1 block of each question is: `gold`, `answer_city` (the answer city's own document),
-    `other_with_answer` (another document containing the answer) or `other`."""
+KINDS = ("gold", "answer_city", "other_with_answer", "other")
+
+
+def retrieved_flags(model, tokenizer, questions, k: int) -> dict[str, np.ndarray]:
+    """For the top-`k` blocks of each question, boolean arrays of shape `(len(questions), k)`: `gold` (a block of a
+    gold document), `answer` (its title or text contains an answer as whole words) and `answer_city` (its title is
+    the answer: the answer city's own document)."""
     model.eval()
-    batch = tokenizer(list(questions["question"]), padding=True, return_tensors="pt")
-    query = model.embedder(**batch, return_dict=True).projected_score
-    _, ids = model.retriever.index.search(query.float().numpy(), 1)
+    ids = _retrieve(model.embedder, model.retriever.index, tokenizer, list(questions["question"]), k, 64, 64)
     corpus = model.retriever.index.corpus
-    kinds = []
-    for block, gold, answers in zip(ids[:, 0].tolist(), questions["gold_doc_ids"], questions["answers"]):
-        row = corpus[int(block)]
-        answers = {normalize_answer(a) for a in answers}
-        text = f" {normalize_answer(row['title'] + ' ' + row['text'])} "
-        if row["doc_id"] in gold:
-            kinds.append("gold")
-        elif row["title"] in cities and normalize_answer(row["title"]) in answers:
-            kinds.append("answer_city")
-        elif any(f" {a} " in text for a in answers):
-            kinds.append("other_with_answer")
-        else:
-            kinds.append("other")
-    return kinds
+    flags = {name: np.zeros(ids.shape, dtype=bool) for name in ("gold", "answer", "answer_city")}
+    for q, (row_ids, gold, answers) in enumerate(zip(ids.tolist(), questions["gold_doc_ids"], questions["answers"])):
+        answers = [normalize_answer(a) for a in answers]
+        rows = corpus[row_ids]
+        for j, (doc, title, text) in enumerate(zip(rows["doc_id"], rows["title"], rows["text"])):
+            flags["gold"][q, j] = doc in gold
+            flags["answer"][q, j] = _answer_in_text(answers, normalize_answer(f"{title} {text}"))
+            flags["answer_city"][q, j] = normalize_answer(title) in answers
+    return flags
+
+
+def top1_kinds(flags: dict[str, np.ndarray]) -> dict[str, float]:
+    """The share of questions whose top-1 block is `gold`, `answer_city`, `other_with_answer` or `other`."""
+    gold, city, answer = (flags[name][:, 0] for name in ("gold", "answer_city", "answer"))
+    kinds = np.select([gold, city, answer], ["gold", "answer_city", "other_with_answer"], "other")
+    return {kind: float(np.mean(kinds == kind)) for kind in KINDS}
+
+
+def by_relation(questions) -> dict[str, np.ndarray]:
+    """The row indices of each relation's questions."""
+    relations = np.asarray(questions["relation"])
+    return {relation: np.flatnonzero(relations == relation) for relation in sorted(set(relations))}
 
 
 @torch.no_grad()
@@ -79,49 +87,34 @@ def answer_signal(model, tokenizer, questions, k: int) -> dict[str, dict]:
     """What answer-string supervision rewards at the start, per relation: of the top-`k` blocks of each question (the
     blocks its retriever loss is a marginal over), how many contain the answer, how many of those are of a gold
     document, and how often a gold block is among them."""
-    model.eval()
+    flags = retrieved_flags(model, tokenizer, questions, k)
     out = {}
-    corpus = model.retriever.index.corpus
-    for relation in sorted(set(questions["relation"])):
-        subset = questions.filter(lambda r, relation=relation: r["relation"] == relation)
-        batch = tokenizer(list(subset["question"]), padding=True, return_tensors="pt")
-        query = model.embedder(**batch, return_dict=True).projected_score
-        _, ids = model.retriever.index.search(query.float().numpy(), k)
-        with_answer, gold_with_answer, gold_retrieved = [], [], []
-        for row_ids, gold, answers in zip(ids.tolist(), subset["gold_doc_ids"], subset["answers"]):
-            answers = {normalize_answer(a) for a in answers}
-            rows = corpus[row_ids]
-            texts = [f" {normalize_answer(t + ' ' + b)} " for t, b in zip(rows["title"], rows["text"])]
-            has = [any(f" {a} " in text for a in answers) for text in texts]
-            is_gold = [doc in gold for doc in rows["doc_id"]]
-            with_answer.append(sum(has))
-            gold_with_answer.append(sum(h and g for h, g in zip(has, is_gold)))
-            gold_retrieved.append(any(is_gold))
+    for relation, rows in by_relation(questions).items():
+        with_answer = flags["answer"][rows].sum(-1)
+        gold_with_answer = (flags["answer"][rows] & flags["gold"][rows]).sum(-1)
         out[relation] = {
-            "num_questions": len(subset),
-            "blocks_with_answer": float(np.mean(with_answer)),
-            "gold_blocks_with_answer": float(np.mean(gold_with_answer)),
-            "gold_share_of_answer_blocks": float(sum(gold_with_answer) / max(sum(with_answer), 1)),
-            "gold_retrieved": float(np.mean(gold_retrieved)),
+            "num_questions": len(rows),
+            "blocks_with_answer": float(with_answer.mean()),
+            "gold_blocks_with_answer": float(gold_with_answer.mean()),
+            "gold_share_of_answer_blocks": float(gold_with_answer.sum() / max(with_answer.sum(), 1)),
+            "gold_retrieved": float(flags["gold"][rows].any(-1).mean()),
         }
     return out
 
 
-def per_relation(model, tokenizer, questions, cities: set[str]) -> dict[str, dict]:
+@torch.no_grad()
+def per_relation(model, tokenizer, questions) -> dict[str, dict]:
     """Gold recall@1/5, exact match and the top-1 kinds of each relation's questions."""
     out = {}
-    for relation in sorted(set(questions["relation"])):
-        subset = questions.filter(lambda r, relation=relation: r["relation"] == relation)
+    for relation, rows in by_relation(questions).items():
+        subset = questions.select(rows)
         metrics = evaluate_questions(model, tokenizer, subset)
-        kinds = Counter(top1_kinds(model, tokenizer, subset, cities))
         out[relation] = {
             "num_questions": len(subset),
             "gold_recall_at_1": metrics["gold_recall_at_1"],
             "gold_recall_at_5": metrics["gold_recall_at_5"],
             "exact_match": metrics["exact_match"],
-            "top1_kinds": {
-                kind: kinds[kind] / len(subset) for kind in ("gold", "answer_city", "other_with_answer", "other")
-            },
+            "top1_kinds": top1_kinds(retrieved_flags(model, tokenizer, subset, 1)),
         }
     return out
 
@@ -139,11 +132,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
     args = parser.parse_args()
 
-    train, evaluation, demo_args = load_world_questions(args.pretrained_dir)
-    knowledge = make_synthetic_knowledge(
-        num_people=demo_args.num_people, num_cities=demo_args.num_cities, seed=demo_args.seed
-    )
-    cities = set(knowledge.geography)
+    train, evaluation, _ = load_world_questions(args.pretrained_dir)
     model, tokenizer = initial_model(args.pretrained_dir, args.init)
     result = {
         "machine": machine_info(),
@@ -151,7 +140,7 @@ def main() -> None:
         "init": args.init,
         "max_steps": args.max_steps,
         "num_eval_questions": len(evaluation),
-        "before": per_relation(model, tokenizer, evaluation, cities),
+        "before": per_relation(model, tokenizer, evaluation),
         "answer_signal_at_start": answer_signal(model, tokenizer, train, defaults.searcher_beam_size),
         "runs": [],
     }
@@ -168,7 +157,7 @@ def main() -> None:
                 )
             )  # fmt: skip
             model, tokenizer, _ = load_realm(output_dir)
-            relations = per_relation(model, tokenizer, evaluation, cities)
+            relations = per_relation(model, tokenizer, evaluation)
             result["runs"].append(
                 {
                     "supervision": supervision,
@@ -212,5 +201,4 @@ def signal_table(signal: dict[str, dict], k: int) -> str:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

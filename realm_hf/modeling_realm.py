@@ -1258,6 +1258,7 @@ class RealmForOpenQA(RealmPreTrainedModel):
             num_retrieved=self.searcher_beam_size,
             num_read=self.config.reader_beam_size,
             max_length=self.config.reader_seq_len,
+            # Only when given, so that retrievers written before `gold_doc_ids` keep working.
             **({"gold_doc_ids": gold_doc_ids} if gold_doc_ids is not None else {}),
         )
         device = query.device

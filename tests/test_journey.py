@@ -160,6 +160,18 @@ def test_supervision_script_compares_answer_and_gold_document_supervision(pretra
     assert "supervision: gold_document, seed 0" in printed
 
 
+def test_start_diagnostics_script_measures_both_starts(pretrained_run, tmp_path):
+    """`benchmarks/openqa_start_diagnostics.py` measures zero-shot retrieval of a run's starts."""
+    output = tmp_path / "diagnostics.json"
+    _python(str(REPO_ROOT / "benchmarks" / "openqa_start_diagnostics.py"), "--pretrained_dirs", str(pretrained_run),
+            "--output", str(output))  # fmt: skip
+    rows = json.loads(output.read_text())["starts"]
+    assert [row["init"] for row in rows] == ["warm_start", "realm"]
+    for row in rows:
+        assert set(row["question"]) == set(row["name_only"]) == {"gold_recall_at_1", "gold_recall_at_16"}
+        assert 0.0 <= row["top16_entropy"] <= np.log(16) + 1e-6
+
+
 def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_server):
     """`realm-hf finetune --push_to_hub` publishes the fine-tuned model with its tokenizer, index and card, and a bad
     repository id is refused before anything runs."""

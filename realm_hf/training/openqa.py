@@ -152,7 +152,7 @@ class RealmTrainer(Trainer):
             token_type_ids=inputs.get("token_type_ids"),
             answer_ids=inputs.get("answer_ids"),
             return_dict=True,
-            **({"gold_doc_ids": inputs["gold_doc_ids"]} if inputs.get("gold_doc_ids") is not None else {}),
+            gold_doc_ids=inputs.get("gold_doc_ids"),
         )
         loss = outputs.reader_output.loss
         if loss is None:

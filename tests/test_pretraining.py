@@ -293,7 +293,7 @@ def test_trainer_path_with_an_external_index_builder(tmp_path, synthetic_tokeniz
         retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2), save_dir=str(indexes), external=True
     )
 
-    class WaitForTheBuilder(TrainerCallback):  # makes the test deterministic: step 4 finds the index of step 2
+    class WaitForTheBuilder(TrainerCallback):  # runs before the refresh callback: step 3 finds the index of step 2
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 3:
                 deadline = time.monotonic() + 120
@@ -303,11 +303,11 @@ def test_trainer_path_with_an_external_index_builder(tmp_path, synthetic_tokeniz
     builder = threading.Thread(target=run_index_builder, args=(tmp_path,), kwargs={"poll_seconds": 0.05,
                                "max_builds": 1}, daemon=True)  # fmt: skip
     builder.start()
-    trainer = pretraining_trainer(tmp_path, model, synthetic_tokenizer, knowledge, [callback, WaitForTheBuilder()])
+    trainer = pretraining_trainer(tmp_path, model, synthetic_tokenizer, knowledge, [WaitForTheBuilder(), callback])
     trainer.train()
     builder.join(timeout=60)
     assert [record["weights_step"] for record in callback.history] == [2]
-    assert callback.history[0]["step"] == 4 and published_index_steps(indexes)[0] == 0
+    assert callback.history[0]["step"] == 3 and published_index_steps(indexes)[0] == 0
 
 
 def test_retrieval_posterior_is_the_gradient_of_the_retrieval_logits(synthetic_tokenizer, knowledge, corpus):

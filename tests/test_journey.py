@@ -221,3 +221,20 @@ def test_finetune_resumes_from_its_last_checkpoint(pretrained_run, tmp_path, mon
     report = run_finetune(args)
     assert steps == [0, 1, 2, "resumed", 2, 3]
     assert [r["step"] for r in report["log_history"] if "train_runtime" in r] == [4]
+
+
+def test_retrieval_hubs_script_reproduces_the_runs_retrieval(pretrained_run, tmp_path):
+    """`benchmarks/retrieval_hubs.py`: its raw top-1 retrieval of both checkpoints equals the run's own report (same
+    facts, same exclusion of the fact's own document), and centring gives a figure of its own."""
+    output = tmp_path / "hubs.json"
+    _python(str(REPO_ROOT / "benchmarks" / "retrieval_hubs.py"), "--run_dirs", str(pretrained_run),
+            "--output", str(output))  # fmt: skip
+    rows = json.loads(output.read_text())["results"]
+    report = json.loads((pretrained_run / "report.json").read_text())
+    assert [row["checkpoint"] for row in rows] == ["warm-start", "final"]
+    for row, reported in zip(rows, (report["before"], report["after"])):
+        assert row["eval"]["raw"]["retrieval_accuracy"] == pytest.approx(reported["retrieval_accuracy"])
+        assert row["held_out"]["raw"]["retrieval_accuracy"] == pytest.approx(reported["held_out_retrieval_accuracy"])
+        for split in ("eval", "held_out"):
+            assert 0.0 < row[split]["centred"]["top3_hub_share"] <= 1.0
+        assert 0.0 <= row["mean_query_norm_ratio"] <= 1.0 + 1e-6

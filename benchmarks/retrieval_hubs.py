@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine_info, write_results  # noqa: E402
 
 from realm_hf import RealmForPreTraining, RealmTokenizerFast  # noqa: E402
-from realm_hf.demo.job import ARGS_FILE, WARM_START_DIR, held_out_split, masked_facts  # noqa: E402
+from realm_hf.demo.job import ARGS_FILE, WARM_START_DIR, fact_splits, held_out_split, masked_facts  # noqa: E402
 from realm_hf.demo.synthetic import make_synthetic_knowledge  # noqa: E402
 from realm_hf.retrieval.index import RealmIndex  # noqa: E402
 
@@ -78,9 +78,7 @@ def diagnose(run_dir: Path, checkpoint: str) -> dict:
         num_people=args["num_people"], num_cities=args["num_cities"], seed=args["seed"]
     )
     held_out_docs = held_out_split(args["num_people"], args["held_out_fraction"], args["seed"])
-    training = knowledge.facts.filter(lambda row: row["doc_id"] not in held_out_docs).shuffle(seed=args["seed"])
-    evaluation = training.select(range(min(args["num_eval_facts"], len(training))))
-    held_out = knowledge.facts.filter(lambda row: row["doc_id"] in held_out_docs)
+    training, evaluation, held_out = fact_splits(knowledge, held_out_docs, args["num_eval_facts"], args["seed"])
     directory = run_dir / checkpoint
     tokenizer = RealmTokenizerFast.from_pretrained(directory)
     model = RealmForPreTraining.from_pretrained(directory).eval()

@@ -374,6 +374,15 @@ def held_out_split(num_people: int, fraction: float, seed: int) -> set[int]:
     return {int(doc) for person in people for doc in (2 * person, 2 * person + 1)}
 
 
+def fact_splits(knowledge: SyntheticKnowledge, held_out_docs: set[int], num_eval_facts: int, seed: int):
+    """The demo's fact sets: `(training_facts, eval_facts, held_out_facts)`, the facts of the pre-training sentences
+    (shuffled), the first `num_eval_facts` of them, and the facts of the held-out documents."""
+    training_facts = knowledge.facts.filter(lambda row: row["doc_id"] not in held_out_docs).shuffle(seed=seed)
+    eval_facts = training_facts.select(range(min(num_eval_facts, len(training_facts))))
+    held_out_facts = knowledge.facts.filter(lambda row: row["doc_id"] in held_out_docs)
+    return training_facts, eval_facts, held_out_facts
+
+
 def run_demo(args: DemoArguments) -> dict:
     """Runs the demo and writes `report.json` (and `report.png` when matplotlib is installed) to `output_dir`."""
     started = time.perf_counter()
@@ -394,9 +403,7 @@ def run_demo(args: DemoArguments) -> dict:
     sentences = tag_salient_spans(knowledge.documents, tokenizer)
     sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0 and row["doc_id"] not in held_out_docs)
     model = RealmForPreTraining(demo_config(tokenizer, args))
-    training_facts = knowledge.facts.filter(lambda row: row["doc_id"] not in held_out_docs).shuffle(seed=args.seed)
-    facts = training_facts.select(range(min(args.num_eval_facts, len(training_facts))))
-    held_out_facts = knowledge.facts.filter(lambda row: row["doc_id"] in held_out_docs)
+    _, facts, held_out_facts = fact_splits(knowledge, held_out_docs, args.num_eval_facts, args.seed)
     evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
     at_random_init = _initial_eval(model, _build_index(model, corpus, tokenizer), tokenizer, evaluate)
     reading_began, reading_history = time.perf_counter(), []

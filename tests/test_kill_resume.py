@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from transformers.trainer_utils import get_last_checkpoint
 
-from realm_hf.training.pretraining import latest_checkpoint
+from realm_hf.training.checkpointing import latest_checkpoint
 
 from .scripts.tiny_finetuning import build_trainer
 

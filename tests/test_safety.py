@@ -5,13 +5,7 @@ import torch
 
 from realm_hf import RealmConfig, RealmEmbedder
 
-
-class _RunsCode:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
+from .utils import RunsCode
 
 
 def _tiny_config():
@@ -21,7 +15,7 @@ def _tiny_config():
 def test_pickle_that_needs_code_is_refused_and_nothing_runs(tmp_path):
     _tiny_config().save_pretrained(tmp_path)
     marker = tmp_path / "code-ran"
-    torch.save({"realm.embeddings.word_embeddings.weight": _RunsCode(str(marker))}, tmp_path / "pytorch_model.bin")
+    torch.save({"realm.embeddings.word_embeddings.weight": RunsCode(str(marker))}, tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="holds more than tensors") as info:
         RealmEmbedder.from_pretrained(tmp_path)
     assert str(tmp_path) in str(info.value)

@@ -31,7 +31,7 @@ from realm_hf import (
 from realm_hf.demo.job import DemoArguments, demo_config
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.retrieval.corpus import tokenize_blocks
-from realm_hf.training.pretraining import latest_checkpoint
+from realm_hf.training.checkpointing import latest_checkpoint
 
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "tiny_pretraining.py"

@@ -33,3 +33,13 @@ def openqa_retriever(tokenizer, blocks, source="legacy_bin") -> RealmRetriever:
     """The retriever of the reference open-QA checkpoint: its block embeddings over `blocks`."""
     block_emb = load_legacy_block_emb(REFERENCE / "openqa" / source)
     return make_retriever(blocks, tokenizer, embeddings=block_emb.numpy())
+
+
+class RunsCode:
+    """Unpickling it creates the file `path`: the stand-in for a hostile payload that runs code when loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))

@@ -8,10 +8,8 @@ free of distributed plumbing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -26,7 +24,6 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from ..file_utils import replace_directory
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import save_realm
 from ..modeling_realm import RealmForPreTraining
@@ -34,13 +31,19 @@ from ..retrieval.index import RealmIndex
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
 from ..retrieval.sharded import ShardedRealmIndex
+from .checkpointing import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    resolve_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+)
 from .optimization import parameter_groups
 
 
 logger = hf_logging.get_logger(__name__)
 
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"
 INDEX_DIR = "indexes"
 #: Where the trained model is saved with `save_pretrained` (with its tokenizer, index and card).
 FINAL_DIR = "final"
@@ -121,19 +124,6 @@ def make_accelerator(args: RealmPreTrainingArguments) -> Accelerator:
     )
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in `output_dir` (incomplete writes keep a temporary name and are ignored)."""
-    path = Path(output_dir)
-    if not path.is_dir():
-        return None
-    steps = [
-        (int(m.group(1)), p)
-        for p in path.iterdir()
-        if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", p.name)) and (p / STATE_FILE).is_file()
-    ]
-    return max(steps)[1] if steps else None
-
-
 def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch.optim.Optimizer:
     retriever_lr = args.learning_rate if args.retriever_learning_rate is None else args.retriever_learning_rate
     groups = parameter_groups(
@@ -191,9 +181,12 @@ def train_realm(
     # The schedule counts optimizer steps whatever the number of processes, so it is not handed to `prepare` (which
     # would step it once per process); it is checkpointed with the rest of the state.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
+    # Checkpointed with the model and optimizer, as JSON and safetensors (never pickled).
+    stateful = {"scheduler": scheduler}
     if hasattr(data_collator, "state_dict") and hasattr(data_collator, "load_state_dict"):
-        accelerator.register_for_checkpointing(data_collator)
+        stateful["collator"] = data_collator
+    if accelerator.scaler is not None:
+        stateful["grad_scaler"] = accelerator.scaler
     unwrapped = accelerator.unwrap_model(model)
     retriever_parameters = [p for n, p in unwrapped.named_parameters() if n.startswith(_RETRIEVER_PREFIXES)]
     if args.report_to:
@@ -210,15 +203,12 @@ def train_realm(
         external=args.index_refresh_mode == "external",
     )
     step, history = 0, []
-    resume = args.resume_from_checkpoint
-    if resume:
-        checkpoint = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
-        if checkpoint is not None:
-            accelerator.load_state(str(checkpoint))
-            state = json.loads((checkpoint / STATE_FILE).read_text())
-            step, history = state["step"], state["history"]
-            refresher.resume(state["index_step"])
-            logger.info(f"Resumed from {checkpoint} at step {step} (index of step {refresher.index_step}).")
+    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, accelerator, model, optimizer, stateful)
+        step, history = state["step"], state["history"]
+        refresher.resume(state["index_step"])
+        logger.info(f"Resumed from {checkpoint} at step {step} (index of step {refresher.index_step}).")
     if step == 0:
         refresher.save()
     micro_per_epoch = len(loader)
@@ -283,7 +273,12 @@ def train_realm(
                 # The index a checkpoint was trained with is saved with it (not at every refresh: the refresh period
                 # can be one step), so that a resumed run reloads it.
                 refresher.save()
-                _save_checkpoint(accelerator, output_dir, step, refresher.index_step, history, args.save_total_limit)
+                with _without_tied_weight_warning():
+                    save_checkpoint(output_dir, step, accelerator, model, optimizer, stateful,
+                                    {"index_step": refresher.index_step, "history": history})  # fmt: skip
+                if accelerator.is_main_process:
+                    _prune_indexes(output_dir, rotate_checkpoints(output_dir, args.save_total_limit))
+                accelerator.wait_for_everyone()
             if step >= args.max_steps:
                 break
     progress.close()
@@ -396,26 +391,6 @@ def _evaluate(eval_fn, unwrapped, retriever, step, model) -> dict:
         model.train()
 
 
-def _save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, step: int, index_step: int, history: list[dict], limit: int
-) -> None:
-    """Writes `checkpoint-<step>` atomically: into a temporary directory, renamed when complete."""
-    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    with _without_tied_weight_warning():
-        accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"step": step, "index_step": index_step, "history": history}
-        (tmp / STATE_FILE).write_text(json.dumps(state))
-        replace_directory(tmp, final)  # an existing checkpoint of this step stays whole until the new one replaces it
-        _rotate(output_dir, limit)
-    accelerator.wait_for_everyone()
-
-
 @contextlib.contextmanager
 def _without_tied_weight_warning():
     """Silences Accelerate's "Removed shared tensor ... while saving" during a checkpoint: the shared tensors are
@@ -432,15 +407,9 @@ def _without_tied_weight_warning():
         accelerate_logger.removeFilter(keep)
 
 
-def _rotate(output_dir: Path, limit: int) -> None:
-    checkpoints = sorted(
-        (int(m.group(1)), p) for p in output_dir.iterdir() if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", p.name))
-    )
-    for _, path in checkpoints[: max(0, len(checkpoints) - max(limit, 1))]:
-        shutil.rmtree(path, ignore_errors=True)
-    kept_index_steps = {
-        json.loads((p / STATE_FILE).read_text())["index_step"] for _, p in checkpoints[-max(limit, 1) :]
-    }
+def _prune_indexes(output_dir: Path, kept_checkpoints: list[Path]) -> None:
+    """Deletes the saved indexes that no kept checkpoint was trained with, the newest one aside."""
+    kept_index_steps = {load_trainer_state(path)["index_step"] for path in kept_checkpoints}
     index_dir = output_dir / INDEX_DIR
     newest = max((int(p.name.split("-")[1]) for p in index_dir.glob("step-*")), default=None)
     for path in index_dir.glob("step-*"):

@@ -13,7 +13,7 @@ process SIGKILL itself at a named stage of optimizer step STEP, by wrapping func
 - `refresh:N`: during the index refresh of step N (the corpus is re-embedded, the new index not yet swapped in);
 - `index-save:N`: while writing the index of step N (its corpus written, the rest not; `index-save:0` is the
   initial index);
-- `checkpoint:N`: while writing checkpoint N (`optimizer.bin` half written);
+- `checkpoint:N`: while writing checkpoint N (`optimizer.safetensors` half written);
 - `checkpoint-end:N`: after every file of checkpoint N is written, before its state file and rename.
 """
 
@@ -24,7 +24,6 @@ import signal
 import time
 from pathlib import Path
 
-import accelerate.checkpointing
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import save_file
@@ -46,7 +45,8 @@ from realm_hf import (
 )
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.retrieval.corpus import tokenize_blocks
-from realm_hf.training.pretraining import latest_checkpoint
+from realm_hf.training import checkpointing
+from realm_hf.training.checkpointing import latest_checkpoint
 
 
 KILL_ENV = "REALM_TEST_KILL_AT"
@@ -107,29 +107,29 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
             die()
         original_write_files(index, directory)
 
-    original_save = accelerate.checkpointing.save
+    original_save_state = checkpointing.save_state
 
-    def save(obj, f, *args, **kwargs):
-        original_save(obj, f, *args, **kwargs)
-        if ("checkpoint", current_step()) in points and Path(f).name.startswith("optimizer"):
-            data = Path(f).read_bytes()
-            Path(f).write_bytes(data[: len(data) // 2])  # as if killed while the file was being written
+    def save_state(state, directory, name):
+        original_save_state(state, directory, name)
+        if ("checkpoint", current_step()) in points and name == checkpointing.OPTIMIZER_NAME:
+            tensors = Path(directory) / f"{name}.safetensors"
+            data = tensors.read_bytes()
+            tensors.write_bytes(data[: len(data) // 2])  # as if killed while the file was being written
             die()
 
-    original_save_state = accelerator.save_state
+    original_write_training_state = checkpointing.write_training_state
 
-    def save_state(*args, **kwargs):
-        result = original_save_state(*args, **kwargs)
+    def write_training_state(*args, **kwargs):
+        original_write_training_state(*args, **kwargs)
         if ("checkpoint-end", current_step()) in points:
             die()
-        return result
 
     realm_hf.training.pretraining.get_linear_schedule_with_warmup = schedule
     realm_hf.training.pretraining._optimizer = optimizer
     realm_hf.retrieval.refresh.refresh_index = refresh
     realm_hf.retrieval.index.RealmIndex._write_files = write_files
-    accelerate.checkpointing.save = save
-    accelerator.save_state = save_state
+    checkpointing.save_state = save_state
+    checkpointing.write_training_state = write_training_state
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ import torch
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.utils import logging
 
-from realm_hf import RealmForOpenQA, RealmIndex, embed_corpus, init_from_bert, save_realm
+from realm_hf import RealmForOpenQA, build_index, init_from_bert, save_realm
 from realm_hf.evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from realm_hf.evaluation.qa_data import gold_doc_ids, load_squad_open
 from realm_hf.hub.model_card import (
@@ -323,9 +323,8 @@ def main() -> None:
     )
     model.to(train_args.device)
     tick = time.perf_counter()
-    embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=model_args.embed_batch_size)
+    index = build_index(corpus, model.embedder, tokenizer, batch_size=model_args.embed_batch_size)
     timings["embed_corpus_s"] = time.perf_counter() - tick
-    index = RealmIndex.build(corpus, embeddings)
     model.set_retriever(RealmRetriever(index, tokenizer))
 
     # Step 3: evaluate, fine-tune, evaluate.

@@ -36,7 +36,7 @@ from realm_hf import (
     RealmForPreTraining,
     RealmIndex,
     RealmPreTrainingArguments,
-    embed_corpus,
+    build_index,
     init_from_bert,
     make_accelerator,
     tag_salient_spans,
@@ -132,8 +132,7 @@ def main() -> None:
 
     def index_and_recall(name: str) -> tuple[RealmIndex, dict[str, float]]:
         tick = time.perf_counter()
-        embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=train_args.embed_batch_size)
-        index = RealmIndex.build(corpus, embeddings)
+        index = build_index(corpus, model.embedder, tokenizer, batch_size=train_args.embed_batch_size)
         recall = gold_passage_recall(
             model.query_embedder,
             index,

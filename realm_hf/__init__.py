@@ -10,7 +10,7 @@ from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
 from .evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from .hub.model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics
-from .hub.publish import load_realm, publish_realm, push_index_to_hub, save_realm
+from .hub.publish import load_realm, publish_realm, push_index_to_hub, save_final_model, save_realm
 from .inference import RealmAnswer, answer_questions
 from .modeling_realm import (
     RealmEmbedder,
@@ -29,24 +29,19 @@ from .modeling_realm import (
 from .pipeline_realm import RealmOpenQAPipeline, register_realm_pipeline
 from .retrieval.embedding import embed_corpus
 from .retrieval.fingerprint import compute_embedder_fingerprint
-from .retrieval.index import RealmIndex, RealmIndexConfig
+from .retrieval.index import RealmIndex, RealmIndexConfig, build_index
 from .retrieval.legacy import load_legacy_block_emb
-from .retrieval.refresh import (
-    AsyncIndexRefresher,
-    IndexRefreshCallback,
-    IndexRefresher,
-    IndexRefreshSchedule,
-    refresh_index,
-)
+from .retrieval.refresh import AsyncIndexRefresher, IndexRefresher, IndexRefreshSchedule, refresh_index
 from .retrieval.retriever import RealmRetriever
 from .retrieval.sharded import ShardedRealmIndex
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
+from .training.callbacks import IndexRefreshCallback
 from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
 from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, pretrain_on_corpus
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
 from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
-from .training.pretraining import RealmPreTrainingArguments, make_accelerator, save_final_model, train_realm
+from .training.pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
 from .version import __version__
 
 
@@ -94,6 +89,7 @@ __all__ = [
     "TransformersNERTagger",
     "__version__",
     "answer_questions",
+    "build_index",
     "compute_embedder_fingerprint",
     "embed_corpus",
     "evaluate_open_qa",

@@ -31,9 +31,9 @@ from .hub.convert import add_convert_arguments
 from .hub.model_card import RealmModelCardData
 from .hub.publish import load_realm, publish_realm
 from .inference import answer_questions
-from .retrieval.embedding import embed_corpus, load_document_embedder
-from .retrieval.fingerprint import compute_embedder_fingerprint
-from .retrieval.index import RealmIndex
+from .retrieval.embedding import load_document_embedder
+from .retrieval.index import build_index
+from .retrieval.search import check_index_factory
 from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, load_corpus, pretrain_on_corpus
 from .training.index_builder import run_index_builder
 
@@ -213,6 +213,7 @@ def _add_index_arguments(subparsers) -> None:
 def _run_index(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     embedder = load_document_embedder(args.model)
+    check_index_factory(args.index_factory, embedder.config.retriever_proj_size)  # before the corpus is read
     corpus_args = CorpusArguments(
         corpus=args.corpus, tokenizer_name=args.model, split=args.split, text_column=args.text_column,
         title_column=args.title_column, num_proc=args.num_proc,
@@ -221,13 +222,8 @@ def _run_index(args: argparse.Namespace) -> int:
         corpus_args, tokenizer, max_block_length=args.max_block_length or embedder.config.block_seq_len
     )
     show_progress = not args.no_progress
-    embeddings = embed_corpus(embedder, blocks, tokenizer, batch_size=args.batch_size, show_progress=show_progress)
-    index = RealmIndex.build(
-        blocks,
-        embeddings,
-        index_factory=args.index_factory,
-        embedder_fingerprint=compute_embedder_fingerprint(embedder),
-        show_progress=show_progress,
+    index = build_index(
+        blocks, embedder, tokenizer, args.index_factory, batch_size=args.batch_size, show_progress=show_progress
     )
     index.save_pretrained(args.output)
     summary = {"documents": len(documents), "blocks": len(index), "dim": index.embedding_dim, "output": args.output}

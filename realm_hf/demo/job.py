@@ -62,8 +62,7 @@ from ..hub.model_card import RealmModelCardData
 from ..hub.publish import publish_realm, save_realm
 from ..modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
 from ..retrieval.corpus import tokenize_blocks
-from ..retrieval.embedding import embed_corpus
-from ..retrieval.index import RealmIndex
+from ..retrieval.index import RealmIndex, build_index
 from ..retrieval.retriever import RealmRetriever
 from ..tokenization_realm import RealmTokenizerFast
 from ..training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
@@ -405,7 +404,9 @@ def run_demo(args: DemoArguments) -> dict:
     model = RealmForPreTraining(demo_config(tokenizer, args))
     _, facts, held_out_facts = fact_splits(knowledge, held_out_docs, args.num_eval_facts, args.seed)
     evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
-    at_random_init = _initial_eval(model, _build_index(model, corpus, tokenizer), tokenizer, evaluate)
+    at_random_init = _initial_eval(
+        model, build_index(corpus, model.embedder, tokenizer, show_progress=False), tokenizer, evaluate
+    )
     reading_began, reading_history = time.perf_counter(), []
     if args.reader_from is not None:
         _load_reader(model, output_dir / "tokenizer" / "vocab.txt", Path(args.reader_from))
@@ -426,7 +427,7 @@ def run_demo(args: DemoArguments) -> dict:
         )  # fmt: skip
         ict_history = train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
     ict_seconds = time.perf_counter() - ict_began
-    index = _build_index(model, corpus, tokenizer)
+    index = build_index(corpus, model.embedder, tokenizer, show_progress=False)
     atomic_write_text(output_dir / ARGS_FILE, json.dumps(asdict(args), indent=2))
     _save_warm_start(model, tokenizer, index, output_dir / WARM_START_DIR)
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=args.masking, max_length=48, seed=args.seed)
@@ -491,11 +492,6 @@ def _load_reader(model, run_vocab: Path, path: Path) -> None:
         )
     encoder = RealmKnowledgeAugEncoder.from_pretrained(path)
     model.encoder.load_state_dict(encoder.state_dict())
-
-
-def _build_index(model, corpus, tokenizer) -> RealmIndex:
-    embeddings = embed_corpus(model.embedder, corpus, tokenizer, show_progress=False)
-    return RealmIndex.build(corpus, embeddings, show_progress=False)
 
 
 def _initial_eval(model, index, tokenizer, evaluate) -> dict:

@@ -38,12 +38,11 @@ from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import load_realm, publish_realm, save_realm
 from ..modeling_realm import RealmForOpenQA
-from ..retrieval.embedding import embed_corpus
-from ..retrieval.index import RealmIndex
+from ..retrieval.index import build_index
 from ..retrieval.retriever import RealmRetriever
+from ..run_layout import FINAL_DIR
 from ..training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 from ..training.optimization import parameter_groups
-from ..training.pretraining import FINAL_DIR
 from .job import ARGS_FILE, WARM_START_DIR, DemoArguments, check_hub_target, held_out_split, option
 from .synthetic import make_synthetic_knowledge
 
@@ -168,8 +167,7 @@ def initial_model(pretrained_dir: str | Path, init: str, seed: int = 0):
     config.architectures = [RealmForOpenQA.__name__]
     model = RealmForOpenQA(config)
     corpus = retriever.index.corpus
-    embeddings = embed_corpus(model.embedder, corpus, tokenizer, show_progress=False)
-    model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), tokenizer))
+    model.set_retriever(RealmRetriever(build_index(corpus, model.embedder, tokenizer, show_progress=False), tokenizer))
     return model, tokenizer
 
 

@@ -61,6 +61,7 @@ from ..retrieval.retriever import (
     load_index_in,
 )
 from ..retrieval.storage import resolve_directory
+from ..run_layout import FINAL_DIR, SUBMODELS_DIR
 from ..version import __version__
 from .model_card import RealmModelCardData, generate_model_card
 
@@ -143,6 +144,33 @@ def save_realm(
     content = _card_content(card, model, index, repo_id)
     atomic_write_text(save_directory / README_NAME, content)  # a previous card stays whole if this fails
     return save_directory
+
+
+def save_final_model(
+    output_dir: str | os.PathLike,
+    model: RealmPreTrainedModel,
+    tokenizer,
+    retriever,
+    card: RealmModelCardData | None = None,
+    save_submodels: bool = True,
+) -> Path:
+    r"""
+    Saves a pre-trained model the Hugging Face way at the end of training (call it from one process):
+    `output_dir/final` holds the `save_pretrained` weights and config, the tokenizer, the retriever's index and a model
+    card, written atomically, and loads with `AutoModelForPreTraining.from_pretrained` and
+    [`load_realm`]; with `save_submodels`, `output_dir/submodels` holds the embedder, encoder
+    and scorer in the layout of the published `google/realm-cc-news-pretrained-*` checkpoints
+    ([`RealmForPreTraining.save_submodels`]).
+
+    Returns:
+        `Path`: the `final` directory.
+    """
+    final = Path(output_dir) / FINAL_DIR
+    save_realm(final, model, tokenizer, retriever, card=card, replace=True)
+    if save_submodels:
+        model.save_submodels(Path(output_dir) / SUBMODELS_DIR, tokenizer)
+    logger.info(f"Saved the trained model, tokenizer, index and model card to {final}.")
+    return final
 
 
 # ---------------------------------------------------------------------------------------------------------------------

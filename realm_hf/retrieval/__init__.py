@@ -10,11 +10,14 @@ How a question flows:
 How a refresh flows during training:
 
     train_realm / IndexRefreshCallback (`realm_hf.training`)
-             -> refresh (`refresh`: schedule, synchronous or asynchronous re-embedding, the one swap and save policy)
-             -> embed_corpus (`embedding`: the document tower over every block)
-             -> a new RealmIndex, swapped into the retriever the model holds
+             -> refresh (`refresh`: schedule, synchronous, asynchronous or external re-embedding, the one swap and
+                save policy)
+             -> index.refresh_from (the `RefreshableIndex` lifecycle: a plain index embeds with `embedding` split
+                over the processes, a sharded one shard by shard)
+             -> a new index, swapped into the retriever the model holds
 
-The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with), `corpus` (documents into
+The modules: `protocols` (the `Index` and `Retriever` interfaces the model is typed with, and `RefreshableIndex`,
+the lifecycle training uses), `corpus` (documents into
 evidence blocks), `formats` (the one builder of document-tower, encoder and reader inputs), `index` (the index),
 `index_format` (its files on disk), `search` (exact and FAISS search), `fingerprint` (which embedder built an index),
 `embedding`, `refresh`, `retriever`, `sharded` (the index split over the processes of torch.distributed), `storage`

@@ -33,10 +33,12 @@ import torch
 from ..file_utils import atomic_directory
 from ..version import __version__
 from .corpus import tokenize_blocks
+from .embedding import embed_corpus
 from .fingerprint import compute_embedder_fingerprint
 from .index_format import (
     FAISS_INDEX_NAME,
     INDEX_CONFIG_NAME,
+    SHARDED_INDEX_MANIFEST,
     RealmIndexConfig,
     check_file_sizes,
     check_loaded,
@@ -44,6 +46,7 @@ from .index_format import (
     read_corpus,
     read_embeddings,
     read_faiss_index,
+    read_sharded_manifest,
     safe_join,
     write_corpus,
     write_embeddings,
@@ -51,8 +54,10 @@ from .index_format import (
 )
 from .legacy import decode_legacy_record, load_legacy_block_records
 from .search import (
+    as_float32_matrix,
     build_faiss_index,
     check_faiss_index,
+    check_index_factory,
     default_search_parameters,
     exact_top_k,
     faiss_top_k,
@@ -106,6 +111,9 @@ class RealmIndex:
 
     ```
     """
+
+    #: Search, refresh and save are local to this process (a sharded index's are collective).
+    is_collective = False
 
     def __init__(
         self,
@@ -189,7 +197,7 @@ class RealmIndex:
         Returns:
             [`RealmIndex`]
         """
-        embeddings = _as_float32_matrix(embeddings, name="embeddings")
+        embeddings = as_float32_matrix(embeddings, name="embeddings")
         _check_finite(embeddings, name="embeddings")
         num_blocks, dim = embeddings.shape
         if corpus is None:
@@ -264,6 +272,50 @@ class RealmIndex:
             embedder_fingerprint=embedder_fingerprint,
             show_progress=show_progress,
             seed=seed,
+        )
+
+    def build_like(
+        self,
+        corpus: datasets.Dataset,
+        embeddings: np.ndarray | torch.Tensor,
+        embedder_fingerprint: str | None = None,
+        show_progress: bool = False,
+    ) -> RealmIndex:
+        """An index over `corpus` with `embeddings`, built and searched as this one is (factory string, search
+        parameters) and recording `embedder_fingerprint` (by default this index's)."""
+        return type(self).build(
+            corpus,
+            embeddings,
+            index_factory=self.config.index_factory,
+            nprobe=self.config.nprobe,
+            hnsw_ef_search=self.config.hnsw_ef_search,
+            refine_factor=self.config.refine_factor,
+            embedder_fingerprint=embedder_fingerprint or self.config.embedder_fingerprint,
+            show_progress=show_progress,
+        )
+
+    def refresh_from(
+        self,
+        embedder: torch.nn.Module,
+        tokenizer,
+        batch_size: int = 128,
+        accelerator=None,
+        show_progress: bool = False,
+    ) -> RealmIndex:
+        """The REALM index refresh: re-embeds the corpus with the document tower `embedder` (split over the
+        Accelerate processes of `accelerator`, if given; every process gets the whole result) and returns a new
+        index over the same corpus, built as this one is and recording the embedder's fingerprint. `self` is
+        unchanged."""
+        embeddings = embed_corpus(
+            embedder,
+            self._corpus,
+            tokenizer,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            show_progress=show_progress,
+        )
+        return self.refresh(
+            embeddings, embedder_fingerprint=compute_embedder_fingerprint(embedder), show_progress=False
         )
 
     @classmethod
@@ -665,11 +717,12 @@ class RealmIndex:
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        if not (directory / INDEX_CONFIG_NAME).is_file():
-            from .sharded import SHARDED_INDEX_MANIFEST, load_sharded_as_single
-
-            if (directory / SHARDED_INDEX_MANIFEST).is_file():  # saved by several processes: one index here
-                return load_sharded_as_single(directory, mmap=mmap)
+        if not (directory / INDEX_CONFIG_NAME).is_file() and (directory / SHARDED_INDEX_MANIFEST).is_file():
+            # Saved by several processes: one index here (the FAISS index is rebuilt unless Flat).
+            manifest, shards = read_shards(directory, mmap=mmap)
+            corpus = datasets.concatenate_datasets([shard.corpus for shard in shards])
+            embeddings = np.concatenate([shard.embeddings for shard in shards])
+            return shards[0].build_like(corpus, embeddings)
         config = RealmIndexConfig.from_json_file(directory / INDEX_CONFIG_NAME)
         check_file_sizes(directory, config)
         corpus = read_corpus(safe_join(directory, config.corpus_dir))
@@ -693,7 +746,7 @@ class RealmIndex:
             raise ValueError(f"`k` must be >= 1, got k={k}.")
         if k > len(self):
             raise ValueError(f"k={k} is larger than the number of blocks in the index ({len(self)}).")
-        queries = _as_float32_matrix(query_embeddings, name="query_embeddings")
+        queries = as_float32_matrix(query_embeddings, name="query_embeddings")
         if queries.shape[1] != self.embedding_dim:
             raise ValueError(
                 f"`query_embeddings` has dim {queries.shape[1]} but the index has dim {self.embedding_dim}."
@@ -725,6 +778,72 @@ class RealmIndex:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def build_index(
+    corpus: datasets.Dataset,
+    embedder: torch.nn.Module,
+    tokenizer,
+    index_factory: str = "Flat",
+    batch_size: int = 128,
+    accelerator=None,
+    show_progress: bool = True,
+    **build_kwargs,
+) -> RealmIndex:
+    r"""
+    Embeds every block of `corpus` with the document tower `embedder` and indexes the embeddings: the one way
+    realm_hf builds an index from a model. The `index_factory` string is checked against the embedding dimension and
+    the corpus size before anything is embedded, and the index records the embedder's fingerprint, so that
+    [`RealmIndex.check_embedder`] can tell whether it is stale.
+
+    Args:
+        corpus (`datasets.Dataset`): Blocks with `token_ids` (and optionally `title_token_ids`), e.g. from
+            [`~realm_hf.retrieval.corpus.tokenize_blocks`].
+        embedder ([`RealmEmbedder`]): The document tower.
+        tokenizer: Supplies the special token ids.
+        index_factory (`str`, *optional*, defaults to `"Flat"`): See [`RealmIndex.build`].
+        batch_size (`int`, *optional*, defaults to 128): Blocks per forward pass.
+        accelerator (`accelerate.Accelerator`, *optional*): Splits the embedding over its processes (every process
+            gets the whole index).
+        show_progress (`bool`, *optional*, defaults to `True`): Progress bars.
+        build_kwargs: Passed to [`RealmIndex.build`] (`nprobe`, `train_size`, `refine_factor`, ...).
+
+    Returns:
+        [`RealmIndex`]
+
+    Raises:
+        `ValueError`: for an index_factory string FAISS cannot build, or an IVF one with more lists than blocks.
+    """
+    dim = getattr(getattr(embedder, "config", None), "retriever_proj_size", None)
+    if dim is not None:
+        check_index_factory(index_factory, dim, len(corpus))
+    embeddings = embed_corpus(
+        embedder, corpus, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
+    )
+    return RealmIndex.build(
+        corpus,
+        embeddings,
+        index_factory=index_factory,
+        embedder_fingerprint=compute_embedder_fingerprint(embedder),
+        show_progress=show_progress,
+        **build_kwargs,
+    )
+
+
+def read_shards(directory: str | os.PathLike, mmap: bool = True) -> tuple[dict[str, Any], list[RealmIndex]]:
+    """The manifest of a sharded index directory and its shards, each a [`RealmIndex`], checked against it."""
+    directory = Path(directory)
+    manifest = read_sharded_manifest(directory)
+    shards = [RealmIndex.from_pretrained(directory / entry["directory"], mmap=mmap) for entry in manifest["shards"]]
+    for entry, shard in zip(manifest["shards"], shards):
+        if len(shard) != entry["end"] - entry["start"]:
+            raise ValueError(
+                f"{directory / entry['directory']} has {len(shard)} blocks, but the manifest says "
+                f"[{entry['start']}, {entry['end']})."
+            )
+    if sum(len(s) for s in shards) != manifest["num_blocks"]:
+        raise ValueError(f"{directory}: the shards do not add up to the manifest's {manifest['num_blocks']} blocks.")
+    return manifest, shards
+
+
 def _without_search_indexes(dataset: datasets.Dataset) -> datasets.Dataset:
     """A new `Dataset` object over the same Arrow data (no copy of the rows), with no search index attached."""
     if dataset._indices is not None:
@@ -740,19 +859,6 @@ def _check_corpus(corpus: Any) -> None:
             f"The corpus has datasets search indexes attached ({corpus.list_indexes()}); drop them with "
             "`corpus.drop_index(name)` first (RealmIndex manages its own FAISS index)."
         )
-
-
-def _as_float32_matrix(array: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        array = array.detach().to("cpu", torch.float32).numpy()
-    array = np.asarray(array)
-    if array.dtype.kind not in "fiu":
-        raise TypeError(f"`{name}` must be numeric, got dtype {array.dtype}.")
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must be 2-D (num_vectors, dim), got shape {array.shape}.")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"`{name}` is empty (shape {array.shape}).")
-    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _check_embedding_matrix(array: Any, name: str) -> None:

@@ -34,6 +34,9 @@ CORPUS_DIR_NAME = "corpus"
 EMBEDDINGS_NAME = "embeddings.npy"
 FAISS_INDEX_NAME = "index.faiss"
 INDEX_FORMAT_VERSION = 1
+#: The manifest of an index saved by several processes, one plain index directory per shard.
+SHARDED_INDEX_MANIFEST = "sharded_index.json"
+SHARDED_INDEX_FORMAT = "realm_hf.sharded_index"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Config
@@ -144,16 +147,32 @@ class RealmIndexConfig:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def is_saved_index(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a complete saved index: a plain one (its config) or a sharded one (its manifest)."""
+    directory = Path(directory)
+    return (directory / INDEX_CONFIG_NAME).is_file() or (directory / SHARDED_INDEX_MANIFEST).is_file()
+
+
 def check_replaceable(target: Path) -> None:
+    """Refuses to replace `target` unless it is absent, empty, or a saved (plain or sharded) index."""
     if not target.exists():
         return
     if not target.is_dir():
         raise ValueError(f"{target} exists and is not a directory.")
-    if any(target.iterdir()) and not (target / INDEX_CONFIG_NAME).is_file():
+    if any(target.iterdir()) and not is_saved_index(target):
         raise ValueError(
-            f"{target} is a non-empty directory without {INDEX_CONFIG_NAME}; refusing to replace it. "
-            "Save the index into its own (new or empty) directory."
+            f"{target} is a non-empty directory and not a saved index (no {INDEX_CONFIG_NAME} or "
+            f"{SHARDED_INDEX_MANIFEST}); refusing to replace it. Save the index into its own (new or empty) directory."
         )
+
+
+def read_sharded_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a sharded index directory (`shards`: `directory`, `start`, `end` of each), checked."""
+    path = directory / SHARDED_INDEX_MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != SHARDED_INDEX_FORMAT:
+        raise ValueError(f"{path} is not a realm_hf sharded index manifest.")
+    return manifest
 
 
 def write_corpus(corpus: datasets.Dataset, path: Path) -> None:

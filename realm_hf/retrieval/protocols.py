@@ -47,6 +47,32 @@ class Index(Protocol):
 
 
 @runtime_checkable
+class RefreshableIndex(Index, Protocol):
+    """An [`Index`] with the lifecycle training needs: re-embedded by a document tower, saved, loaded, and whether
+    its operations are collective. [`RealmIndex`] and [`ShardedRealmIndex`] implement it; the index refresh, the
+    training loops and the loader ([`~realm_hf.retrieval.loading.load_index`]) use only this contract.
+    """
+
+    #: `True` when every process must call `search`, `get_embeddings`, `refresh_from` and `save_pretrained` at the
+    #: same time (each process then holds and saves its own part).
+    is_collective: bool
+
+    def refresh_from(
+        self, embedder: torch.nn.Module, tokenizer: Any, batch_size: int = 128, accelerator: Any = None,
+        show_progress: bool = False,
+    ) -> RefreshableIndex:  # fmt: skip
+        """A new index over the same corpus, re-embedded by the document tower `embedder` (split over the
+        processes of `accelerator` where the index is not collective); the index itself is unchanged."""
+
+    def save_pretrained(self, save_directory: Any) -> None:
+        """Saves the index atomically (collective where `is_collective`)."""
+
+    @classmethod
+    def from_pretrained(cls, directory: Any) -> RefreshableIndex:
+        """Loads an index saved by `save_pretrained` (a plain or a sharded one)."""
+
+
+@runtime_checkable
 class Retriever(Protocol):
     """What the models call: retrieval for open-QA (`__call__`) and for masked-LM pre-training."""
 

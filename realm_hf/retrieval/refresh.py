@@ -14,7 +14,7 @@ Two modes, as in the paper (section 3.3):
   the same step). Training never waits for the builder: without one it keeps the index it has.
 
 [`IndexRefresher`] is the one policy both training paths use (`train_realm` and, for the HF `Trainer`,
-[`IndexRefreshCallback`]): when to refresh, how the new index is swapped into the retriever (at a step boundary, on
+[`~realm_hf.training.callbacks.IndexRefreshCallback`]): when to refresh, how the new index is swapped into the retriever (at a step boundary, on
 every process at the same step), and where it is saved (`save_dir/step-<N>`, so a resumed run reloads the index it
 was using).
 """
@@ -31,14 +31,12 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast
-from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..file_utils import atomic_directory
-from .embedding import embed_corpus
-from .fingerprint import compute_embedder_fingerprint
-from .index import INDEX_CONFIG_NAME, RealmIndex
-from .sharded import SHARDED_INDEX_MANIFEST, ShardedRealmIndex
+from ..run_layout import EXPORTS_DIR, numbered_dirs, step_dir
+from .index_format import is_saved_index
+from .protocols import RefreshableIndex
 
 
 logger = logging.get_logger(__name__)
@@ -67,57 +65,45 @@ class IndexRefreshSchedule:
 
 def refresh_index(
     embedder: torch.nn.Module,
-    index: RealmIndex,
+    index: RefreshableIndex,
     tokenizer,
     accelerator=None,
     batch_size: int = 128,
     show_progress: bool = False,
-) -> RealmIndex:
-    """Re-embeds `index.corpus` with `embedder` (split over the Accelerate processes) and returns the new index.
-
-    Every process returns the same index; `index` itself is unchanged. A [`ShardedRealmIndex`] is refreshed shard by
-    shard instead: each process re-embeds only its own blocks (collective).
-    """
-    if isinstance(index, ShardedRealmIndex):
-        return index.refresh_from(embedder, tokenizer, batch_size=batch_size, show_progress=show_progress)
-    embeddings = embed_corpus(
-        embedder, index.corpus, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
+) -> RefreshableIndex:
+    """Re-embeds `index.corpus` with `embedder` and returns the new index (`index.refresh_from`): a plain index is
+    embedded split over the Accelerate processes, every process getting the whole index; a collective (sharded) one
+    shard by shard, each process re-embedding only its own blocks. `index` itself is unchanged."""
+    return index.refresh_from(
+        embedder, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
     )
-    return index.refresh(embeddings, embedder_fingerprint=compute_embedder_fingerprint(embedder), show_progress=False)
-
-
-EXPORTS_DIR = "exports"
 
 
 def export_document_tower(embedder: torch.nn.Module, tokenizer, save_dir: str | os.PathLike, step: int) -> Path:
     """Saves the document tower of step `step` and its tokenizer for the index builder, atomically, as
     `save_dir/exports/step-<step>`; older exports but the newest two are deleted (the builder only wants the newest)."""
     exports = Path(save_dir) / EXPORTS_DIR
-    target = exports / f"step-{step}"
+    target = step_dir(exports, step)
     with atomic_directory(target) as tmp:
         embedder.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     for old in sorted(export_steps(save_dir))[:-2]:
-        shutil.rmtree(exports / f"step-{old}", ignore_errors=True)
+        shutil.rmtree(step_dir(exports, old), ignore_errors=True)
     return target
 
 
 def export_steps(save_dir: str | os.PathLike) -> list[int]:
     """The steps of the complete document-tower exports in `save_dir/exports`."""
-    return _steps(Path(save_dir) / EXPORTS_DIR, "config.json")
+    return [step for step, _ in numbered_dirs(Path(save_dir) / EXPORTS_DIR, complete=_has_config)]
 
 
 def published_index_steps(save_dir: str | os.PathLike) -> list[int]:
     """The steps of the complete indexes in `save_dir` (`step-<N>` with its config, or a sharded index's manifest)."""
-    directory = Path(save_dir)
-    return sorted(set(_steps(directory, INDEX_CONFIG_NAME)) | set(_steps(directory, SHARDED_INDEX_MANIFEST)))
+    return [step for step, _ in numbered_dirs(save_dir, complete=is_saved_index)]
 
 
-def _steps(directory: Path, marker: str) -> list[int]:
-    if not directory.is_dir():
-        return []
-    names = (p.name for p in directory.glob("step-*") if (p / marker).is_file())
-    return sorted(int(name.split("-", 1)[1]) for name in names if name.split("-", 1)[1].isdigit())
+def _has_config(path: Path) -> bool:
+    return (path / "config.json").is_file()
 
 
 @dataclass
@@ -126,7 +112,7 @@ class RefreshRecord:
 
     step: int
     seconds: float
-    index: RealmIndex = field(repr=False)
+    index: RefreshableIndex = field(repr=False)
 
 
 class AsyncIndexRefresher:
@@ -150,7 +136,7 @@ class AsyncIndexRefresher:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, embedder: torch.nn.Module, index: RealmIndex, step: int) -> bool:
+    def start(self, embedder: torch.nn.Module, index: RefreshableIndex, step: int) -> bool:
         """Starts a refresh from a copy of `embedder`'s current weights; returns False if one is still running."""
         if self.busy:
             return False
@@ -244,8 +230,10 @@ class IndexRefresher:
             raise ValueError("External refresh needs a save_dir (where the builder publishes) and excludes async.")
         if save_every_refresh and save_dir is None:
             raise ValueError("save_every_refresh=True needs a save_dir.")
-        if asynchronous and isinstance(retriever.index, ShardedRealmIndex):
-            raise ValueError("A sharded index is refreshed synchronously, shard by shard (index_refresh_mode='sync').")
+        if asynchronous and retriever.index.is_collective:
+            raise ValueError(
+                "A collective (sharded) index is refreshed synchronously, shard by shard (index_refresh_mode='sync')."
+            )
         if asynchronous and accelerator is not None and accelerator.num_processes > 1 and save_dir is None:
             raise ValueError("Asynchronous refresh over several processes needs a save_dir to share the new index.")
         self.retriever = retriever
@@ -286,14 +274,14 @@ class IndexRefresher:
         """Where the index embedded with the weights of `step` is saved: `save_dir/step-<step>`."""
         if self.save_dir is None:
             raise ValueError("IndexRefresher needs a save_dir to save or load indexes.")
-        return self.save_dir / f"step-{step}"
+        return step_dir(self.save_dir, step)
 
     def save(self) -> Path:
         """Saves the index in service as `save_dir/step-<index_step>` (main process, once) and returns the path."""
         target = self.index_dir(self.index_step)
-        saved = (target / INDEX_CONFIG_NAME).exists() or (target / SHARDED_INDEX_MANIFEST).exists()
-        if isinstance(self.retriever.index, ShardedRealmIndex):
-            if not saved:  # every process writes its own shard
+        saved = is_saved_index(target)
+        if self.retriever.index.is_collective:
+            if not saved:  # every process writes its own part
                 self.retriever.index.save_pretrained(target)
         elif self._is_main_process and not saved:
             self.retriever.index.save_pretrained(target)
@@ -307,9 +295,9 @@ class IndexRefresher:
         self.index_step = index_step
 
     def _load(self, step: int):
-        """The index saved as `save_dir/step-<step>`, sharded over the processes if the one in service is."""
-        loader = ShardedRealmIndex if isinstance(self.retriever.index, ShardedRealmIndex) else RealmIndex
-        return loader.from_pretrained(self.index_dir(step))
+        """The index saved as `save_dir/step-<step>`, loaded as the one in service is (sharded over the processes if
+        it is)."""
+        return type(self.retriever.index).from_pretrained(self.index_dir(step))
 
     def wait(self) -> None:
         """Waits for a running background refresh to end (its result is dropped)."""
@@ -351,83 +339,5 @@ class IndexRefresher:
             record.index.save_pretrained(path)
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
-            record = RefreshRecord(step=ready, seconds=0.0, index=RealmIndex.from_pretrained(path))
+            record = RefreshRecord(step=ready, seconds=0.0, index=self._load(ready))
         return record
-
-
-class IndexRefreshCallback(TrainerCallback):
-    """Refreshes the retriever's index of a [`RealmForPreTraining`] trained with the HF `Trainer`, with
-    [`IndexRefresher`].
-
-    Args:
-        retriever ([`RealmRetriever`]): The retriever whose index is refreshed (the model's).
-        tokenizer: The corpus tokenizer.
-        schedule ([`IndexRefreshSchedule`]): When to refresh.
-        asynchronous (`bool`): Refresh in a background thread (swap at the first step after it finishes).
-        batch_size (`int`): Blocks per forward pass when embedding.
-        save_dir (`str`, *optional*): Save each refreshed index to `save_dir/step-<N>`.
-        external (`bool`, *optional*, defaults to `False`): Leave embedding to a separate index builder watching
-            `save_dir` (`realm-hf index-builder --watch`, with `save_dir` as its run's `indexes/`): export the
-            document tower on scheduled steps and swap in the newest index it publishes.
-        save_final (`bool`, *optional*, defaults to `True`): At the end of training, save the trained model the
-            Hugging Face way in `<TrainingArguments.output_dir>/final` (weights, config, tokenizer, the index in
-            service, a model card) and its sub-models in `submodels/`, as `train_realm` does
-            ([`~realm_hf.training.pretraining.save_final_model`]).
-    """
-
-    def __init__(
-        self,
-        retriever,
-        tokenizer,
-        schedule: IndexRefreshSchedule | None = None,
-        asynchronous: bool = False,
-        batch_size: int = 128,
-        save_dir: str | None = None,
-        save_final: bool = True,
-        external: bool = False,
-    ):
-        self.save_final = save_final
-        self.refresher = IndexRefresher(
-            retriever,
-            tokenizer,
-            schedule,
-            asynchronous=asynchronous,
-            batch_size=batch_size,
-            save_dir=save_dir,
-            save_every_refresh=save_dir is not None and not external,
-            external=external,
-        )
-        self.history: list[dict] = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.refresher.external:  # the builder takes its corpus from a published index
-            self.refresher.save()
-        return control
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        step = state.global_step
-        record = self.refresher.step_end(_unwrap(model).embedder, step)
-        if record is not None:
-            self.history.append({"step": step, "weights_step": record.step, "refresh_seconds": record.seconds})
-        state.log_history.append({"step": step, "index_staleness": step - self.refresher.index_step})
-        return control
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.refresher.wait()
-        if self.save_final and state.is_world_process_zero and model is not None:
-            from ..hub.model_card import RealmModelCardData
-            from ..training.pretraining import save_final_model  # the training loop imports this module
-
-            card = RealmModelCardData(
-                model_description="REALM pre-trained with the Hugging Face `Trainer` and realm_hf's "
-                "`IndexRefreshCallback` (marginal masked-LM loss through retrieval, index refreshed during training).",
-                training_logs=[
-                    {k: v for k, v in record.items() if isinstance(v, (int, float))} for record in state.log_history
-                ],
-            )
-            save_final_model(args.output_dir, _unwrap(model), self.refresher.tokenizer, self.refresher.retriever, card)
-        return control
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)

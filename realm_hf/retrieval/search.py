@@ -45,6 +45,20 @@ def import_faiss() -> Any:
     return faiss
 
 
+def as_float32_matrix(array: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """`array` as a C-contiguous float32 `(rows, dim)` matrix, refusing non-numeric, non-2-D and empty input."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().to("cpu", torch.float32).numpy()
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"`{name}` must be numeric, got dtype {array.dtype}.")
+    if array.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D (num_vectors, dim), got shape {array.shape}.")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty (shape {array.shape}).")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def is_flat(index_factory: str) -> bool:
     """Whether a FAISS `index_factory` string describes exact search (no FAISS object is built for it)."""
     return index_factory.replace(" ", "") == "Flat"
@@ -192,12 +206,8 @@ def build_faiss_index(
         seed (`int`):
             Seed of the training sample.
     """
-    faiss = import_faiss()
     num_blocks, dim = embeddings.shape
-    try:
-        index = faiss.index_factory(dim, index_factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        raise ValueError(f"Invalid FAISS index_factory {index_factory!r} for dim {dim}: {faiss_error(err)}") from err
+    index = _empty_faiss_index(index_factory, dim)
     ivf = _ivf_or_none(index)
     if ivf is not None and getattr(ivf, "do_polysemous_training", False):
         ivf.do_polysemous_training = False
@@ -213,6 +223,36 @@ def build_faiss_index(
             index.add(chunk)
             progress.update(len(chunk))
     return index
+
+
+def check_index_factory(index_factory: str, dim: int, num_blocks: int | None = None) -> None:
+    """Refuses, before anything is embedded, a FAISS `index_factory` string that FAISS cannot build for
+    `dim`-dimensional inner-product vectors, or an IVF one with more inverted lists than `num_blocks` (FAISS needs at
+    least one training vector per list, and about 39 for good centroids).
+
+    Raises:
+        `ValueError`: naming the string and the problem.
+    """
+    if not isinstance(index_factory, str) or not index_factory.strip():
+        raise ValueError(f"index_factory must be a FAISS index_factory string such as 'Flat', got {index_factory!r}.")
+    if is_flat(index_factory):
+        return
+    nlist = _nlist(_empty_faiss_index(index_factory, dim))
+    if num_blocks is not None and nlist > num_blocks:
+        suggestion = max(1, num_blocks // 39)
+        raise ValueError(
+            f"index_factory {index_factory!r} has {nlist} IVF lists but the corpus has only {num_blocks} blocks; "
+            f"use at most about {suggestion} lists (num_blocks / 39), or 'Flat' for exact search."
+        )
+
+
+def _empty_faiss_index(index_factory: str, dim: int) -> Any:
+    """The untrained inner-product FAISS index of `index_factory`, or a `ValueError` naming the string."""
+    faiss = import_faiss()
+    try:
+        return faiss.index_factory(int(dim), index_factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(f"Invalid FAISS index_factory {index_factory!r} for dim {dim}: {faiss_error(err)}") from err
 
 
 def _ivf_or_none(index: Any) -> Any | None:

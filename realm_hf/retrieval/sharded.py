@@ -32,15 +32,12 @@ import torch.distributed as dist
 from transformers.utils import logging
 
 from ..file_utils import atomic_directory, atomic_write_text
-from .embedding import embed_corpus
-from .fingerprint import compute_embedder_fingerprint
-from .index import RealmIndex, _as_float32_matrix
+from .index import RealmIndex, build_index, read_shards
+from .index_format import SHARDED_INDEX_FORMAT, SHARDED_INDEX_MANIFEST, check_replaceable
+from .search import as_float32_matrix
 
 
 logger = logging.get_logger(__name__)
-
-SHARDED_INDEX_MANIFEST = "sharded_index.json"
-_FORMAT = "realm_hf.sharded_index"
 
 
 def shard_range(num_blocks: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -85,6 +82,9 @@ class ShardedRealmIndex:
     ```
     """
 
+    #: Search, `get_embeddings`, refresh and save are collective: every process calls them at the same time.
+    is_collective = True
+
     def __init__(self, corpus: datasets.Dataset, shard: RealmIndex) -> None:
         self.rank, self.world_size = _world()
         self.start, self.end = shard_range(len(corpus), self.rank, self.world_size)
@@ -121,27 +121,30 @@ class ShardedRealmIndex:
         rank, world_size = _world()
         start, end = shard_range(len(corpus), rank, world_size)
         rows = corpus.select(range(start, end))
-        embeddings = embed_corpus(embedder, rows, tokenizer, batch_size=batch_size, show_progress=show_progress)
-        shard = RealmIndex.build(
+        shard = build_index(
             rows,
-            embeddings,
-            index_factory=index_factory,
-            embedder_fingerprint=compute_embedder_fingerprint(embedder),
-            show_progress=False,
+            embedder,
+            tokenizer,
+            index_factory,
+            batch_size=batch_size,
+            show_progress=show_progress,
             **build_kwargs,
         )
         return cls(corpus, shard)
 
     def refresh_from(
-        self, embedder: torch.nn.Module, tokenizer, batch_size: int = 128, show_progress: bool = False
+        self,
+        embedder: torch.nn.Module,
+        tokenizer,
+        batch_size: int = 128,
+        accelerator=None,
+        show_progress: bool = False,
     ) -> ShardedRealmIndex:
-        """The REALM index refresh, sharded: this process re-embeds only its own blocks and rebuilds its shard's
-        search index. Returns a new index; `self` is unchanged."""
-        embeddings = embed_corpus(
-            embedder, self.shard.corpus, tokenizer, batch_size=batch_size, show_progress=show_progress
-        )
-        fingerprint = compute_embedder_fingerprint(embedder)
-        return type(self)(self._corpus, self.shard.refresh(embeddings, fingerprint, show_progress=False))
+        """The REALM index refresh, sharded (collective): this process re-embeds only its own blocks and rebuilds its
+        shard's search index. Returns a new index; `self` is unchanged. `accelerator` is accepted for the
+        [`~realm_hf.retrieval.protocols.RefreshableIndex`] contract: the shards already split the work."""
+        shard = self.shard.refresh_from(embedder, tokenizer, batch_size=batch_size, show_progress=show_progress)
+        return type(self)(self._corpus, shard)
 
     # -- the Index protocol --------------------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class ShardedRealmIndex:
         if getattr(query_embeddings, "ndim", 0) == 2 and len(query_embeddings) == 0:
             queries = np.zeros((0, query_embeddings.shape[1]), np.float32)  # none here; the others may have some
         else:
-            queries = _as_float32_matrix(query_embeddings, name="query_embeddings")
+            queries = as_float32_matrix(query_embeddings, name="query_embeddings")
         if queries.shape[1] != self.embedding_dim:
             raise ValueError(
                 f"`query_embeddings` has dim {queries.shape[1]} but the index has dim {self.embedding_dim}."
@@ -228,7 +231,7 @@ class ShardedRealmIndex:
         the file system), atomically: the manifest is written, and the directory swapped in, once all have written.
         An existing directory that is neither a sharded nor a plain saved index is never replaced."""
         target = Path(save_directory).absolute()
-        _check_replaceable(target)  # every process: all refuse together, none waits for the others
+        check_replaceable(target)  # every process: all refuse together, none waits for the others
         staging = [None]
         context = None
         if self.rank == 0:
@@ -257,7 +260,7 @@ class ShardedRealmIndex:
                     start, end = shard_range(len(self), r, self.world_size)
                     shards.append({"directory": _shard_name(r, self.world_size), "start": start, "end": end})
                 manifest = {
-                    "format": _FORMAT,
+                    "format": SHARDED_INDEX_FORMAT,
                     "num_blocks": len(self),
                     "embedding_dim": self.embedding_dim,
                     "index_factory": self.config.index_factory,
@@ -281,7 +284,7 @@ class ShardedRealmIndex:
         rank, world_size = _world()
         if not (directory / SHARDED_INDEX_MANIFEST).is_file():
             return cls.from_index(RealmIndex.from_pretrained(directory, mmap=mmap))
-        manifest, shards = _read_shards(directory, mmap=mmap)
+        manifest, shards = read_shards(directory, mmap=mmap)
         corpus = datasets.concatenate_datasets([shard.corpus for shard in shards])
         start, end = shard_range(manifest["num_blocks"], rank, world_size)
         if len(shards) == world_size:
@@ -295,52 +298,10 @@ class ShardedRealmIndex:
         return cls(corpus, _shard_of(corpus, embeddings, shards[0], start, end))
 
 
-def load_sharded_as_single(directory: str | os.PathLike, mmap: bool = True) -> RealmIndex:
-    """A saved sharded index as one plain [`RealmIndex`] (one process; the FAISS index is rebuilt unless Flat)."""
-    manifest, shards = _read_shards(Path(directory), mmap=mmap)
-    corpus = datasets.concatenate_datasets([shard.corpus for shard in shards])
-    embeddings = np.concatenate([shard.embeddings for shard in shards])
-    return _shard_of(corpus, embeddings, shards[0], 0, manifest["num_blocks"])
-
-
 def _shard_name(rank: int, world_size: int) -> str:
     return f"shard-{rank:05d}-of-{world_size:05d}"
 
 
 def _shard_of(corpus: datasets.Dataset, embeddings: np.ndarray, like: RealmIndex, start: int, end: int) -> RealmIndex:
     """A [`RealmIndex`] over blocks `[start, end)` of `corpus` with `embeddings`, searched as `like` is."""
-    config = like.config
-    return RealmIndex.build(
-        corpus.select(range(start, end)),
-        embeddings,
-        index_factory=config.index_factory,
-        nprobe=config.nprobe,
-        hnsw_ef_search=config.hnsw_ef_search,
-        refine_factor=config.refine_factor,
-        embedder_fingerprint=config.embedder_fingerprint,
-        show_progress=False,
-    )
-
-
-def _read_shards(directory: Path, mmap: bool) -> tuple[dict, list[RealmIndex]]:
-    manifest = json.loads((directory / SHARDED_INDEX_MANIFEST).read_text(encoding="utf-8"))
-    if manifest.get("format") != _FORMAT:
-        raise ValueError(f"{directory / SHARDED_INDEX_MANIFEST} is not a realm_hf sharded index manifest.")
-    shards = [RealmIndex.from_pretrained(directory / entry["directory"], mmap=mmap) for entry in manifest["shards"]]
-    for entry, shard in zip(manifest["shards"], shards):
-        if len(shard) != entry["end"] - entry["start"]:
-            raise ValueError(
-                f"{directory / entry['directory']} has {len(shard)} blocks, but the manifest says "
-                f"[{entry['start']}, {entry['end']})."
-            )
-    if sum(len(s) for s in shards) != manifest["num_blocks"]:
-        raise ValueError(f"{directory}: the shards do not add up to the manifest's {manifest['num_blocks']} blocks.")
-    return manifest, shards
-
-
-def _check_replaceable(target: Path) -> None:
-    from .index_format import INDEX_CONFIG_NAME
-
-    if target.exists() and any(target.iterdir()):
-        if not ((target / SHARDED_INDEX_MANIFEST).is_file() or (target / INDEX_CONFIG_NAME).is_file()):
-            raise ValueError(f"{target} exists and is not a saved index; refusing to replace it.")
+    return like.build_like(corpus.select(range(start, end)), embeddings)

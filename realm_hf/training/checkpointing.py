@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers.utils import logging
 
 from ..file_utils import atomic_write_text, replace_directory
+from ..run_layout import CHECKPOINT_PREFIX, numbered_dirs, step_dir
 
 
 logger = logging.get_logger(__name__)
 
-CHECKPOINT_PREFIX = "checkpoint-"
 #: Written last into a checkpoint: a checkpoint directory without it is not complete.
 STATE_FILE = "trainer_state.json"
 MODEL_FILE = "model.safetensors"
@@ -153,22 +152,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
     """`output_dir/checkpoint-<step>`."""
-    return Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
+    return step_dir(output_dir, step, CHECKPOINT_PREFIX)
 
 
 def checkpoint_steps(output_dir: str | os.PathLike, complete_only: bool = True) -> list[tuple[int, Path]]:
     """The `(step, path)` of the checkpoints in `output_dir`, oldest first; with `complete_only`, only those whose
     state file is written (incomplete writes keep a staging name and are never listed)."""
-    path = Path(output_dir)
-    if not path.is_dir():
-        return []
-    found = [
-        (int(m.group(1)), p)
-        for p in path.iterdir()
-        if (m := re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", p.name))
-        and (not complete_only or (p / STATE_FILE).is_file())
-    ]
-    return sorted(found)
+    complete = (lambda path: (path / STATE_FILE).is_file()) if complete_only else None
+    return numbered_dirs(output_dir, CHECKPOINT_PREFIX, complete)
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:

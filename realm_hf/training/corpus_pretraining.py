@@ -22,8 +22,8 @@ from ..bert_init import init_from_bert
 from ..configuration_realm import RealmConfig
 from ..modeling_realm import RealmForPreTraining
 from ..retrieval.corpus import load_documents, split_documents_into_blocks
-from ..retrieval.embedding import embed_corpus
-from ..retrieval.index import RealmIndex
+from ..retrieval.index import build_index
+from ..retrieval.search import check_index_factory
 from .collators import (
     MASKING_MODES,
     DataCollatorForInverseClozeTask,
@@ -178,9 +178,11 @@ def pretrain_on_corpus(
     accelerator = accelerator or make_accelerator(train_args)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.init_from)
     model = _initial_model(args, model_args, tokenizer)
+    check_index_factory(args.index_factory, model.config.retriever_proj_size)
     with accelerator.main_process_first():
         documents, blocks = load_corpus(args, tokenizer, max_block_length=model.config.block_seq_len)
         sentences = tag_salient_spans(documents, tokenizer, text_column=args.text_column, num_proc=args.num_proc)
+    check_index_factory(args.index_factory, model.config.retriever_proj_size, len(blocks))  # before any training
     if model_args.masking == "salient_span":
         sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0)
     if len(sentences) == 0:
@@ -207,16 +209,14 @@ def pretrain_on_corpus(
         )  # fmt: skip
         train_inverse_cloze_task(model, examples, collator, ict_args, accelerator=accelerator)
 
-    embeddings = embed_corpus(
-        model.embedder.to(accelerator.device),
+    index = build_index(
         blocks,
+        model.embedder.to(accelerator.device),
         tokenizer,
+        args.index_factory,
         batch_size=train_args.embed_batch_size,
         accelerator=accelerator,
         show_progress=train_args.show_progress,
-    )
-    index = RealmIndex.build(
-        blocks, embeddings, index_factory=args.index_factory, show_progress=train_args.show_progress
     )
     collator = DataCollatorForRealmPreTraining(
         tokenizer, masking=model_args.masking, max_length=args.query_max_length, seed=train_args.seed

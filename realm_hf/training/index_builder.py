@@ -24,11 +24,9 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from ..modeling_realm import RealmEmbedder
-from ..retrieval.embedding import embed_corpus
-from ..retrieval.fingerprint import compute_embedder_fingerprint
 from ..retrieval.index import RealmIndex
-from ..retrieval.refresh import EXPORTS_DIR, export_steps, published_index_steps
-from .pretraining import FINAL_DIR, INDEX_DIR
+from ..retrieval.refresh import export_steps, published_index_steps
+from ..run_layout import EXPORTS_DIR, FINAL_DIR, INDEX_DIR, step_dir
 
 
 logger = logging.get_logger(__name__)
@@ -52,21 +50,20 @@ def build_index_from_export(
         `Path`: the published index directory.
     """
     index_dir = Path(index_dir)
-    export = index_dir / EXPORTS_DIR / f"step-{step}"
+    export = step_dir(index_dir / EXPORTS_DIR, step)
     device = accelerator.device if accelerator is not None else "cpu"
     embedder = RealmEmbedder.from_pretrained(export).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(export)
     published = published_index_steps(index_dir)
     if not published:
         raise FileNotFoundError(f"{index_dir} has no published index to take the corpus from (the trainer's step-0).")
-    base = RealmIndex.from_pretrained(index_dir / f"step-{published[-1]}")
-    embeddings = embed_corpus(
-        embedder, base.corpus, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
+    base = RealmIndex.from_pretrained(step_dir(index_dir, published[-1]))
+    index = base.refresh_from(
+        embedder, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
     )
-    target = index_dir / f"step-{step}"
+    target = step_dir(index_dir, step)
     if accelerator is None or accelerator.is_main_process:
-        fingerprint = compute_embedder_fingerprint(embedder)
-        base.refresh(embeddings, embedder_fingerprint=fingerprint, show_progress=False).save_pretrained(target)
+        index.save_pretrained(target)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return target

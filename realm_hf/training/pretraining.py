@@ -7,9 +7,6 @@ free of distributed plumbing.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,12 +22,11 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from ..hub.model_card import RealmModelCardData
-from ..hub.publish import save_realm
-from ..modeling_realm import RealmForPreTraining
+from ..hub.publish import save_final_model
 from ..retrieval.index import RealmIndex
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
-from ..retrieval.sharded import ShardedRealmIndex
+from ..run_layout import INDEX_DIR, numbered_dirs
 from .checkpointing import (
     latest_checkpoint,
     load_checkpoint,
@@ -43,11 +39,6 @@ from .optimization import parameter_groups
 
 
 logger = hf_logging.get_logger(__name__)
-
-INDEX_DIR = "indexes"
-#: Where the trained model is saved with `save_pretrained` (with its tokenizer, index and card).
-FINAL_DIR = "final"
-SUBMODELS_DIR = "submodels"
 
 
 @dataclass
@@ -273,9 +264,8 @@ def train_realm(
                 # The index a checkpoint was trained with is saved with it (not at every refresh: the refresh period
                 # can be one step), so that a resumed run reloads it.
                 refresher.save()
-                with _without_tied_weight_warning():
-                    save_checkpoint(output_dir, step, accelerator, model, optimizer, stateful,
-                                    {"index_step": refresher.index_step, "history": history})  # fmt: skip
+                save_checkpoint(output_dir, step, accelerator, model, optimizer, stateful,
+                                {"index_step": refresher.index_step, "history": history})  # fmt: skip
                 if accelerator.is_main_process:
                     _prune_indexes(output_dir, rotate_checkpoints(output_dir, args.save_total_limit))
                 accelerator.wait_for_everyone()
@@ -284,7 +274,7 @@ def train_realm(
     progress.close()
     refresher.wait()
     # A sharded index is saved by every process, and read back as one index for the final model.
-    sharded_dir = refresher.save() if isinstance(retriever.index, ShardedRealmIndex) else None
+    sharded_dir = refresher.save() if retriever.index.is_collective else None
     _save_final_model(accelerator, unwrapped, tokenizer, retriever, args, history, sharded_dir)
     accelerator.end_training()
     return history
@@ -320,34 +310,6 @@ def _save_final_model(
         )
         save_final_model(args.output_dir, model, tokenizer, retriever, card, save_submodels=args.save_submodels)
     accelerator.wait_for_everyone()
-
-
-def save_final_model(
-    output_dir: str | os.PathLike,
-    model: RealmForPreTraining,
-    tokenizer,
-    retriever,
-    card: RealmModelCardData | None = None,
-    save_submodels: bool = True,
-) -> Path:
-    r"""
-    Saves a pre-trained model the Hugging Face way at the end of training (call it from one process):
-    `output_dir/final` holds the `save_pretrained` weights and config, the tokenizer, the retriever's index and a model
-    card, written atomically, and loads with `AutoModelForPreTraining.from_pretrained` and
-    [`~realm_hf.hub.publish.load_realm`]; with `save_submodels`, `output_dir/submodels` holds the embedder, encoder
-    and scorer in the layout of the published `google/realm-cc-news-pretrained-*` checkpoints
-    ([`RealmForPreTraining.save_submodels`]).
-
-    Returns:
-        `Path`: the `final` directory.
-    """
-    final = Path(output_dir) / FINAL_DIR
-    with _without_tied_weight_warning():
-        save_realm(final, model, tokenizer, retriever, card=card, replace=True)
-        if save_submodels:
-            model.save_submodels(Path(output_dir) / SUBMODELS_DIR, tokenizer)
-    logger.info(f"Saved the trained model, tokenizer, index and model card to {final}.")
-    return final
 
 
 _RETRIEVER_PREFIXES = ("embedder.", "query_embedder.")
@@ -391,31 +353,13 @@ def _evaluate(eval_fn, unwrapped, retriever, step, model) -> dict:
         model.train()
 
 
-@contextlib.contextmanager
-def _without_tied_weight_warning():
-    """Silences Accelerate's "Removed shared tensor ... while saving" during a checkpoint: the shared tensors are
-    REALM's tied MLM decoder weights and biases, which the model ties again when the state is loaded."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return "Removed shared tensor" not in record.getMessage()
-
-    accelerate_logger = logging.getLogger("accelerate.utils.other")
-    accelerate_logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        accelerate_logger.removeFilter(keep)
-
-
 def _prune_indexes(output_dir: Path, kept_checkpoints: list[Path]) -> None:
     """Deletes the saved indexes that no kept checkpoint was trained with, the newest one aside."""
     kept_index_steps = {load_trainer_state(path)["index_step"] for path in kept_checkpoints}
-    index_dir = output_dir / INDEX_DIR
-    newest = max((int(p.name.split("-")[1]) for p in index_dir.glob("step-*")), default=None)
-    for path in index_dir.glob("step-*"):
-        step = int(path.name.split("-")[1])
-        if step not in kept_index_steps and step != newest:
+    saved = numbered_dirs(output_dir / INDEX_DIR)
+    for step, path in saved[:-1]:  # the newest index always stays
+        if step not in kept_index_steps:
             shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["RealmPreTrainingArguments", "latest_checkpoint", "make_accelerator", "save_final_model", "train_realm"]
+__all__ = ["RealmPreTrainingArguments", "latest_checkpoint", "make_accelerator", "train_realm"]

@@ -9,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from realm_hf.retrieval.formats import document_tower_inputs
 from realm_hf.tokenization_realm import RealmTokenizerFast
 from realm_hf.training.collators import (
     MAX_RANDOM_SPAN_LENGTH,
@@ -388,6 +389,24 @@ def test_ict_batch_padding_truncation_and_labels(tokenizer, ict_example):
         collator([{"title_token_ids": [], "sentence_token_ids": [[]]}])
 
 
+@pytest.mark.parametrize("block_max_length", [21, 22, 289])
+def test_ict_blocks_are_laid_out_as_the_index_lays_them_out(tokenizer, block_max_length):
+    """The ICT positive is the document-tower input the index embeds for the same title and body, odd lengths too
+    (the title keeps `max_length // 2 - 2` tokens in both)."""
+    title = list(range(NUM_SPECIAL, NUM_SPECIAL + 12)) * 20  # longer than any title budget
+    sentences = [[NUM_SPECIAL + 1, NUM_SPECIAL + 2] * 40, [NUM_SPECIAL + 3] * 300]
+    collator = DataCollatorForInverseClozeTask(
+        tokenizer, block_max_length=block_max_length, remove_sentence_probability=0.0, seed=0
+    )
+    batch = collator([{"title_token_ids": title, "sentence_token_ids": sentences}])
+    expected = document_tower_inputs(
+        [title], [[t for s in sentences for t in s]], CLS, SEP, PAD, max_length=block_max_length
+    )
+    assert batch["block_input_ids"].tolist() == expected["input_ids"].tolist()
+    assert batch["block_token_type_ids"].tolist() == expected["token_type_ids"].tolist()
+    assert batch["block_attention_mask"].tolist() == expected["attention_mask"].tolist()
+
+
 @st.composite
 def ict_examples(draw):
     token = st.integers(NUM_SPECIAL, len(VOCAB) - 1)
@@ -446,7 +465,7 @@ def test_ict_collator_property(tokenizer, examples, query_max_length, block_max_
         possible = [[t for s in sentences for t in s]] + [
             [t for k, s in enumerate(sentences) if k != j for t in s] for j in candidates if len(sentences) > 1
         ]
-        title_kept = min(len(example["title_token_ids"]), (block_max_length - 3) // 2)
+        title_kept = min(len(example["title_token_ids"]), max(0, block_max_length // 2 - 2))  # as the index
         assert title_end - 1 == title_kept
         body_budget = block_max_length - 3 - title_kept
         assert any(body == p[:body_budget] for p in possible)

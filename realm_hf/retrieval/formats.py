@@ -8,9 +8,9 @@
 * **Reader** (open-QA): `[CLS] question [SEP] body [SEP]`, both cut by the `tokenizers` library's longest-first
   pair truncation ([`longest_first_lengths_array`]), as the original implementation tokenized them.
 
-The index and the pre-training model must build document-tower inputs identically, or pre-training would score
-candidates differently from how they were indexed; both call [`document_tower_inputs`] /
-[`truncate_document`] from here.
+The index, the pre-training model and the ICT warm start must build document-tower inputs identically, or the
+retriever would be trained on, or score, blocks laid out differently from how they were indexed; all call
+[`document_tower_inputs`] / [`truncate_document`] / [`pair`] from here.
 """
 
 from __future__ import annotations
@@ -36,9 +36,14 @@ def pair(cls_token_id: int, first: Sequence[int], sep_token_id: int, second: Seq
     return [cls_token_id, *first, sep_token_id, *second, sep_token_id], len(first) + 2
 
 
-def pad_pairs(rows: Sequence[tuple[list[int], int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad rows made by [`pair`] to the longest: `input_ids`, `attention_mask` and `token_type_ids` tensors."""
+def pad_pairs(
+    rows: Sequence[tuple[list[int], int]], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Pad rows made by [`pair`] to the longest (rounded up to a multiple of `pad_to_multiple_of`, if given):
+    `input_ids`, `attention_mask` and `token_type_ids` tensors."""
     length = max(len(ids) for ids, _ in rows)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
     token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)

@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..retrieval.formats import pad_pairs, pair, truncate_document
 from .masking import split_sentences
 
 
@@ -540,8 +541,7 @@ class DataCollatorForInverseClozeTask:
         self._generators.refresh_for_worker()
         rng = self._generators.random
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        queries, blocks, segments = [], [], []
-        body_budget_total = self.block_max_length - 3
+        queries, blocks = [], []
         for idx, example in enumerate(examples):
             sentences = [_as_id_list(s) for s in example["sentence_token_ids"]]
             sentences = [s for s in sentences if s]
@@ -551,22 +551,21 @@ class DataCollatorForInverseClozeTask:
             remove = rng.random() < self.remove_sentence_probability and len(sentences) > 1
             queries.append([cls_id, *sentences[q][: self.query_max_length - 2], sep_id])
             title = example.get("title_token_ids")
-            title = [] if title is None else _as_id_list(title)[: body_budget_total // 2]
+            title = [] if title is None else _as_id_list(title)
             body = [tok for j, s in enumerate(sentences) if not (remove and j == q) for tok in s]
-            body = body[: body_budget_total - len(title)]
-            blocks.append([cls_id, *title, sep_id, *body, sep_id])
-            segments.append(len(title) + 2)
+            # The block exactly as the index lays it out for the document tower.
+            title, body = truncate_document(title, body, self.block_max_length)
+            blocks.append(pair(cls_id, title, sep_id, body))
 
         query_ids, query_mask = self._pad(queries)
-        block_ids, block_mask = self._pad(blocks)
-        block_types = (torch.arange(block_ids.shape[1]).unsqueeze(0) >= torch.tensor(segments).unsqueeze(1)).long()
+        block = pad_pairs(blocks, self.tokenizer.pad_token_id, self.pad_to_multiple_of)
         return {
             "query_input_ids": query_ids,
             "query_attention_mask": query_mask,
             "query_token_type_ids": torch.zeros_like(query_ids),
-            "block_input_ids": block_ids,
-            "block_attention_mask": block_mask,
-            "block_token_type_ids": block_types * block_mask,
+            "block_input_ids": block["input_ids"],
+            "block_attention_mask": block["attention_mask"],
+            "block_token_type_ids": block["token_type_ids"],
             "labels": torch.arange(len(examples), dtype=torch.long),
         }
 

@@ -8,38 +8,13 @@ import pytest
 
 from realm_hf import RealmConfig, RealmTokenizerFast
 
+from .hub_server import hub_server  # noqa: F401  (the local Hub server fixture, for every test module)
+from .utils import TINY_VOCAB, tiny_config_kwargs
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-
-TINY_VOCAB = (
-    "[PAD] [UNK] [CLS] [SEP] [MASK] the a an is was of in to and who what when where which capital city "
-    "country born wrote paris france berlin germany rome italy alan turing computer scientist mathematician "
-    "ada lovelace poet london england first second third fourth fifth record test question this , . ? "
-    "##s ##ed ##ing"
-).split()
-
-
-def tiny_config_kwargs() -> dict:
-    return {
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 37,
-        "retriever_proj_size": 16,
-        "span_hidden_size": 24,
-        "max_span_width": 4,
-        "num_candidates": 3,
-        "reader_beam_size": 3,
-        "searcher_beam_size": 5,
-        "num_block_records": 8,
-        "reader_seq_len": 32,
-        "max_position_embeddings": 64,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    }
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ importable. It implements the part of the Hub HTTP API that `huggingface_hub` 2.
 pull requests, and download files (`hf_hub_download`, `snapshot_download`). Nothing in the client is mocked: the real
 `huggingface_hub` talks HTTP to this server over a socket on `127.0.0.1`.
 
-Usage in tests: import the fixture into the test module (or register this module as a pytest plugin):
+Usage in tests: `tests/conftest.py` imports the `hub_server` fixture, so every test module can take it:
 
 ```py
-from tests.hub_server import hub_server  # noqa: F401  (the fixture)
-
-
 def test_push(hub_server, tmp_path):
     from huggingface_hub import HfApi
 

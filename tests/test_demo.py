@@ -6,12 +6,6 @@ from pathlib import Path
 import pytest
 
 from realm_hf.cli import main
-
-
-try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
-    from tests.hub_server import hub_server  # noqa: F401  (a fixture)
-except ImportError:  # pragma: no cover
-    from hub_server import hub_server  # noqa: F401
 from realm_hf.demo.job import DemoArguments, run_demo
 
 

@@ -20,7 +20,7 @@ from realm_hf import (
 from realm_hf.configuration_realm import EMBEDDER_POOLING_MODES
 from realm_hf.retrieval.corpus import tokenize_blocks
 
-from .conftest import tiny_config_kwargs
+from .utils import tiny_config_kwargs
 
 
 L = 9

@@ -8,8 +8,7 @@ import torch
 from transformers import BertConfig, BertModel
 from transformers.utils import logging
 
-from .conftest import TINY_VOCAB
-from .test_examples_openqa import load_example
+from .utils import TINY_VOCAB, load_example
 
 
 PASSAGES = [

@@ -1,6 +1,5 @@
 """Smoke tests of examples/evaluate_openqa.py and examples/finetune_openqa_accelerate.py on the tiny open-QA model."""
 
-import importlib.util
 import json
 import math
 import os
@@ -16,19 +15,12 @@ from safetensors.torch import load_file
 
 from realm_hf import RealmForOpenQA, RealmIndex, load_realm, save_realm
 
-from .utils import REFERENCE, openqa_retriever
+from .utils import REFERENCE, load_example, openqa_retriever
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 QUESTIONS = json.loads((REFERENCE / "openqa" / "questions.json").read_text())
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from realm_hf import (
 )
 from realm_hf.retrieval.embedding import embed_corpus
 
-from .test_modeling_realm import B, L, N, _inputs, _reader_batch
-from .utils import REFERENCE, make_corpus, make_retriever, openqa_retriever
+from .utils import REFERENCE, B, L, N, make_corpus, make_retriever, openqa_retriever, random_inputs, reader_batch
 
 
 pytestmark = pytest.mark.gpu
@@ -51,20 +50,20 @@ def _outputs(config):
     torch.manual_seed(0)
     labels = torch.full((B, L), -100)
     labels[:, 3] = 7
-    reader_batch = _reader_batch(config)
+    batch_of_reader = reader_batch(config)
     return {
-        "embedder": (RealmEmbedder(config), {"input_ids": _inputs(config, B, L)}, "projected_score"),
+        "embedder": (RealmEmbedder(config), {"input_ids": random_inputs(config, B, L)}, "projected_score"),
         "scorer": (
             RealmScorer(config),
-            {"input_ids": _inputs(config, B, L), "candidate_input_ids": _inputs(config, B, N, L)},
+            {"input_ids": random_inputs(config, B, L), "candidate_input_ids": random_inputs(config, B, N, L)},
             "relevance_score",
         ),
         "encoder": (
             RealmKnowledgeAugEncoder(config),
-            {"input_ids": _inputs(config, B, N, L), "relevance_score": torch.randn(B, N), "labels": labels},
+            {"input_ids": random_inputs(config, B, N, L), "relevance_score": torch.randn(B, N), "labels": labels},
             "loss",
         ),
-        "reader": (RealmReader(config), reader_batch, "loss"),
+        "reader": (RealmReader(config), batch_of_reader, "loss"),
     }
 
 

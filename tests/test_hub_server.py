@@ -23,11 +23,7 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-
-try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
-    from tests.hub_server import HubServer, git_blob_oid, hub_server  # noqa: F401  (hub_server is a fixture)
-except ImportError:  # pragma: no cover
-    from hub_server import HubServer, git_blob_oid, hub_server  # noqa: F401
+from .hub_server import HubServer, git_blob_oid
 
 
 BIG_SIZE = 10 * 1024 * 1024 + 12_345  # just over the Hub's 10 MB LFS threshold

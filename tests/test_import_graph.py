@@ -100,6 +100,22 @@ def test_only_the_sharded_module_knows_the_sharded_index():
     assert not offenders, offenders
 
 
+def test_no_test_module_imports_another():
+    """Helpers shared by tests live in `tests/utils.py` (fixtures in `conftest.py`), never in a test module."""
+    offenders = []
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(part.startswith(("test_", "conftest")) for name in names for part in name.split(".")):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders
+
+
 @pytest.mark.parametrize("cls", [RealmIndex, ShardedRealmIndex])
 def test_both_index_kinds_implement_the_lifecycle_contract(cls):
     for name in ("search", "get_embeddings", "refresh_from", "save_pretrained", "from_pretrained", "is_collective"):

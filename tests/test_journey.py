@@ -18,12 +18,6 @@ from realm_hf.demo.openqa import FinetuneArguments, initial_model, load_world_qu
 from realm_hf.hub.publish import load_realm
 
 
-try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
-    from tests.hub_server import hub_server  # noqa: F401  (a fixture)
-except ImportError:  # pragma: no cover
-    from hub_server import hub_server  # noqa: F401
-
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_WORLD = dict(
     max_steps=4, ict_steps=3, reading_steps=3, batch_size=8, num_people=8, num_cities=3, held_out_fraction=0.25,

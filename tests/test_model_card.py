@@ -20,11 +20,7 @@ from realm_hf.hub.model_card import (
 )
 from realm_hf.retrieval.index import RealmIndex
 
-
-try:
-    from tests.conftest import tiny_config_kwargs
-except ImportError:  # pragma: no cover
-    from conftest import tiny_config_kwargs
+from .utils import tiny_config_kwargs
 
 
 PLACEHOLDERS = ("More Information Needed", "None", "{{ ", "}}\n", "{%", "[]", "{}")

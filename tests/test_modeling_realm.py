@@ -18,20 +18,10 @@ from realm_hf import (
 )
 from realm_hf.modeling_realm import RealmReaderProjection
 
-from .conftest import tiny_config_kwargs
+from .utils import B, L, N, random_inputs, reader_batch, tiny_config_kwargs
 
 
 torch.manual_seed(0)
-B, N, L = 2, 3, 9
-
-
-def _inputs(config, *shape):
-    return torch.randint(5, config.vocab_size, shape)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Configuration
-# ------------------------------------------------------------------------------------------------------------------
 
 
 def test_config_defaults_match_reference():
@@ -100,7 +90,7 @@ def test_config_of_another_model_type_is_refused(tmp_path):
 
 def test_embedder_shapes_and_tuple_output(tiny_config):
     model = RealmEmbedder._from_config(tiny_config, attn_implementation="eager").eval()
-    ids = _inputs(tiny_config, 4, L)
+    ids = random_inputs(tiny_config, 4, L)
     out = model(ids, output_hidden_states=True, output_attentions=True)
     assert out.projected_score.shape == (4, tiny_config.retriever_proj_size)
     assert len(out.hidden_states) == tiny_config.num_hidden_layers + 1
@@ -120,7 +110,7 @@ def test_gelu_new_runs_as_realm_gelu_tanh_with_the_same_outputs(tiny_config):
     model = RealmEmbedder(tiny_config).eval()
     activations = [m for m in model.modules() if isinstance(m, (GELUTanh, NewGELUActivation))]
     assert activations and all(type(m) is RealmGELUTanh for m in activations)
-    ids = _inputs(tiny_config, 4, L)
+    ids = random_inputs(tiny_config, 4, L)
     with torch.no_grad():
         fast = model(ids).projected_score
     fused = model(ids).projected_score  # parameters need gradients: the fused kernel
@@ -161,7 +151,7 @@ def test_realm_gelu_tanh_is_gelu_new_with_and_without_autograd(grad):
 def test_scorer_shapes_and_inner_product(tiny_config):
     model = RealmScorer(tiny_config).eval()
     assert model.query_embedder is model.embedder
-    query, candidates = _inputs(tiny_config, B, L), _inputs(tiny_config, B, N, L)
+    query, candidates = random_inputs(tiny_config, B, L), random_inputs(tiny_config, B, N, L)
     out = model(query, candidate_input_ids=candidates)
     assert out.relevance_score.shape == (B, N)
     assert out.query_score.shape == (B, tiny_config.retriever_proj_size)
@@ -175,10 +165,10 @@ def test_scorer_shapes_and_inner_product(tiny_config):
 
 def test_encoder_logits_and_marginal_loss(tiny_config):
     model = RealmKnowledgeAugEncoder(tiny_config).eval()
-    ids = _inputs(tiny_config, B, N, L)
+    ids = random_inputs(tiny_config, B, N, L)
     relevance = torch.randn(B, N)
     labels = torch.full((B, L), -100)
-    labels[:, 2:4] = _inputs(tiny_config, B, 2)
+    labels[:, 2:4] = random_inputs(tiny_config, B, 2)
     out = model(ids, relevance_score=relevance, labels=labels, mlm_mask=labels != -100)
     assert out.logits.shape == (B * N, L, tiny_config.vocab_size)
     # Recompute the marginal likelihood by hand.
@@ -199,29 +189,6 @@ def test_encoder_decoder_is_tied_to_word_embeddings(tiny_config):
     assert model.cls.predictions.decoder.weight is model.realm.embeddings.word_embeddings.weight
     embedder = RealmEmbedder(tiny_config)
     assert embedder.cls.predictions.decoder.weight is not embedder.realm.embeddings.word_embeddings.weight
-
-
-def _reader_batch(config, rows=3, seq_len=12, k=5):
-    ids = _inputs(config, rows, seq_len)
-    token_type_ids = torch.zeros_like(ids)
-    token_type_ids[:, 4:] = 1
-    block_mask = torch.zeros_like(ids, dtype=torch.bool)
-    block_mask[:, 4:-1] = True
-    start = torch.full((k, 2), -1)
-    end = torch.full((k, 2), -1)
-    start[1, 0], end[1, 0] = 5, 6
-    start[2, :], end[2, :] = torch.tensor([4, 8]), torch.tensor([4, 9])
-    has_answers = start[:, 0] >= 0
-    return {
-        "input_ids": ids,
-        "token_type_ids": token_type_ids,
-        "attention_mask": torch.ones_like(ids),
-        "block_mask": block_mask,
-        "relevance_score": torch.randn(k),
-        "start_positions": start,
-        "end_positions": end,
-        "has_answers": has_answers,
-    }
 
 
 def test_reader_span_enumeration_is_width_major(tiny_config):
@@ -260,7 +227,7 @@ def test_span_mlp_in_chunks_equals_one_pass(tiny_config, monkeypatch):
 
 def test_reader_prediction_and_loss(tiny_config):
     model = RealmReader(tiny_config).eval()
-    batch = _reader_batch(tiny_config)
+    batch = reader_batch(tiny_config)
     out = model(**batch)
     assert out.block_idx.shape == () and out.start_pos.shape == (1,) and out.end_pos.shape == (1,)
     # The prediction is the argmax span, inside the evidence block.
@@ -275,7 +242,7 @@ def test_reader_prediction_and_loss(tiny_config):
 
 def test_reader_batched_equals_one_question_at_a_time(tiny_config):
     model = RealmReader(tiny_config).eval()
-    batches = [_reader_batch(tiny_config) for _ in range(3)]
+    batches = [reader_batch(tiny_config) for _ in range(3)]
     stacked = {k: torch.stack([b[k] for b in batches]) for k in batches[0]}
     together = model(**stacked)
     losses = []
@@ -292,7 +259,7 @@ def test_sdpa_matches_eager(tiny_config):
     eager = RealmEmbedder._from_config(tiny_config, attn_implementation="eager").eval()
     sdpa = RealmEmbedder._from_config(tiny_config, attn_implementation="sdpa").eval()
     sdpa.load_state_dict(eager.state_dict())
-    ids = _inputs(tiny_config, 3, L)
+    ids = random_inputs(tiny_config, 3, L)
     mask = torch.ones_like(ids)
     mask[0, 5:] = 0
     torch.testing.assert_close(
@@ -317,12 +284,12 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, tiny_config, model_cl
     for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(a, b), name
     # Identical weights; outputs agree to the last bits (memory-mapped tensors may take another BLAS path).
-    ids = _inputs(tiny_config, 2, L)
+    ids = random_inputs(tiny_config, 2, L)
     if model_class is RealmReader:
-        batch = _reader_batch(tiny_config)
+        batch = reader_batch(tiny_config)
         actual, expected = reloaded(**batch).logits, model(**batch).logits
     elif model_class is RealmScorer:
-        cand = _inputs(tiny_config, 2, N, L)
+        cand = random_inputs(tiny_config, 2, N, L)
         actual, expected = reloaded(ids, candidate_input_ids=cand)[0], model(ids, candidate_input_ids=cand)[0]
     else:
         actual, expected = reloaded(ids)[0], model(ids)[0]
@@ -344,7 +311,7 @@ def test_separate_query_embedder_round_trip(tmp_path, tiny_config):
     model.save_pretrained(tmp_path)
     reloaded = RealmScorer.from_pretrained(tmp_path).eval()
     assert reloaded.query_embedder is not reloaded.embedder
-    ids, cand = _inputs(tiny_config, 2, L), _inputs(tiny_config, 2, N, L)
+    ids, cand = random_inputs(tiny_config, 2, L), random_inputs(tiny_config, 2, N, L)
     assert torch.equal(model(ids, candidate_input_ids=cand)[0], reloaded(ids, candidate_input_ids=cand)[0])
 
 
@@ -362,7 +329,7 @@ def test_pretraining_sub_models_load_by_their_classes(tmp_path, tiny_config, sha
     (tmp_path / "sub" / "stale.txt").write_text("replaced as a whole")
     paths = model.save_submodels(tmp_path / "sub")
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["embedder", "encoder", "scorer"]
-    query, candidates = _inputs(tiny_config, B, L), _inputs(tiny_config, B, N, L)
+    query, candidates = random_inputs(tiny_config, B, L), random_inputs(tiny_config, B, N, L)
 
     embedder = RealmEmbedder.from_pretrained(paths["embedder"]).eval()
     assert type(AutoModel.from_pretrained(paths["embedder"])) is RealmEmbedder
@@ -400,11 +367,11 @@ def _assert_all_grads(model, skip=("cls.predictions", "pooler")):
 
 def test_gradients_reach_every_head(tiny_config):
     embedder = RealmEmbedder(tiny_config)
-    embedder(_inputs(tiny_config, 2, L)).projected_score.pow(2).sum().backward()
+    embedder(random_inputs(tiny_config, 2, L)).projected_score.pow(2).sum().backward()
     _assert_all_grads(embedder, skip=("cls.predictions",))
 
     scorer = RealmScorer(tiny_config)
-    out = scorer(_inputs(tiny_config, 2, L), candidate_input_ids=_inputs(tiny_config, 2, N, L))
+    out = scorer(random_inputs(tiny_config, 2, L), candidate_input_ids=random_inputs(tiny_config, 2, N, L))
     out.relevance_score.log_softmax(-1)[:, 0].sum().backward()
     _assert_all_grads(scorer, skip=("cls.predictions",))
 
@@ -412,12 +379,12 @@ def test_gradients_reach_every_head(tiny_config):
     relevance = torch.randn(B, N, requires_grad=True)
     labels = torch.full((B, L), -100)
     labels[:, 3] = 7
-    encoder(_inputs(tiny_config, B, N, L), relevance_score=relevance, labels=labels).loss.backward()
+    encoder(random_inputs(tiny_config, B, N, L), relevance_score=relevance, labels=labels).loss.backward()
     _assert_all_grads(encoder, skip=("pooler",))
     assert relevance.grad is not None and relevance.grad.abs().sum() > 0
 
     reader = RealmReader(tiny_config)
-    batch = _reader_batch(tiny_config)
+    batch = reader_batch(tiny_config)
     batch["relevance_score"].requires_grad_(True)
     reader(**batch).loss.backward()
     # The span-score bias shifts every logit equally: softmax losses do not depend on it (zero gradient).
@@ -433,24 +400,26 @@ def test_gradients_reach_every_head(tiny_config):
 def test_bad_inputs_get_clear_errors(tiny_config):
     scorer = RealmScorer(tiny_config)
     with pytest.raises(ValueError, match="candidate_input_ids"):
-        scorer(_inputs(tiny_config, 2, L), candidate_input_ids=_inputs(tiny_config, 3, N, L))
+        scorer(random_inputs(tiny_config, 2, L), candidate_input_ids=random_inputs(tiny_config, 3, N, L))
     with pytest.raises(ValueError, match="candidate_attention_mask"):
         scorer(
-            _inputs(tiny_config, 2, L),
-            candidate_input_ids=_inputs(tiny_config, 2, N, L),
+            random_inputs(tiny_config, 2, L),
+            candidate_input_ids=random_inputs(tiny_config, 2, N, L),
             candidate_attention_mask=torch.ones(2, N, L - 1),
         )
     with pytest.raises(ValueError, match="input_ids"):
-        scorer(candidate_input_ids=_inputs(tiny_config, 2, N, L))
+        scorer(candidate_input_ids=random_inputs(tiny_config, 2, N, L))
 
     encoder = RealmKnowledgeAugEncoder(tiny_config)
     with pytest.raises(ValueError, match="relevance_score"):
-        encoder(_inputs(tiny_config, B, N, L), labels=torch.zeros(B, L, dtype=torch.long))
+        encoder(random_inputs(tiny_config, B, N, L), labels=torch.zeros(B, L, dtype=torch.long))
     with pytest.raises(ValueError, match="relevance_score"):
-        encoder(_inputs(tiny_config, B, N, L), relevance_score=torch.randn(B, N + 1), labels=torch.zeros(B, L).long())
+        encoder(
+            random_inputs(tiny_config, B, N, L), relevance_score=torch.randn(B, N + 1), labels=torch.zeros(B, L).long()
+        )
 
     reader = RealmReader(tiny_config)
-    batch = _reader_batch(tiny_config)
+    batch = reader_batch(tiny_config)
     with pytest.raises(ValueError, match="block_mask"):
         reader(**{**batch, "block_mask": None})
     with pytest.raises(ValueError, match="relevance_score"):
@@ -464,7 +433,7 @@ def test_bad_inputs_get_clear_errors(tiny_config):
         )
 
     with pytest.raises(ValueError, match="head_mask"):
-        RealmEmbedder(tiny_config)(_inputs(tiny_config, 1, L), head_mask=torch.ones(2, 4))
+        RealmEmbedder(tiny_config)(random_inputs(tiny_config, 1, L), head_mask=torch.ones(2, 4))
 
 
 def test_checkpoint_of_another_realm_class_is_refused_unless_asked(tmp_path, tiny_config, caplog):
@@ -494,7 +463,7 @@ def test_config_that_does_not_match_weights_is_refused(tmp_path, tiny_config):
 def test_open_qa_without_retriever_is_refused(tiny_config):
     model = RealmForOpenQA(tiny_config)
     with pytest.raises(ValueError, match="needs a retriever"):
-        model(_inputs(tiny_config, 1, 6))
+        model(random_inputs(tiny_config, 1, 6))
 
 
 def test_init_from_bert_copies_every_trunk(tmp_path):

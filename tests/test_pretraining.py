@@ -16,7 +16,7 @@ from realm_hf.retrieval.formats import document_tower_inputs
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
 
-from .conftest import tiny_config_kwargs
+from .utils import tiny_config_kwargs
 
 
 @pytest.fixture(scope="module")

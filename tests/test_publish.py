@@ -26,13 +26,8 @@ from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
 
-
-try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
-    from tests.conftest import tiny_config_kwargs
-    from tests.hub_server import HubServer, hub_environment, hub_server  # noqa: F401  (hub_server is a fixture)
-except ImportError:  # pragma: no cover
-    from conftest import tiny_config_kwargs
-    from hub_server import HubServer, hub_environment, hub_server  # noqa: F401
+from .hub_server import HubServer, hub_environment
+from .utils import predict, tiny_config_kwargs
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +44,7 @@ QUESTIONS = ["what is the capital of france?", "who was a computer scientist?", 
 
 _LOAD_SCRIPT = """
 import json, sys
-from tests.test_publish import predict
+from tests.utils import predict
 from realm_hf.hub.publish import load_realm
 
 model, tokenizer, retriever = load_realm(sys.argv[1])
@@ -59,19 +54,6 @@ result["index_is_memory_mapped"] = isinstance(retriever.index.embeddings, __impo
 with open(sys.argv[2], "w") as f:
     json.dump(result, f)
 """
-
-
-def predict(model, tokenizer, questions: list[str]) -> dict:
-    """Predicted answers, retrieved block ids and retrieval logits of `model` (also run in the subprocess)."""
-    out = {"answers": [], "block_ids": [], "logits": []}
-    for question in questions:
-        inputs = tokenizer([question], return_tensors="pt")
-        with torch.no_grad():
-            output = model(**inputs)
-        out["answers"].append(tokenizer.decode(output.predicted_answer_ids))
-        out["block_ids"].append(output.retrieved_block_ids[0].tolist())
-        out["logits"].append(output.retrieved_logits[0].tolist())
-    return out
 
 
 @pytest.fixture(scope="module")

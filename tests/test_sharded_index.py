@@ -16,11 +16,8 @@ from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.retrieval.sharded import SHARDED_INDEX_MANIFEST, shard_range
 
+from .utils import REFERENCE, assert_same_parameters, openqa_retriever, run_script
 
-try:  # `python -m pytest` from the repo root puts the root on sys.path; plain `pytest` puts `tests/` there
-    from tests.test_training_loop import assert_same_parameters, run_script
-except ImportError:  # pragma: no cover
-    from test_training_loop import assert_same_parameters, run_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECK = REPO_ROOT / "tests" / "scripts" / "sharded_index_check.py"
@@ -136,11 +133,6 @@ def test_open_qa_answers_from_a_sharded_index_equal_the_single_index(tmp_path, o
     """Sharded serving: 2 processes, each holding half of the block embeddings, answer their own questions with
     `answer_questions`; answers, scores and evidence equal those of one process with the whole index."""
     from realm_hf import RealmForOpenQA, answer_questions, save_realm
-
-    try:
-        from tests.utils import REFERENCE, openqa_retriever
-    except ImportError:  # pragma: no cover
-        from utils import REFERENCE, openqa_retriever
 
     retriever = openqa_retriever(openqa_tokenizer, blocks, "safetensors")
     model = RealmForOpenQA.from_pretrained(REFERENCE / "openqa" / "safetensors", retriever=retriever).eval()

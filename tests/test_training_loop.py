@@ -7,12 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from realm_hf import (
     AsyncIndexRefresher,
@@ -33,37 +31,7 @@ from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.training.checkpointing import latest_checkpoint
 
-
-SCRIPT = Path(__file__).resolve().parent / "scripts" / "tiny_pretraining.py"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_script(
-    output_dir: Path, *args: str, torchrun: bool = False, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(SCRIPT), str(output_dir), *args]
-    if torchrun:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            str(SCRIPT),
-            str(output_dir),
-            *args,
-        ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=output_dir.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def assert_same_parameters(a: Path, b: Path, atol: float) -> None:
-    first, second = load_file(a), load_file(b)
-    assert first.keys() == second.keys()
-    for name in first:
-        torch.testing.assert_close(first[name], second[name], atol=atol, rtol=0, msg=name)
+from .utils import REPO_ROOT, SCRIPT, assert_same_parameters, run_script
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):

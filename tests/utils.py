@@ -1,9 +1,15 @@
-"""Helpers shared by several test modules (fixtures live in `conftest.py`)."""
+"""Helpers shared by several test modules (fixtures live in `conftest.py`); no test module imports another."""
 
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.retrieval.index import RealmIndex
@@ -11,8 +17,90 @@ from realm_hf.retrieval.legacy import load_legacy_block_emb
 from realm_hf.retrieval.retriever import RealmRetriever
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Tiny checkpoints saved by the original implementation (transformers 4.46.3), with their inputs and outputs.
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
+#: The tiny pre-training run of the resume and distributed tests.
+SCRIPT = Path(__file__).resolve().parent / "scripts" / "tiny_pretraining.py"
+EXAMPLES = REPO_ROOT / "examples"
+#: The vocabulary of the tiny tokenizer fixtures.
+TINY_VOCAB = (
+    "[PAD] [UNK] [CLS] [SEP] [MASK] the a an is was of in to and who what when where which capital city "
+    "country born wrote paris france berlin germany rome italy alan turing computer scientist mathematician "
+    "ada lovelace poet london england first second third fourth fifth record test question this , . ? "
+    "##s ##ed ##ing"
+).split()
+#: Batch size, candidates and sequence length of the model tests.
+B, N, L = 2, 3, 9
+
+
+def tiny_config_kwargs() -> dict:
+    return {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "retriever_proj_size": 16,
+        "span_hidden_size": 24,
+        "max_span_width": 4,
+        "num_candidates": 3,
+        "reader_beam_size": 3,
+        "searcher_beam_size": 5,
+        "num_block_records": 8,
+        "reader_seq_len": 32,
+        "max_position_embeddings": 64,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+
+
+def run_script(
+    output_dir: Path, *args: str, torchrun: bool = False, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), str(output_dir), *args]
+    if torchrun:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            str(SCRIPT),
+            str(output_dir),
+            *args,
+        ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=output_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def assert_same_parameters(a: Path, b: Path, atol: float) -> None:
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], atol=atol, rtol=0, msg=name)
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def predict(model, tokenizer, questions: list[str]) -> dict:
+    """Predicted answers, retrieved block ids and retrieval logits of `model` (also run in the subprocess)."""
+    out = {"answers": [], "block_ids": [], "logits": []}
+    for question in questions:
+        inputs = tokenizer([question], return_tensors="pt")
+        with torch.no_grad():
+            output = model(**inputs)
+        out["answers"].append(tokenizer.decode(output.predicted_answer_ids))
+        out["block_ids"].append(output.retrieved_block_ids[0].tolist())
+        out["logits"].append(output.retrieved_logits[0].tolist())
+    return out
 
 
 def make_corpus(texts, tokenizer) -> datasets.Dataset:
@@ -43,3 +131,37 @@ class RunsCode:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def random_inputs(config, *shape):
+    """Random token ids (no special tokens) of `shape`."""
+    return torch.randint(5, config.vocab_size, shape)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def reader_batch(config, rows=3, seq_len=12, k=5):
+    """Reader inputs of `rows` candidates with answer spans in blocks 1 and 2."""
+    ids = random_inputs(config, rows, seq_len)
+    token_type_ids = torch.zeros_like(ids)
+    token_type_ids[:, 4:] = 1
+    block_mask = torch.zeros_like(ids, dtype=torch.bool)
+    block_mask[:, 4:-1] = True
+    start = torch.full((k, 2), -1)
+    end = torch.full((k, 2), -1)
+    start[1, 0], end[1, 0] = 5, 6
+    start[2, :], end[2, :] = torch.tensor([4, 8]), torch.tensor([4, 9])
+    has_answers = start[:, 0] >= 0
+    return {
+        "input_ids": ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": torch.ones_like(ids),
+        "block_mask": block_mask,
+        "relevance_score": torch.randn(k),
+        "start_positions": start,
+        "end_positions": end,
+        "has_answers": has_answers,
+    }

@@ -3,7 +3,7 @@
 One GPU / several GPUs / several nodes:
 
     accelerate launch examples/pretrain_realm.py --corpus wiki.jsonl --init_from bert-base-uncased \
-        --output_dir realm-out --max_steps 200000 --per_device_train_batch_size 64 --mixed_precision bf16
+        --output_dir realm-out --max_steps 200000 --per_device_train_batch_size 64 --bf16 True
 
 Two CPU processes (gloo):
 
@@ -16,22 +16,21 @@ The corpus (`--corpus`: a JSON lines, JSON, CSV or Parquet file, a datasets dire
 text column and optionally a title column; without one the synthetic world's documents are used. It serves both as the
 knowledge corpus Z and as the source of masked sentences X (a sentence's own document is never retrieved). The
 pipeline is `realm_hf.training.corpus_pretraining.pretrain_on_corpus`, the one behind `realm-hf pretrain --corpus`;
-this script adds every option of `RealmPreTrainingArguments` (checkpoints, resume, mixed precision, refresh mode).
+both parse `RealmPreTrainingArguments`, a `TrainingArguments` (checkpoints, resume, gradient accumulation, bf16 / fp16,
+`optim`, `report_to`, refresh mode).
 """
 
 import sys
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from realm_hf import RealmPreTrainingArguments, make_accelerator
+from realm_hf import make_accelerator
 from realm_hf.demo.job import build_tokenizer
 from realm_hf.demo.synthetic import make_synthetic_knowledge
-from realm_hf.training.corpus_pretraining import CorpusArguments, CorpusModelArguments, pretrain_on_corpus
+from realm_hf.training.corpus_pretraining import corpus_pretraining_parser, pretrain_on_corpus
 
 
 def main() -> None:
-    parser = HfArgumentParser((CorpusArguments, CorpusModelArguments, RealmPreTrainingArguments))
+    parser = corpus_pretraining_parser()  # the parser of `realm-hf pretrain --corpus`
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         corpus_args, model_args, train_args = parser.parse_json_file(sys.argv[1])
     else:

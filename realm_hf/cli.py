@@ -24,7 +24,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, HfArgumentParser
 
-from .demo.job import DemoArguments, run_demo
+from .demo.job import DemoArguments, check_hub_target, run_demo
 from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .file_utils import atomic_write_text
 from .hub.convert import add_convert_arguments
@@ -34,7 +34,7 @@ from .inference import answer_questions
 from .retrieval.embedding import load_document_embedder
 from .retrieval.index import build_index
 from .retrieval.search import check_index_factory
-from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, load_corpus, pretrain_on_corpus
+from .training.corpus_pretraining import CorpusArguments, corpus_pretraining_parser, load_corpus, pretrain_on_corpus
 from .training.index_builder import run_index_builder
 
 
@@ -51,17 +51,17 @@ def _add_pretrain_arguments(subparsers) -> None:
         dataclass_types=[DemoArguments, CorpusArguments],
         help="REALM pre-training: the demo on the embedded synthetic world, or your documents with --corpus.",
         description="REALM pre-training. Without --corpus: the embedded demo (a generated world of invented people, "
-        "warm starts, REALM pre-training, a report of retrieval before / after). With --corpus: your documents, from "
-        "--init_from (a REALM or BERT checkpoint) or random weights; the demo's model, masking, ICT and training "
-        "options apply, its world options do not (re-embedding the corpus costs one pass of the document tower: raise "
-        "--index_refresh_steps for large corpora).",
+        "warm starts, REALM pre-training, a report of retrieval before / after), with the options below. With "
+        "--corpus: your documents, from --init_from (a REALM or BERT checkpoint) or random weights, with the options "
+        "of examples/pretrain_realm.py: the corpus and model options and every TrainingArguments option of "
+        "RealmPreTrainingArguments (--gradient_accumulation_steps, --bf16, --optim, --save_steps, "
+        "--resume_from_checkpoint latest, --report_to, ...); `realm-hf pretrain --corpus CORPUS --help` lists them.",
     )
     parser.set_defaults(func=_run_pretrain)
 
 
-# Options of the generated world and its evaluation, meaningless with --corpus.
-_WORLD_OPTIONS = ("num_people", "num_cities", "held_out_fraction", "reading_steps", "reading_learning_rate",
-                  "reading_in_target_places", "eval_steps", "num_eval_facts", "reader_from")  # fmt: skip
+def _names_corpus(argv: list[str]) -> bool:
+    return any(arg == "--corpus" or arg.startswith("--corpus=") for arg in argv)
 
 
 def _given(args: argparse.Namespace, cls: type, names) -> list[str]:
@@ -73,9 +73,6 @@ def _given(args: argparse.Namespace, cls: type, names) -> list[str]:
 def _run_pretrain(args: argparse.Namespace) -> int:
 
     demo_args = _dataclass_from(args, DemoArguments)
-    corpus_args = _dataclass_from(args, CorpusArguments)
-    if corpus_args.corpus is not None:
-        return _run_pretrain_on_corpus(demo_args, corpus_args, _given(args, DemoArguments, _WORLD_OPTIONS))
     corpus_only = _given(args, CorpusArguments, [f.name for f in dataclasses.fields(CorpusArguments)])
     if corpus_only:
         print(f"realm-hf pretrain: {', '.join(corpus_only)} only apply with --corpus.", file=sys.stderr)
@@ -89,38 +86,44 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_pretrain_on_corpus(demo_args: DemoArguments, corpus_args: CorpusArguments, world_options: list[str]) -> int:
-    if world_options:
+def _run_pretrain_on_corpus(argv: list[str]) -> int:
+    parser = corpus_pretraining_parser(prog="realm-hf pretrain --corpus CORPUS")
+    corpus_args, model_args, train_args, unknown = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True
+    )
+    if unknown:
         print(
-            f"realm-hf pretrain: {', '.join(world_options)} describe the generated world and do not apply with --corpus.",
+            f"realm-hf pretrain --corpus: {' '.join(unknown)}: not options of pre-training on a corpus (the demo's "
+            "world options describe the generated world); see `realm-hf pretrain --corpus CORPUS --help`.",
             file=sys.stderr,
         )
         return 2
+    repo_id = train_args.hub_model_id or Path(train_args.output_dir).resolve().name
+    if train_args.push_to_hub:
+        check_hub_target(repo_id)  # before minutes of training, not after
     began = time.perf_counter()
-    model_args = CorpusModelArguments(
-        **{f.name: getattr(demo_args, f.name) for f in dataclasses.fields(CorpusModelArguments)}
-    )
-    model, tokenizer, history = pretrain_on_corpus(corpus_args, model_args, demo_args.training_arguments())
+    model, tokenizer, history = pretrain_on_corpus(corpus_args, model_args, train_args)
     report = {
         "corpus": corpus_args.corpus,
         "init_from": corpus_args.init_from,
         "blocks": len(model.retriever.index),
-        "steps": demo_args.max_steps,
+        "steps": train_args.max_steps,
         "total_seconds": time.perf_counter() - began,
         "last": history[-1] if history else None,
         "history": history,
     }
-    if demo_args.push_to_hub:
+    if train_args.push_to_hub:
         card = RealmModelCardData(
             model_description=f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for "
-            f"{demo_args.max_steps} steps (marginal masked-LM loss through retrieval, index refreshed during training)."
+            f"{train_args.max_steps} steps (marginal masked-LM loss through retrieval, index refreshed every "
+            f"{train_args.index_refresh_steps} steps)."
         )
-        commit = publish_realm(model, tokenizer, model.retriever, repo_id=demo_args.repo_id, card=card)
+        commit = publish_realm(model, tokenizer, model.retriever, repo_id=repo_id, card=card)
         report["hub_commit"] = commit.commit_url
-    atomic_write_text(Path(demo_args.output_dir) / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(Path(train_args.output_dir) / "report.json", json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
     print(
-        f"Model, tokenizer and index saved to {demo_args.output_dir}/final; report: {demo_args.output_dir}/report.json."
+        f"Model, tokenizer and index saved to {train_args.output_dir}/final; report: {train_args.output_dir}/report.json."
     )
     return 0
 
@@ -279,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_ask_arguments(subparsers)
     _add_index_arguments(subparsers)
     _add_index_builder_arguments(subparsers)
+    if argv and argv[0] == "pretrain" and _names_corpus(argv[1:]):
+        return _run_pretrain_on_corpus(argv[1:])
     args = parser.parse_args(argv or ["pretrain"])
     return args.func(args)
 

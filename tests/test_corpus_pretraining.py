@@ -2,20 +2,29 @@
 checkpoint or a BERT checkpoint; the embedded world stays the default."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
-from transformers import AutoModelForPreTraining, BertConfig, BertForMaskedLM, BertTokenizerFast
+from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining, BertConfig, BertForMaskedLM, BertTokenizerFast, TrainingArguments
 
 from realm_hf import RealmForPreTraining, RealmRetriever
 from realm_hf.cli import main
 from realm_hf.demo.job import build_tokenizer
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 
+from .utils import REPO_ROOT
 
-SMALL = ["--max_steps", "2", "--batch_size", "4", "--hidden_size", "32", "--num_hidden_layers", "1",
+
+SMALL = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--hidden_size", "32", "--num_hidden_layers", "1",
          "--max_block_length", "64", "--query_max_length", "32", "--retriever_proj_size", "16",
-         "--index_refresh_steps", "1", "--no_show_progress"]  # fmt: skip
+         "--index_refresh_steps", "1", "--disable_tqdm", "True"]  # fmt: skip
+HANG_SCRIPT = REPO_ROOT / "tests" / "scripts" / "cli_hang_after_checkpoint.py"
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +58,9 @@ def test_pretrain_on_a_corpus_from_random_weights_then_from_its_checkpoint(tmp_p
     # From that checkpoint: its size and weights, not --hidden_size's (the CLI default is 128).
     again = tmp_path / "again"
     code = main(["pretrain", "--corpus", str(path), "--init_from", str(out / "final"), "--output_dir", str(again),
-                 "--max_steps", "1", "--batch_size", "4", "--learning_rate", "0", "--retriever_learning_rate", "0",
-                 "--index_refresh_steps", "0", "--ict_steps", "0", "--no_show_progress"])  # fmt: skip
+                 "--max_steps", "1", "--per_device_train_batch_size", "4", "--learning_rate", "0",
+                 "--retriever_learning_rate", "0", "--index_refresh_steps", "0", "--ict_steps", "0",
+                 "--disable_tqdm", "True"])  # fmt: skip
     assert code == 0
     continued = RealmForPreTraining.from_pretrained(again / "final")
     assert continued.config.hidden_size == 32
@@ -58,31 +68,110 @@ def test_pretrain_on_a_corpus_from_random_weights_then_from_its_checkpoint(tmp_p
         torch.testing.assert_close(continued.state_dict()[name], tensor, msg=name)
 
 
-def test_pretrain_on_a_corpus_from_bert(tmp_path, documents):
-    path, tokenizer_dir, _ = documents
-    bert_dir = tmp_path / "bert"
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory, documents):
+    """A small random `BertForMaskedLM` with the corpus tokenizer, saved the transformers way."""
+    _, tokenizer_dir, _ = documents
+    path = tmp_path_factory.mktemp("bert")
     tokenizer = BertTokenizerFast(vocab_file=str(tokenizer_dir / "vocab.txt"))
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)  # fmt: skip
-    bert = BertForMaskedLM(config)
-    bert.save_pretrained(bert_dir)
-    tokenizer.save_pretrained(bert_dir)
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_pretrain_on_a_corpus_from_bert(tmp_path, documents, bert_dir):
+    path, _, _ = documents
     out = tmp_path / "from-bert"
-    assert (
-        main(["pretrain", "--corpus", str(path), "--init_from", str(bert_dir), "--output_dir", str(out), *SMALL]) == 0
-    )
+    frozen = ["--learning_rate", "0", "--retriever_learning_rate", "0"]  # the model stays what BERT made it
+    assert main(["pretrain", "--corpus", str(path), "--init_from", str(bert_dir), "--output_dir", str(out), *SMALL,
+                 *frozen]) == 0  # fmt: skip
     model = RealmForPreTraining.from_pretrained(out / "final")
     assert model.config.hidden_size == 48 and model.config.retriever_proj_size == 16
+    bert = BertForMaskedLM.from_pretrained(bert_dir).state_dict()
+    # Every tower's trunk, and the encoder's masked-LM head, are BERT's weights (they fail if BERT is not loaded).
+    for tower in ("embedder", "query_embedder", "encoder"):
+        trunk = getattr(model, tower).realm.state_dict()
+        for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
+                     "encoder.layer.0.output.dense.weight", "embeddings.LayerNorm.weight"):  # fmt: skip
+            torch.testing.assert_close(trunk[name], bert[f"bert.{name}"], rtol=0, atol=0, msg=f"{tower}.{name}")
+    head = model.encoder.cls.state_dict()
+    torch.testing.assert_close(
+        head["predictions.transform.dense.weight"], bert["cls.predictions.transform.dense.weight"], rtol=0, atol=0
+    )
+
+
+def test_pretrain_on_a_corpus_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, documents, bert_dir):
+    """`realm-hf pretrain --corpus ... --gradient_accumulation_steps 2 --save_steps 5 --resume_from_checkpoint
+    latest`: killed after its step-5 checkpoint and run again with the same command, it ends with the parameters of
+    a run that was never interrupted (dropout on: the random generators are restored too)."""
+    path, _, _ = documents
+
+    def command(output_dir):
+        return ["pretrain", "--corpus", str(path), "--init_from", str(bert_dir), "--output_dir", str(output_dir),
+                "--max_steps", "8", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
+                "--save_steps", "5", "--resume_from_checkpoint", "latest", "--index_refresh_steps", "3",
+                "--max_block_length", "64", "--query_max_length", "32", "--retriever_proj_size", "16",
+                "--learning_rate", "1e-3", "--disable_tqdm", "True"]  # fmt: skip
+
+    assert main(command(tmp_path / "full")) == 0
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "REALM_TEST_HANG_AFTER_CHECKPOINT": "5"}
+    process = subprocess.Popen(
+        [sys.executable, str(HANG_SCRIPT), *command(killed)], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (killed / "hanging").exists():
+        assert process.poll() is None, "the run ended before its step-5 checkpoint"
+        assert time.monotonic() < deadline, "the run did not reach its step-5 checkpoint in time"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "final").exists() and (killed / "checkpoint-5" / "trainer_state.json").is_file()
+    assert not [p.name for p in (killed / "checkpoint-5").iterdir() if p.suffix in (".pkl", ".bin", ".pt", ".pth")]
+
+    assert main(command(killed)) == 0
+    history = json.loads((killed / "report.json").read_text())["history"]
+    assert [r["step"] for r in history if "loss" in r] == [r["step"] for r in json.loads(
+        (tmp_path / "full" / "report.json").read_text())["history"] if "loss" in r]  # fmt: skip
+    full = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    resumed = load_file(killed / "final" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for name, tensor in full.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    bert = BertForMaskedLM.from_pretrained(bert_dir).state_dict()
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(full[f"encoder.realm.{name}"], bert[f"bert.{name}"]), "training changed nothing"
 
 
 def test_pretrain_refuses_options_that_do_not_apply(tmp_path, documents, capsys):
     path, tokenizer_dir, _ = documents
-    common = ["--output_dir", str(tmp_path / "x"), "--no_show_progress"]
     assert main(["pretrain", "--corpus", str(path), "--tokenizer_name", str(tokenizer_dir), "--num_people", "5",
-                 *common]) == 2  # fmt: skip
+                 "--output_dir", str(tmp_path / "x"), "--disable_tqdm", "True"]) == 2  # fmt: skip
     assert "--num_people" in capsys.readouterr().err
-    assert main(["pretrain", "--init_from", str(tmp_path), *common]) == 2
+    assert main(["pretrain", "--init_from", str(tmp_path), "--output_dir", str(tmp_path / "x"),
+                 "--no_show_progress"]) == 2  # fmt: skip
     assert "only apply with --corpus" in capsys.readouterr().err
     with pytest.raises(ValueError, match="needs a tokenizer"):
-        main(["pretrain", "--corpus", str(path), *common])
+        main(["pretrain", "--corpus", str(path), "--output_dir", str(tmp_path / "x"), "--disable_tqdm", "True"])
     assert not (tmp_path / "x").exists()
+
+
+def test_pretrain_on_a_corpus_parses_every_training_argument(tmp_path, documents):
+    """`--corpus` parses RealmPreTrainingArguments, a TrainingArguments: bf16, optim, report_to ... are options."""
+    from realm_hf import RealmPreTrainingArguments
+    from realm_hf.training.corpus_pretraining import corpus_pretraining_parser
+
+    path, tokenizer_dir, _ = documents
+    _, _, train_args = corpus_pretraining_parser().parse_args_into_dataclasses(
+        ["--corpus", str(path), "--tokenizer_name", str(tokenizer_dir), "--bf16", "True", "--optim", "sgd", "--gradient_accumulation_steps", "4",
+         "--save_total_limit", "3", "--report_to", "none", "--output_dir", str(tmp_path), "--use_cpu"]
+    )  # fmt: skip
+    assert isinstance(train_args, RealmPreTrainingArguments) and isinstance(train_args, TrainingArguments)
+    assert train_args.bf16 and train_args.mixed_precision == "bf16" and train_args.optim == "sgd"
+    assert train_args.gradient_accumulation_steps == 4 and train_args.save_total_limit == 3
+    with pytest.raises(ValueError, match="supports optim"):
+        RealmPreTrainingArguments(output_dir=str(tmp_path), optim="adafactor")

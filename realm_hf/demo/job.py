@@ -172,7 +172,7 @@ class DemoArguments:
             learning_rate=self.learning_rate, retriever_learning_rate=self.retriever_learning_rate,
             warmup_steps=min(50, self.max_steps // 10), index_refresh_steps=self.index_refresh_steps,
             index_refresh_mode=self.index_refresh_mode, logging_steps=10, seed=self.seed, embed_batch_size=256,
-            show_progress=self.show_progress,
+            disable_tqdm=not self.show_progress,
         )  # fmt: skip
         return RealmPreTrainingArguments(**{**settings, **overrides})
 
@@ -431,7 +431,9 @@ def run_demo(args: DemoArguments) -> dict:
     atomic_write_text(output_dir / ARGS_FILE, json.dumps(asdict(args), indent=2))
     _save_warm_start(model, tokenizer, index, output_dir / WARM_START_DIR)
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=args.masking, max_length=48, seed=args.seed)
-    train_args = args.training_arguments(save_steps=0, eval_steps=args.eval_steps)
+    train_args = args.training_arguments(
+        save_steps=args.max_steps, eval_steps=args.eval_steps
+    )  # one checkpoint, at the end
     before = _initial_eval(model, index, tokenizer, evaluate)
     began = time.perf_counter()
     history = train_realm(model, tokenizer, index, sentences, collator, train_args, eval_fn=evaluate)

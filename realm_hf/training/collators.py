@@ -145,7 +145,9 @@ class DataCollatorForRealmPreTraining:
     pad_to_multiple_of: int | None = None
     num_examples: int = field(default=0, init=False)
     num_salient_fallbacks: int = field(default=0, init=False)
+    num_batches: int = field(default=0, init=False)
     _generators: _Generators = field(init=False, repr=False)
+    _state_before_last_batch: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _random_token_ids: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -179,7 +181,27 @@ class DataCollatorForRealmPreTraining:
             "generators": self._generators.state_dict(),
             "num_examples": self.num_examples,
             "num_salient_fallbacks": self.num_salient_fallbacks,
+            "num_batches": self.num_batches,
         }
+
+    def state_dict_after(self, num_batches: int) -> dict[str, Any]:
+        """The state as it was right after the collator's `num_batches`-th batch.
+
+        A DataLoader may collate one batch ahead of the training loop (Accelerate's does, to detect the last batch),
+        so at a checkpoint the collator's current state can already include the draws of a batch the loop has not
+        consumed; a run resumed from it would mask that batch differently. The loop saves the state after the
+        batches it consumed instead: the current one, or the one before the batch collated ahead.
+
+        Raises:
+            `ValueError`: if `num_batches` is neither the number of batches collated nor one less.
+        """
+        if num_batches == self.num_batches:
+            return self.state_dict()
+        if num_batches == self.num_batches - 1 and self._state_before_last_batch is not None:
+            return self._state_before_last_batch
+        raise ValueError(
+            f"The collator has collated {self.num_batches} batches; its state after {num_batches} is not kept."
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from [`~DataCollatorForRealmPreTraining.state_dict`].
@@ -191,6 +213,8 @@ class DataCollatorForRealmPreTraining:
         self._generators.load_state_dict(state["generators"])
         self.num_examples = int(state["num_examples"])
         self.num_salient_fallbacks = int(state["num_salient_fallbacks"])
+        self.num_batches = int(state.get("num_batches", 0))
+        self._state_before_last_batch = None
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Collate tagged sentences into a masked batch.
@@ -204,6 +228,8 @@ class DataCollatorForRealmPreTraining:
         """
         if len(examples) == 0:
             raise ValueError("DataCollatorForRealmPreTraining got an empty list of examples.")
+        self._state_before_last_batch = self.state_dict()
+        self.num_batches += 1
         self._generators.refresh_for_worker()
         rng = self._generators.random
         budget = self.max_length - 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from accelerate import Accelerator
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 from transformers.utils import logging
 
 from ..bert_init import init_from_bert
@@ -105,6 +105,17 @@ class CorpusModelArguments:
             raise ValueError(f"masking must be one of {MASKING_MODES}, got {self.masking!r}.")
 
 
+def corpus_pretraining_parser(prog: str | None = None) -> HfArgumentParser:
+    """The parser of `realm-hf pretrain --corpus` and `examples/pretrain_realm.py`: [`CorpusArguments`],
+    [`CorpusModelArguments`] and [`RealmPreTrainingArguments`] (every `TrainingArguments` option)."""
+    return HfArgumentParser(
+        (CorpusArguments, CorpusModelArguments, RealmPreTrainingArguments),
+        prog=prog,
+        description="REALM pre-training on your documents: the corpus, the model and its warm start, and every "
+        "TrainingArguments option (RealmPreTrainingArguments).",
+    )
+
+
 def load_corpus(args: CorpusArguments, tokenizer, max_block_length: int | None = None):
     r"""
     Loads `args.corpus` and splits it into evidence blocks.
@@ -176,6 +187,7 @@ def pretrain_on_corpus(
     if args.corpus is None:
         raise ValueError("pretrain_on_corpus needs CorpusArguments.corpus (the documents to pre-train on).")
     accelerator = accelerator or make_accelerator(train_args)
+    set_seed(train_args.seed)  # the new weights (a random model, or the heads BERT lacks) follow --seed
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.init_from)
     model = _initial_model(args, model_args, tokenizer)
     check_index_factory(args.index_factory, model.config.retriever_proj_size)

@@ -7,10 +7,11 @@ free of distributed plumbing.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import Trainer, TrainingArguments, get_scheduler
 from transformers.utils import logging as hf_logging
 
 from ..hub.model_card import RealmModelCardData
@@ -41,15 +42,58 @@ from .optimization import parameter_groups
 logger = hf_logging.get_logger(__name__)
 
 
-@dataclass
-class RealmPreTrainingArguments:
-    """Arguments of [`train_realm`] (parsed by `HfArgumentParser` in the scripts)."""
+_REFRESH_MODES = ("sync", "async", "external")
+#: `optim` values the REALM loops support: BERT's AdamW (plain or fused) and SGD.
+_SUPPORTED_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd")
 
-    output_dir: str = field(default="realm-pretraining", metadata={"help": "Checkpoints, indexes and logs go here."})
-    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Masked sentences per device and step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    learning_rate: float = field(default=3e-5, metadata={"help": "Peak learning rate (paper: 3e-5)."})
+
+@dataclass
+class RealmPreTrainingArguments(TrainingArguments):
+    r"""
+    [`~transformers.TrainingArguments`] of REALM pre-training ([`train_realm`], `realm-hf pretrain --corpus`,
+    `examples/pretrain_realm.py`; the Hugging Face `Trainer` path takes plain `TrainingArguments`).
+
+    Every `TrainingArguments` option that applies to a training loop works: `max_steps`, `per_device_train_batch_size`,
+    `gradient_accumulation_steps`, `learning_rate`, `lr_scheduler_type`, `warmup_steps`, `weight_decay`, `optim`
+    (`adamw_torch`, `adamw_torch_fused` or `sgd`), `adam_beta1/2`, `adam_epsilon`, `max_grad_norm`, `bf16` / `fp16`,
+    `seed`, `logging_steps`, `save_strategy` / `save_steps` / `save_total_limit`, `resume_from_checkpoint` (a
+    checkpoint directory, or `latest`), `report_to`, `use_cpu`, `disable_tqdm`. The loop works in optimizer steps
+    (`max_steps` is required; epochs are not used). REALM's own options are below; the defaults that differ from
+    `TrainingArguments`' follow REALM and BERT and are named in each field's help.
+    """
+
+    output_dir: str | None = field(
+        default="realm-pretraining",
+        metadata={"help": "Checkpoints, indexes, logs and final/ go here (REALM default)."},
+    )
+    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps (REALM default: 1000)."})
+    per_device_train_batch_size: int = field(
+        default=32, metadata={"help": "Masked sentences per device and micro-batch (REALM default: 32)."}
+    )
+    learning_rate: float = field(
+        default=3e-5, metadata={"help": "Peak learning rate of the encoder (REALM default: 3e-5, the paper's)."}
+    )
+    weight_decay: float = field(
+        default=0.01,
+        metadata={"help": "AdamW weight decay, not on biases and layer norms (REALM default: 0.01, BERT's)."},
+    )
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon (REALM default: 1e-6, BERT's)."})
+    optim: str = field(
+        default="adamw_torch",
+        metadata={"help": "Optimizer: 'adamw_torch', 'adamw_torch_fused' or 'sgd' (REALM default: 'adamw_torch')."},
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps (REALM default: 10)."})
+    save_steps: float = field(
+        default=500,
+        metadata={"help": "Checkpoint every N steps, and at the end (save_strategy='no': none; the final model is "
+                  "always saved in output_dir/final)."},
+    )  # fmt: skip
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept, older ones deleted (REALM default: 2)."}
+    )
+    eval_steps: float | None = field(
+        default=None, metadata={"help": "Run train_realm's eval_fn every N steps and at the end (None: never)."}
+    )
     retriever_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -57,23 +101,16 @@ class RealmPreTrainingArguments:
             "keeps a warm-started retriever from drifting while the encoder learns to read."
         },
     )
-    optim: str = field(default="adamw", metadata={"help": "'adamw' (BERT's optimizer, as in the paper) or 'sgd'."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then linear decay to 0."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping by global norm."})
-    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
-    seed: int = field(default=42, metadata={"help": "Random seed (model init, data order, masking)."})
     index_refresh_steps: int = field(default=500, metadata={"help": "Refresh the index every N steps; 0 = never."})
     index_refresh_mode: str = field(
         default="sync",
         metadata={
             "help": "'sync' (all processes re-embed), 'async' (a background thread) or 'external' (a separate "
-            "`realm-hf index-builder --watch OUTPUT_DIR` job embeds; the newest index it publishes is swapped in)."
+            "`realm-hf index-builder --watch OUTPUT_DIR` job embeds; the newest index it publishes is swapped in).",
+            "choices": list(_REFRESH_MODES),
         },
     )
     embed_batch_size: int = field(default=128, metadata={"help": "Blocks per forward pass when re-embedding."})
-    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N steps; 0 = only at the end."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
     save_submodels: bool = field(
         default=True,
         metadata={
@@ -81,24 +118,23 @@ class RealmPreTrainingArguments:
             "google/realm-cc-news-pretrained-* checkpoints, in output_dir/submodels/."
         },
     )
-    logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
-    eval_steps: int = field(default=0, metadata={"help": "Run the evaluation function every N steps; 0 = never."})
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint directory, or 'latest' for the newest complete one."}
-    )
-    report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker, e.g. 'tensorboard'."})
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU processes (gloo) even if a GPU exists."})
-    show_progress: bool = field(default=True, metadata={"help": "Progress bar on the main process."})
 
     def __post_init__(self):
-        if self.optim not in ("adamw", "sgd"):
-            raise ValueError(f"optim must be 'adamw' or 'sgd', got {self.optim!r}.")
-        if self.index_refresh_mode not in ("sync", "async", "external"):
-            raise ValueError(
-                f"index_refresh_mode must be 'sync', 'async' or 'external', got {self.index_refresh_mode!r}."
-            )
+        if self.index_refresh_mode not in _REFRESH_MODES:
+            raise ValueError(f"index_refresh_mode must be one of {_REFRESH_MODES}, got {self.index_refresh_mode!r}.")
         if self.max_steps < 1 or self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("max_steps, per_device_train_batch_size and gradient_accumulation_steps must be >= 1.")
+        if self.index_refresh_steps < 0:
+            raise ValueError(f"index_refresh_steps must be >= 0, got {self.index_refresh_steps}.")
+        super().__post_init__()
+        optim = getattr(self.optim, "value", self.optim)
+        if optim not in _SUPPORTED_OPTIMIZERS:
+            raise ValueError(f"REALM pre-training supports optim in {_SUPPORTED_OPTIMIZERS}, got {optim!r}.")
+
+    @property
+    def show_progress(self) -> bool:
+        """Whether the loop shows progress bars (`not disable_tqdm`)."""
+        return not self.disable_tqdm
 
 
 def make_accelerator(args: RealmPreTrainingArguments) -> Accelerator:
@@ -108,7 +144,7 @@ def make_accelerator(args: RealmPreTrainingArguments) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         cpu=args.use_cpu,
-        log_with=args.report_to,
+        log_with=args.report_to or None,
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -116,13 +152,40 @@ def make_accelerator(args: RealmPreTrainingArguments) -> Accelerator:
 
 
 def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch.optim.Optimizer:
+    """The optimizer `args.optim` names (through the `Trainer`'s own mapping), over BERT's parameter groups: no decay
+    on biases and norms, the retriever at `retriever_learning_rate`."""
     retriever_lr = args.learning_rate if args.retriever_learning_rate is None else args.retriever_learning_rate
     groups = parameter_groups(
         model, args.learning_rate, args.weight_decay, {prefix: retriever_lr for prefix in _RETRIEVER_PREFIXES}
     )
-    if args.optim == "sgd":
-        return torch.optim.SGD(groups, lr=args.learning_rate)
-    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=1e-6)
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls(groups, **optimizer_kwargs)
+
+
+class _ConsumedCollatorState:
+    """Checkpoints a collator as it was after the micro-batches the loop consumed (`consumed()`), not after a batch
+    the DataLoader collated ahead, when the collator can tell (`state_dict_after`)."""
+
+    def __init__(self, collator, consumed: Callable[[], int]):
+        self.collator, self.consumed = collator, consumed
+
+    def state_dict(self) -> dict:
+        if hasattr(self.collator, "state_dict_after"):
+            try:
+                return self.collator.state_dict_after(self.consumed())
+            except ValueError as err:  # collated elsewhere too (DataLoader workers, another caller)
+                logger.warning(f"{err} Checkpointing its current state: a resumed run may mask differently.")
+        return self.collator.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.collator.load_state_dict(state)
+
+
+def _every(value: float | None, max_steps: int) -> int:
+    """A `TrainingArguments` step period: N steps, or a fraction of `max_steps` when below 1 (0 / None: never)."""
+    if not value:
+        return 0
+    return max(1, math.ceil(value * max_steps)) if value < 1 else int(value)
 
 
 def train_realm(
@@ -168,20 +231,29 @@ def train_realm(
         generator=torch.Generator().manual_seed(args.seed),
     )
     optimizer = _optimizer(model, args)
-    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=args.get_warmup_steps(args.max_steps),
+        num_training_steps=args.max_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
+    )
     # The schedule counts optimizer steps whatever the number of processes, so it is not handed to `prepare` (which
     # would step it once per process); it is checkpointed with the rest of the state.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # Checkpointed with the model and optimizer, as JSON and safetensors (never pickled).
     stateful = {"scheduler": scheduler}
     if hasattr(data_collator, "state_dict") and hasattr(data_collator, "load_state_dict"):
-        stateful["collator"] = data_collator
+        stateful["collator"] = _ConsumedCollatorState(data_collator, lambda: step * args.gradient_accumulation_steps)
     if accelerator.scaler is not None:
         stateful["grad_scaler"] = accelerator.scaler
     unwrapped = accelerator.unwrap_model(model)
     retriever_parameters = [p for n, p in unwrapped.named_parameters() if n.startswith(_RETRIEVER_PREFIXES)]
     if args.report_to:
-        accelerator.init_trackers("realm_pretraining", config={k: v for k, v in asdict(args).items() if v is not None})
+        accelerator.init_trackers("realm_pretraining", config=args.to_sanitized_dict())
+    logging_every, save_every = _every(args.logging_steps, args.max_steps), _every(args.save_steps, args.max_steps)
+    eval_every = _every(args.eval_steps, args.max_steps) if eval_fn is not None else 0
+    saves_checkpoints = args.save_strategy != "no"
 
     refresher = IndexRefresher(
         retriever,
@@ -247,8 +319,13 @@ def train_realm(
             refreshed = refresher.step_end(unwrapped.embedder, step)
             refresh_seconds = refreshed.seconds if refreshed is not None else None
 
-            should_eval = bool(eval_fn and args.eval_steps and (step % args.eval_steps == 0 or step == args.max_steps))
-            if step % args.logging_steps == 0 or step == args.max_steps or refresh_seconds is not None or should_eval:
+            should_eval = bool(eval_every and (step % eval_every == 0 or step == args.max_steps))
+            if (
+                (logging_every and step % logging_every == 0)
+                or step == args.max_steps
+                or refresh_seconds is not None
+                or should_eval
+            ):
                 record = _summarise(window, accelerator)
                 record.update(step=step, index_staleness=step - refresher.index_step, lr=scheduler.get_last_lr()[0],
                               steps_per_second=step / max(time.perf_counter() - began, 1e-9))  # fmt: skip
@@ -260,7 +337,7 @@ def train_realm(
                 history.append(record)
                 accelerator.log(record, step=step)
                 progress.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")
-            if (args.save_steps and step % args.save_steps == 0) or step == args.max_steps:
+            if saves_checkpoints and ((save_every and step % save_every == 0) or step == args.max_steps):
                 # The index a checkpoint was trained with is saved with it (not at every refresh: the refresh period
                 # can be one step), so that a resumed run reloads it.
                 refresher.save()

@@ -74,7 +74,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
     def current_step() -> int:
         return schedulers[0].last_epoch if schedulers else 0
 
-    original_schedule = realm_hf.training.pretraining.get_linear_schedule_with_warmup
+    original_schedule = realm_hf.training.pretraining.get_scheduler
     original_optimizer = realm_hf.training.pretraining._optimizer
 
     def schedule(*args, **kwargs):
@@ -124,7 +124,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
         if ("checkpoint-end", current_step()) in points:
             die()
 
-    realm_hf.training.pretraining.get_linear_schedule_with_warmup = schedule
+    realm_hf.training.pretraining.get_scheduler = schedule
     realm_hf.training.pretraining._optimizer = optimizer
     realm_hf.retrieval.refresh.refresh_index = refresh
     realm_hf.retrieval.index.RealmIndex._write_files = write_files
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--refresh-steps", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--hang-at-step", type=int, default=0)
-    parser.add_argument("--optim", default="adamw")
+    parser.add_argument("--optim", default="adamw_torch")
     parser.add_argument("--crash-rank-at-step", default=None, help="RANK:STEP: that process dies at that step.")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--async-refresh", action="store_true", help="index_refresh_mode='async'")
@@ -180,7 +180,7 @@ def main() -> None:
         output_dir=str(output_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, optim=args.optim, save_steps=args.save_steps, index_refresh_steps=args.refresh_steps, logging_steps=1,
         index_refresh_mode="async" if args.async_refresh else ("external" if args.external_refresh else "sync"),
-        eval_steps=1 if (args.hang_at_step or args.crash_rank_at_step or args.step_sleep) else 0, use_cpu=True, show_progress=False,
+        eval_steps=1 if (args.hang_at_step or args.crash_rank_at_step or args.step_sleep) else 0, use_cpu=True, disable_tqdm=True,
         resume_from_checkpoint="latest" if args.resume else None,
     )  # fmt: skip
     accelerator = make_accelerator(train_args)

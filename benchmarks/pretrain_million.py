@@ -140,7 +140,8 @@ def main(argv=None) -> dict:
         tokenizer, query_max_length=48, block_max_length=128, seed=args.seed
     )
     ict_args = InverseClozeTaskArguments(max_steps=demo.ict_steps, per_device_train_batch_size=demo.batch_size,
-                                         learning_rate=demo.ict_learning_rate, seed=args.seed, show_progress=False)  # fmt: skip
+                                         learning_rate=demo.ict_learning_rate, seed=args.seed, disable_tqdm=True,
+                                         output_dir=str(work))  # fmt: skip
     train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
     timings["ict_seconds"] = time.perf_counter() - began
 

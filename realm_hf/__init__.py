@@ -41,7 +41,8 @@ from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, 
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
 from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
-from .training.pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
+from .training.optimization import make_accelerator
+from .training.pretraining import RealmPreTrainingArguments, train_realm
 from .version import __version__
 
 

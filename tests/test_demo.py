@@ -38,6 +38,14 @@ def test_cli_pretrain_arguments(tmp_path, capsys):
                  "--hidden_size", "32", "--num_eval_facts", "8", "--no_show_progress"])  # fmt: skip
     assert code == 0
     assert '"steps": 2' in capsys.readouterr().out
+    # The options reached the run: its saved settings, the model it trained, and when it evaluated.
+    run = tmp_path / "cli"
+    saved = json.loads((run / "demo_args.json").read_text())
+    assert (saved["max_steps"], saved["batch_size"], saved["num_people"], saved["show_progress"]) == (2, 4, 4, False)
+    assert json.loads((run / "final" / "config.json").read_text())["hidden_size"] == 32
+    report = json.loads((run / "report.json").read_text())
+    assert [r["step"] for r in report["history"] if "retrieval_accuracy" in r] == [2]
+    assert report["ict_history"] == []  # --ict_steps 0
 
 
 @pytest.mark.slow

@@ -179,7 +179,7 @@ def test_inverse_cloze_task_learns(tmp_path):
     history = train_inverse_cloze_task(
         model, examples, collator,
         InverseClozeTaskArguments(max_steps=80, per_device_train_batch_size=8, learning_rate=1e-3, logging_steps=10,
-                                  show_progress=False),
+                                  disable_tqdm=True, output_dir=str(tmp_path)),
     )  # fmt: skip
     assert history[0]["loss"] > history[-1]["loss"]
     # In-batch retrieval among 8 blocks: chance is 1/8.

@@ -68,6 +68,7 @@ from ..tokenization_realm import RealmTokenizerFast
 from ..training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
 from ..training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from ..training.masking import tag_salient_spans
+from ..training.optimization import parameter_groups
 from ..training.pretraining import RealmPreTrainingArguments, train_realm
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 
@@ -321,7 +322,9 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
     config = model.config
     collator = DataCollatorForRealmPreTraining(tokenizer, masking="salient_span", max_length=48, seed=args.seed)
     parameters = [p for p in model.encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=args.reading_learning_rate, weight_decay=0.01, eps=1e-6)
+    # BERT's parameter groups, as every loop of the library (no weight decay on biases and layer norms).
+    groups = parameter_groups(model.encoder, args.reading_learning_rate, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(groups, lr=args.reading_learning_rate, eps=1e-6)
     warmup = min(20, args.reading_steps)
     # Not transformers' linear schedule: this one (warm-up times the linear decay) is the one the README's runs used.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -423,7 +426,7 @@ def run_demo(args: DemoArguments) -> dict:
         )
         ict_args = InverseClozeTaskArguments(
             max_steps=args.ict_steps, per_device_train_batch_size=args.batch_size, learning_rate=args.ict_learning_rate,
-            seed=args.seed, show_progress=args.show_progress,
+            seed=args.seed, disable_tqdm=not args.show_progress, output_dir=args.output_dir,
         )  # fmt: skip
         ict_history = train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
     ict_seconds = time.perf_counter() - ict_began

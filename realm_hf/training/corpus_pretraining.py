@@ -217,7 +217,8 @@ def pretrain_on_corpus(
         ict_args = InverseClozeTaskArguments(
             max_steps=model_args.ict_steps, per_device_train_batch_size=train_args.per_device_train_batch_size,
             learning_rate=model_args.ict_learning_rate, seed=train_args.seed, use_cpu=train_args.use_cpu,
-            show_progress=train_args.show_progress,
+            disable_tqdm=train_args.disable_tqdm, output_dir=train_args.output_dir,
+            accelerator_config={"use_configured_state": True},  # keep the run's Accelerator, do not reset it
         )  # fmt: skip
         train_inverse_cloze_task(model, examples, collator, ict_args, accelerator=accelerator)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import TrainingArguments
 from transformers.utils import logging
+
+from .optimization import make_accelerator, make_optimizer, make_scheduler
 
 
 logger = logging.get_logger(__name__)
@@ -60,21 +62,29 @@ class _InverseCloze(torch.nn.Module):
 
 
 @dataclass
-class InverseClozeTaskArguments:
-    """Arguments of [`train_inverse_cloze_task`] (ORQA used lr 1e-4, batch 4096, 100k steps on TPU)."""
+class InverseClozeTaskArguments(TrainingArguments):
+    """[`~transformers.TrainingArguments`] of [`train_inverse_cloze_task`] (ORQA used lr 1e-4, batch 4096, 100k steps
+    on TPU). The loop honours `max_steps`, `per_device_train_batch_size`, `learning_rate`, `lr_scheduler_type`,
+    `warmup_steps`, `weight_decay`, `adam_*`, `max_grad_norm`, `seed`, `logging_steps`, `use_cpu`, `bf16` / `fp16`
+    and `disable_tqdm`; the defaults that differ from `TrainingArguments`' are named in each field's help."""
 
-    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps."})
+    output_dir: str | None = field(default="ict", metadata={"help": "Where logs would go (ICT default: 'ict')."})
+    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps (ICT default: 1000)."})
     per_device_train_batch_size: int = field(
         default=64,
-        metadata={"help": "Sentences per device and step; the other blocks of the batch are the negatives."},
-    )
+        metadata={"help": "Sentences per device and step; the other blocks of the batch are the negatives (ICT "
+                  "default: 64)."},
+    )  # fmt: skip
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of both towers (ORQA: 1e-4)."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps, then linear decay to 0."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping by global norm."})
-    seed: int = field(default=42, metadata={"help": "Random seed (data order)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log the loss and in-batch accuracy every N steps."})
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU processes (gloo) even if a GPU exists."})
-    show_progress: bool = field(default=True, metadata={"help": "Progress bar on the main process."})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW weight decay, not on biases and layer norms (ICT default: 0.01)."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log the loss and in-batch accuracy every N steps."})
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.per_device_train_batch_size < 1:
+            raise ValueError("max_steps and per_device_train_batch_size must be >= 1.")
+        super().__post_init__()
 
 
 def train_inverse_cloze_task(
@@ -84,9 +94,7 @@ def train_inverse_cloze_task(
 
     Each process uses its own batch as negatives. Returns the logged history (`loss`, `ict_accuracy`).
     """
-    accelerator = accelerator or Accelerator(
-        cpu=args.use_cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
-    )
+    accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
     towers = _InverseCloze(model.query_embedder, model.embedder)
     loader = DataLoader(
@@ -97,13 +105,13 @@ def train_inverse_cloze_task(
         collate_fn=data_collator,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    optimizer = torch.optim.AdamW(towers.parameters(), lr=args.learning_rate, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
+    optimizer = make_optimizer(towers, args)
+    scheduler = make_scheduler(optimizer, args)
     # The schedule counts optimizer steps, whatever the number of processes: it is not handed to `prepare`.
     towers, optimizer, loader = accelerator.prepare(towers, optimizer, loader)
     history, window, step = [], [], 0
     progress = tqdm(
-        total=args.max_steps, desc="ICT warm start", disable=not (args.show_progress and accelerator.is_main_process)
+        total=args.max_steps, desc="ICT warm start", disable=args.disable_tqdm or not accelerator.is_main_process
     )
     towers.train()
     while step < args.max_steps:
@@ -118,7 +126,7 @@ def train_inverse_cloze_task(
             step += 1
             progress.update(1)
             window.append((loss.item(), accuracy))
-            if step % args.logging_steps == 0 or step == args.max_steps:
+            if step % max(int(args.logging_steps), 1) == 0 or step == args.max_steps:
                 losses, accuracies = zip(*window)
                 history.append(
                     {

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainingArguments, get_scheduler
+from transformers import TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from ..hub.model_card import RealmModelCardData
@@ -36,7 +36,7 @@ from .checkpointing import (
     rotate_checkpoints,
     save_checkpoint,
 )
-from .optimization import parameter_groups
+from .optimization import make_accelerator, make_optimizer, make_scheduler
 
 
 logger = hf_logging.get_logger(__name__)
@@ -137,29 +137,10 @@ class RealmPreTrainingArguments(TrainingArguments):
         return not self.disable_tqdm
 
 
-def make_accelerator(args: RealmPreTrainingArguments) -> Accelerator:
-    """The Accelerator the loop uses: seedable data order, unused-parameter tolerant DDP (the embedder's and
-    reader's MLM heads and the encoder's pooler take no part in pre-training)."""
-    return Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        cpu=args.use_cpu,
-        log_with=args.report_to or None,
-        project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-
-
 def _optimizer(model: torch.nn.Module, args: RealmPreTrainingArguments) -> torch.optim.Optimizer:
-    """The optimizer `args.optim` names (through the `Trainer`'s own mapping), over BERT's parameter groups: no decay
-    on biases and norms, the retriever at `retriever_learning_rate`."""
+    """[`make_optimizer`] with the retriever's towers at `retriever_learning_rate`."""
     retriever_lr = args.learning_rate if args.retriever_learning_rate is None else args.retriever_learning_rate
-    groups = parameter_groups(
-        model, args.learning_rate, args.weight_decay, {prefix: retriever_lr for prefix in _RETRIEVER_PREFIXES}
-    )
-    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-    return optimizer_cls(groups, **optimizer_kwargs)
+    return make_optimizer(model, args, {prefix: retriever_lr for prefix in _RETRIEVER_PREFIXES})
 
 
 class _ConsumedCollatorState:
@@ -231,13 +212,7 @@ def train_realm(
         generator=torch.Generator().manual_seed(args.seed),
     )
     optimizer = _optimizer(model, args)
-    scheduler = get_scheduler(
-        args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=args.get_warmup_steps(args.max_steps),
-        num_training_steps=args.max_steps,
-        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
-    )
+    scheduler = make_scheduler(optimizer, args)
     # The schedule counts optimizer steps whatever the number of processes, so it is not handed to `prepare` (which
     # would step it once per process); it is checkpointed with the rest of the state.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

@@ -74,7 +74,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
     def current_step() -> int:
         return schedulers[0].last_epoch if schedulers else 0
 
-    original_schedule = realm_hf.training.pretraining.get_scheduler
+    original_schedule = realm_hf.training.pretraining.make_scheduler
     original_optimizer = realm_hf.training.pretraining._optimizer
 
     def schedule(*args, **kwargs):
@@ -124,7 +124,7 @@ def install_kill_hooks(points: set[tuple[str, int]], accelerator) -> None:
         if ("checkpoint-end", current_step()) in points:
             die()
 
-    realm_hf.training.pretraining.get_scheduler = schedule
+    realm_hf.training.pretraining.make_scheduler = schedule
     realm_hf.training.pretraining._optimizer = optimizer
     realm_hf.retrieval.refresh.refresh_index = refresh
     realm_hf.retrieval.index.RealmIndex._write_files = write_files

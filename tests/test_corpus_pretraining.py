@@ -3,10 +3,7 @@ checkpoint or a BERT checkpoint; the embedded world stays the default."""
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,7 +15,7 @@ from realm_hf.cli import main
 from realm_hf.demo.job import build_tokenizer
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 
-from .utils import REPO_ROOT
+from .utils import REPO_ROOT, kill_when_hanging
 
 
 SMALL = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--hidden_size", "32", "--num_hidden_layers", "1",
@@ -119,17 +116,9 @@ def test_pretrain_on_a_corpus_killed_and_resumed_matches_an_uninterrupted_run(tm
     assert main(command(tmp_path / "full")) == 0
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "REALM_TEST_HANG_AFTER_CHECKPOINT": "5"}
-    process = subprocess.Popen(
-        [sys.executable, str(HANG_SCRIPT), *command(killed)], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not (killed / "hanging").exists():
-        assert process.poll() is None, "the run ended before its step-5 checkpoint"
-        assert time.monotonic() < deadline, "the run did not reach its step-5 checkpoint in time"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_hanging(
+        [sys.executable, str(HANG_SCRIPT), *command(killed)], killed / "hanging", env, "its checkpoint 5"
+    )
     assert not (killed / "final").exists() and (killed / "checkpoint-5" / "trainer_state.json").is_file()
     assert not [p.name for p in (killed / "checkpoint-5").iterdir() if p.suffix in (".pkl", ".bin", ".pt", ".pth")]
 

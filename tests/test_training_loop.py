@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.training.checkpointing import latest_checkpoint
 
-from .utils import REPO_ROOT, SCRIPT, assert_same_parameters, run_script
+from .utils import REPO_ROOT, SCRIPT, assert_same_parameters, kill_when_hanging, run_script
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
@@ -39,14 +38,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     command = [sys.executable, str(SCRIPT), str(killed), "--hang-at-step", "5"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (killed / "hanging").exists():
-        assert process.poll() is None, "the run ended before reaching the step where it should be killed"
-        assert time.monotonic() < deadline, "the run did not reach step 5 in time"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_hanging(command, killed / "hanging", env, "step 5")
     assert latest_checkpoint(killed).name == "checkpoint-3"
     assert not (killed / "final.safetensors").exists()
     run_script(killed, "--resume")

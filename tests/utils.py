@@ -2,8 +2,10 @@
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -74,6 +76,19 @@ def run_script(
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=output_dir.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def kill_when_hanging(command: list[str], marker: Path, env: dict, what: str, timeout: float = 300) -> None:
+    """Starts `command`, waits for it to write `marker` (it then sleeps where a test wants it killed) and SIGKILLs it.
+    Fails if the process ends first or does not get there within `timeout` seconds."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"the run did not reach {what} in time"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def assert_same_parameters(a: Path, b: Path, atol: float) -> None:

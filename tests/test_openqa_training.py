@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from realm_hf import RealmForOpenQA, RealmIndex
 from realm_hf.evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from realm_hf.evaluation.qa_data import gold_doc_ids
+from realm_hf.hub.model_card import RealmModelCardCallback
 from realm_hf.inference import answer_questions
 from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 
@@ -102,6 +103,23 @@ def test_trainer_updates_query_embedder_and_reader_but_not_the_index(model, open
     assert changed("embedder.realm.")
     assert changed("reader.")
     np.testing.assert_array_equal(model.retriever.index.embeddings, index_embeddings)
+
+
+def test_trainer_with_default_arguments_sets_its_columns_and_writes_its_card(model, openqa_tokenizer, tmp_path):
+    """Plain `TrainingArguments` (remove_unused_columns left at True) train: RealmTrainer keeps the collator's
+    columns itself; its model card callback is attached, and the saved model carries the filled card."""
+    train = datasets.Dataset.from_list([{"question": q["question"], "answers": q["answers"]} for q in QUESTIONS])
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_steps=1, learning_rate=1e-4)  # fmt: skip
+    assert args.remove_unused_columns
+    trainer = RealmTrainer(
+        model=model, args=args, train_dataset=train, data_collator=DataCollatorForRealmOpenQA(openqa_tokenizer)
+    )
+    assert trainer.train().global_step == 2 and not trainer.args.remove_unused_columns
+    assert sum(isinstance(c, RealmModelCardCallback) for c in trainer.callback_handler.callbacks) == 1
+    trainer.save_model(str(tmp_path / "saved"))
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert "- `learning_rate`: 0.0001" in card and "RealmForOpenQA" in card
 
 
 def test_trainer_handles_a_batch_without_reachable_answers(model, openqa_tokenizer):

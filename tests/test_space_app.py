@@ -1,10 +1,11 @@
-"""The Space's Gradio app (`examples/space/app.py`) in a real headless browser: a user types a question, and the page
-shows the model's answer, its score and the evidence passage with the answer highlighted.
-
-Needs the `space-test` extra (gradio, playwright) and Debian's `chromium`; `-m slow` (about a minute). Set
-`REALM_SPACE_SCREENSHOT=<file.png>` to keep the page's screenshot (the README's comes from here).
+"""The Space's Gradio app (`examples/space/app.py`). The page's logic (what it shows for a question) runs in the
+default suite without gradio; in a real headless browser, a user types a question and the page shows the model's
+answer, its score and the evidence passage with the answer highlighted: that test needs the `space-test` extra
+(gradio, playwright) and Debian's `chromium`, `-m slow` (about a minute). Set `REALM_SPACE_SCREENSHOT=<file.png>` to
+keep the page's screenshot (the README's comes from here).
 """
 
+import html
 import os
 import shutil
 import socket
@@ -15,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from realm_hf import RealmForOpenQA, answer_questions
 
-pytestmark = pytest.mark.slow
+from .utils import REFERENCE, load_example, openqa_retriever
+
+
+def _space_app():
+    """`examples/space/app.py` as a module (it imports gradio only when it builds the app)."""
+    return load_example("space/app")
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -63,6 +71,7 @@ def openqa_model(tmp_path_factory) -> tuple[Path, str]:
     return root / "openqa", evaluation["question"][0]
 
 
+@pytest.mark.slow
 def test_a_user_asks_the_space_and_reads_the_answer(openqa_model, tmp_path):
     pytest.importorskip("gradio")
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -111,13 +120,27 @@ def test_a_user_asks_the_space_and_reads_the_answer(openqa_model, tmp_path):
 
 
 def test_highlight_marks_every_occurrence_and_escapes_html():
-    pytest.importorskip("gradio")
-    sys.path.insert(0, str(REPO_ROOT / "examples" / "space"))
-    try:
-        from app import highlight
-    finally:
-        sys.path.pop(0)
+    highlight = _space_app().highlight
     assert highlight("Born in Paris; paris <b>", "paris") == (
         "Born in <mark>Paris</mark>; <mark>paris</mark> &lt;b&gt;"
     )
     assert highlight("a < b", "") == "a &lt; b"
+
+
+def test_the_page_shows_the_models_answer_score_and_evidence(openqa_tokenizer, blocks):
+    """The page's view of a question is the model's own answer (`answer_questions`), its score, and its evidence
+    block with the answer marked; a question the model cannot answer shows the error instead."""
+    view = _space_app().answer_view
+    retriever = openqa_retriever(openqa_tokenizer, blocks, "safetensors")
+    model = RealmForOpenQA.from_pretrained(REFERENCE / "openqa" / "safetensors", retriever=retriever).eval()
+    question = "what is the capital of france?"
+    (expected,) = answer_questions(model, openqa_tokenizer, [question])
+    shown_answer, shown_score, evidence = view(model, openqa_tokenizer, question)
+    assert expected.error is None and shown_answer == expected.answer
+    assert shown_score == f"{expected.score:.2f}"
+    assert evidence.startswith(f"<h4>{html.escape(expected.title)}</h4><p>") and evidence.endswith("</p>")
+    if expected.answer and expected.answer.lower() in expected.evidence.lower():
+        assert "<mark>" in evidence
+    (empty,) = answer_questions(model, openqa_tokenizer, [""])
+    assert empty.error is not None
+    assert view(model, openqa_tokenizer, "") == ("", "", f"<p>{empty.error}</p>")

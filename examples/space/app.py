@@ -19,8 +19,6 @@ import html
 import os
 import re
 
-import gradio as gr
-
 from realm_hf import answer_questions
 from realm_hf.hub.publish import load_realm
 
@@ -33,8 +31,20 @@ def highlight(evidence: str, answer: str) -> str:
     return "".join(f"<mark>{html.escape(p)}</mark>" if i % 2 else html.escape(p) for i, p in enumerate(pieces))
 
 
-def build_app(model_name_or_path: str, revision: str | None = None, examples: list[str] | None = None) -> gr.Blocks:
-    """The app: a question box, the answer, its score and the highlighted evidence passage."""
+def answer_view(model, tokenizer, question: str) -> tuple[str, str, str]:
+    """What the page shows for `question`: the answer, its score (2 decimals) and the evidence as HTML (its title,
+    the passage with the answer highlighted), or the error message in place of the evidence."""
+    (answer,) = answer_questions(model, tokenizer, [question])
+    if answer.error is not None:
+        return "", "", f"<p>{html.escape(answer.error)}</p>"
+    evidence = f"<h4>{html.escape(answer.title)}</h4><p>{highlight(answer.evidence, answer.answer)}</p>"
+    return answer.answer, f"{answer.score:.2f}", evidence
+
+
+def build_app(model_name_or_path: str, revision: str | None = None, examples: list[str] | None = None):
+    """The app (a `gradio.Blocks`): a question box, the answer, its score and the highlighted evidence passage."""
+    import gradio as gr  # only the app needs it: the page's logic above is plain Python
+
     model, tokenizer, retriever = load_realm(model_name_or_path, revision=revision)
     if retriever is None or tokenizer is None:
         raise ValueError(f"{model_name_or_path} has no index or tokenizer to answer from (save it with save_realm).")
@@ -42,11 +52,7 @@ def build_app(model_name_or_path: str, revision: str | None = None, examples: li
     model.eval()
 
     def ask(question: str) -> tuple[str, str, str]:
-        (answer,) = answer_questions(model, tokenizer, [question])
-        if answer.error is not None:
-            return "", "", f"<p>{html.escape(answer.error)}</p>"
-        evidence = f"<h4>{html.escape(answer.title)}</h4><p>{highlight(answer.evidence, answer.answer)}</p>"
-        return answer.answer, f"{answer.score:.2f}", evidence
+        return answer_view(model, tokenizer, question)
 
     with gr.Blocks(title="REALM open-domain QA") as app:
         gr.Markdown(

@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
 from ..file_utils import replace_directory
+from ..hub.model_card import RealmModelCardCallback, RealmModelCardData, save_model_card, training_logs_from_history
 
 
 logger = logging.get_logger(__name__)
@@ -122,7 +123,9 @@ class RealmTrainer(Trainer):
     A [`~transformers.Trainer`] for [`RealmForOpenQA`]: the loss is `outputs.reader_output.loss`, the sum of the
     marginal retrieval and reader losses averaged over the questions of the batch.
 
-    Use it with [`DataCollatorForRealmOpenQA`] and `TrainingArguments(remove_unused_columns=False, ...)`. The block
+    Use it with [`DataCollatorForRealmOpenQA`] (it sets `remove_unused_columns=False` itself). It attaches a
+    [`RealmModelCardCallback`] (unless one is among `callbacks`; `card_data` seeds it), and every save writes the
+    filled model card as `README.md` next to the weights (`trainer.card_callback.card_data`). The block
     embeddings are not parameters of the model (they live in the index), so they stay fixed while the query embedder
     and the reader train, as in the paper's fine-tuning. When no question of a batch has its answer in a retrieved
     block the loss is zero; if it is then not attached to the graph, a zero that is (and gives zero gradients) is
@@ -136,6 +139,27 @@ class RealmTrainer(Trainer):
     """
 
     _checkpoint_staging_dir: Path | None = None
+
+    def __init__(self, *args, card_data: RealmModelCardData | None = None, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if not any(isinstance(callback, RealmModelCardCallback) for callback in callbacks):
+            callbacks.append(RealmModelCardCallback(card_data))
+        super().__init__(*args, callbacks=callbacks, **kwargs)
+        #: The model card the trainer fills (hyper-parameters, evaluation results, logs) and writes with every save.
+        self.card_callback = next(c for c in self.callback_handler.callbacks if isinstance(c, RealmModelCardCallback))
+        if self.args.remove_unused_columns:
+            # `answer_ids` is a nested list the Trainer's column filter would drop: the collator picks its columns.
+            logger.info(
+                "RealmTrainer: setting remove_unused_columns=False (DataCollatorForRealmOpenQA picks its columns)."
+            )
+            self.args.remove_unused_columns = False
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Saves as the `Trainer` does, and the model card of [`RealmModelCardCallback`] as `README.md`."""
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            self.card_callback.card_data.training_logs = training_logs_from_history(self.state.log_history)
+            save_model_card(self.card_callback.card_data, output_dir or self.args.output_dir)
 
     def compute_loss(
         self,

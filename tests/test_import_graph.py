@@ -91,8 +91,8 @@ def test_only_the_sharded_module_knows_the_sharded_index():
     the `RefreshableIndex` contract (`is_collective`, `refresh_from`, `save_pretrained`, `from_pretrained`)."""
     offenders = []
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "sharded.py" or path == PACKAGE / "__init__.py":
-            continue
+        if path.name in ("sharded.py", "loading.py") or path == PACKAGE / "__init__.py":
+            continue  # its own module, the loader that constructs one, and the package's re-export
         if "ShardedRealmIndex" in path.read_text(encoding="utf-8").replace("[`ShardedRealmIndex`]", ""):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Name) and node.id == "ShardedRealmIndex":

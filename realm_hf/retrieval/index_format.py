@@ -34,6 +34,8 @@ CORPUS_DIR_NAME = "corpus"
 EMBEDDINGS_NAME = "embeddings.npy"
 FAISS_INDEX_NAME = "index.faiss"
 INDEX_FORMAT_VERSION = 1
+#: The folder of a saved model (`save_realm`, `RealmRetriever.save_pretrained`) that holds its index.
+INDEX_SUBFOLDER = "index"
 #: The manifest of an index saved by several processes, one plain index directory per shard.
 SHARDED_INDEX_MANIFEST = "sharded_index.json"
 SHARDED_INDEX_FORMAT = "realm_hf.sharded_index"

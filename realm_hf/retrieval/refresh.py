@@ -36,6 +36,7 @@ from transformers.utils import logging
 from ..file_utils import atomic_directory
 from ..run_layout import EXPORTS_DIR, numbered_dirs, step_dir
 from .index_format import is_saved_index
+from .loading import load_index
 from .protocols import RefreshableIndex
 
 
@@ -297,7 +298,7 @@ class IndexRefresher:
     def _load(self, step: int):
         """The index saved as `save_dir/step-<step>`, loaded as the one in service is (sharded over the processes if
         it is)."""
-        return type(self.retriever.index).from_pretrained(self.index_dir(step))
+        return load_index(self.index_dir(step), sharded=self.retriever.index.is_collective)
 
     def wait(self) -> None:
         """Waits for a running background refresh to end (its result is dropped)."""

@@ -21,14 +21,15 @@ from transformers.utils import logging
 
 from .corpus import tokenize_blocks
 from .formats import longest_first_lengths_array, pad_pairs, pair, truncate_document
-from .index import INDEX_CONFIG_NAME, RealmIndex
+from .index import RealmIndex
+from .index_format import INDEX_SUBFOLDER, is_saved_index
 from .legacy import decode_legacy_record, load_legacy_block_emb
+from .loading import load_index
 from .storage import resolve_directory
 
 
 logger = logging.get_logger(__name__)
 
-INDEX_SUBFOLDER = "index"
 _RECORDS_ONLY = (
     "This retriever was built from block records alone (the transformers-4 constructor): use RealmRetriever(index, "
     "tokenizer) over a RealmIndex with the block embeddings (RealmIndex.build, or RealmIndex.from_legacy with the "
@@ -650,8 +651,8 @@ def load_index_in(
     """
 
     directory = Path(directory)
-    if (directory / INDEX_SUBFOLDER / INDEX_CONFIG_NAME).is_file():
-        return RealmIndex.from_pretrained(directory / INDEX_SUBFOLDER, mmap=mmap)
+    if is_saved_index(directory / INDEX_SUBFOLDER):
+        return load_index(directory / INDEX_SUBFOLDER, mmap=mmap)
     block_records = directory / LEGACY_BLOCK_RECORDS_NAME
     if not block_records.is_file():
         return None

@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from ..modeling_realm import RealmEmbedder
-from ..retrieval.index import RealmIndex
+from ..retrieval.loading import load_index
 from ..retrieval.refresh import export_steps, published_index_steps
 from ..run_layout import EXPORTS_DIR, FINAL_DIR, INDEX_DIR, step_dir
 
@@ -57,7 +57,7 @@ def build_index_from_export(
     published = published_index_steps(index_dir)
     if not published:
         raise FileNotFoundError(f"{index_dir} has no published index to take the corpus from (the trainer's step-0).")
-    base = RealmIndex.from_pretrained(step_dir(index_dir, published[-1]))
+    base = load_index(step_dir(index_dir, published[-1]))
     index = base.refresh_from(
         embedder, tokenizer, batch_size=batch_size, accelerator=accelerator, show_progress=show_progress
     )

@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import save_final_model
 from ..retrieval.index import RealmIndex
+from ..retrieval.loading import load_index
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 from ..retrieval.retriever import RealmRetriever
 from ..run_layout import INDEX_DIR, numbered_dirs
@@ -341,7 +342,7 @@ def _save_final_model(
     sub-models in the published checkpoints' layout in `output_dir/submodels`."""
     if accelerator.is_main_process:
         if sharded_dir is not None:
-            retriever = RealmRetriever(RealmIndex.from_pretrained(sharded_dir), tokenizer)
+            retriever = RealmRetriever(load_index(sharded_dir), tokenizer)
         card = RealmModelCardData(
             model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
             "retrieval, index refreshed during training).",

@@ -27,6 +27,7 @@ from .modeling_realm import (
     RealmScorerOutput,
 )
 from .pipeline_realm import RealmOpenQAPipeline, register_realm_pipeline
+from .retrieval.corpus import split_sentences
 from .retrieval.embedding import embed_corpus
 from .retrieval.fingerprint import compute_embedder_fingerprint
 from .retrieval.index import RealmIndex, RealmIndexConfig, build_index
@@ -39,10 +40,11 @@ from .training.callbacks import IndexRefreshCallback
 from .training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
 from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, pretrain_on_corpus
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
-from .training.masking import RuleBasedTagger, SpacyTagger, TransformersNERTagger, split_sentences, tag_salient_spans
+from .training.masking import tag_salient_spans
 from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 from .training.optimization import make_accelerator
 from .training.pretraining import RealmPreTrainingArguments, train_realm
+from .training.taggers import RuleBasedTagger, SpacyTagger, TransformersNERTagger, make_tagger
 from .version import __version__
 
 
@@ -99,6 +101,7 @@ __all__ = [
     "init_from_bert",
     "load_legacy_block_emb",
     "load_realm",
+    "make_tagger",
     "make_accelerator",
     "prepare_ict_examples",
     "pretrain_on_corpus",

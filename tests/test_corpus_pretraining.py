@@ -164,3 +164,27 @@ def test_pretrain_on_a_corpus_parses_every_training_argument(tmp_path, documents
     assert train_args.gradient_accumulation_steps == 4 and train_args.save_total_limit == 3
     with pytest.raises(ValueError, match="supports optim"):
         RealmPreTrainingArguments(output_dir=str(tmp_path), optim="adafactor")
+
+
+def test_pretrain_on_a_corpus_chooses_its_tagger(tmp_path, documents, monkeypatch):
+    """`--tagger` picks the salient-span tagger (its model is loaded before any work); a bad choice is refused."""
+    import realm_hf.training.corpus_pretraining as corpus_pretraining
+    from realm_hf.training.taggers import RuleBasedTagger
+
+    path, tokenizer_dir, _ = documents
+    common = ["pretrain", "--corpus", str(path), "--tokenizer_name", str(tokenizer_dir), "--disable_tqdm", "True"]
+    with pytest.raises(ValueError, match="needs tagger_model"):
+        main([*common, "--tagger", "ner", "--output_dir", str(tmp_path / "ner")])
+    assert not (tmp_path / "ner").exists()
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main([*common, "--tagger", "regex", "--output_dir", str(tmp_path / "regex")])
+    used = []
+
+    class Recording(RuleBasedTagger):
+        def __call__(self, texts):
+            used.append(len(texts))
+            return super().__call__(texts)
+
+    monkeypatch.setattr(corpus_pretraining, "make_tagger", lambda name, model: Recording())
+    assert main([*common, "--tagger", "spacy", "--output_dir", str(tmp_path / "run"), *SMALL[:-2]]) == 0
+    assert sum(used) > 0

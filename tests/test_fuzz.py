@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from realm_hf import DataCollatorForRealmPreTraining, RealmTokenizer, RealmTokenizerFast
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
-from realm_hf.training.masking import RuleBasedTagger, _tag_batch
+from realm_hf.training.masking import _tag_batch
+from realm_hf.training.taggers import RuleBasedTagger
 
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"

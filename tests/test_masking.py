@@ -11,16 +11,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from realm_hf.retrieval.corpus import split_sentences
 from realm_hf.tokenization_realm import RealmTokenizerFast
-from realm_hf.training.masking import (
+from realm_hf.training.masking import char_spans_to_token_spans, salient_span_features, tag_salient_spans
+from realm_hf.training.taggers import (
     RuleBasedTagger,
     SpacyTagger,
     TransformersNERTagger,
-    char_spans_to_token_spans,
+    make_tagger,
     resolve_overlaps,
-    salient_span_features,
-    split_sentences,
-    tag_salient_spans,
 )
 
 
@@ -396,3 +395,18 @@ def test_tag_salient_spans_property(tokenizer, batch):
         for start, end in row["salient_spans"]:
             assert previous_end <= start < end <= len(row["token_ids"])
             previous_end = end
+
+
+def test_make_tagger_builds_each_tagger_by_name_and_refuses_bad_requests():
+    assert isinstance(make_tagger("rule"), RuleBasedTagger)
+    with pytest.raises(ValueError, match="one of"):
+        make_tagger("regex")
+    with pytest.raises(ValueError, match="takes no model"):
+        make_tagger("rule", "en_core_web_sm")
+    with pytest.raises(ValueError, match="needs tagger_model"):
+        make_tagger("ner")
+    try:
+        import spacy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="spaCy"):
+            make_tagger("spacy")

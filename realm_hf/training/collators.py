@@ -24,8 +24,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..retrieval.corpus import split_sentences
 from ..retrieval.formats import pad_pairs, pair, truncate_document
-from .masking import split_sentences
 
 
 logger = logging.get_logger(__name__)
@@ -395,7 +395,7 @@ def prepare_ict_examples(
 ) -> datasets.Dataset:
     """Turn evidence blocks into Inverse Cloze Task examples: the title and the sentences, tokenized once.
 
-    Each block's text is split with [`~realm_hf.training.masking.split_sentences`] and every sentence is tokenized without
+    Each block's text is split with [`~realm_hf.retrieval.corpus.split_sentences`] and every sentence is tokenized without
     special tokens (special-token strings in the text are tokenized as text). Sentences without wordpieces are dropped,
     then blocks with fewer than `min_sentences` sentences (ORQA drops masked examples of single-sentence blocks).
 

@@ -33,6 +33,7 @@ from .collators import (
 from .ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .masking import tag_salient_spans
 from .pretraining import RealmPreTrainingArguments, make_accelerator, train_realm
+from .taggers import TAGGERS, make_tagger
 
 
 logger = logging.get_logger(__name__)
@@ -79,8 +80,24 @@ class CorpusArguments:
         },
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for splitting and tagging documents."})
+    tagger: str = field(
+        default="rule",
+        metadata={
+            "help": "Salient-span tagger: 'rule' (names, dates and numbers by rule; no model), 'spacy' (a spaCy "
+            "entity recognizer, --tagger_model or en_core_web_sm) or 'ner' (a transformers token-classification "
+            "model, --tagger_model, as REALM's CoNLL-2003 BERT tagger).",
+            "choices": list(TAGGERS),
+        },
+    )
+    tagger_model: str | None = field(
+        default=None, metadata={"help": "The spaCy pipeline or token-classification model of --tagger."}
+    )
 
     def __post_init__(self):
+        if self.tagger not in TAGGERS:
+            raise ValueError(f"tagger must be one of {TAGGERS}, got {self.tagger!r}.")
+        if self.tagger == "rule" and self.tagger_model is not None:
+            raise ValueError("--tagger_model goes with --tagger spacy or --tagger ner.")
         if self.corpus is not None and self.init_from is None and self.tokenizer_name is None:
             raise ValueError(
                 "--corpus needs a tokenizer: give --init_from (a REALM or BERT checkpoint, whose tokenizer is used) or "
@@ -191,9 +208,12 @@ def pretrain_on_corpus(
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.init_from)
     model = _initial_model(args, model_args, tokenizer)
     check_index_factory(args.index_factory, model.config.retriever_proj_size)
+    tagger = make_tagger(args.tagger, args.tagger_model)  # a missing tagger model fails here, before any work
     with accelerator.main_process_first():
         documents, blocks = load_corpus(args, tokenizer, max_block_length=model.config.block_seq_len)
-        sentences = tag_salient_spans(documents, tokenizer, text_column=args.text_column, num_proc=args.num_proc)
+        sentences = tag_salient_spans(
+            documents, tokenizer, tagger, text_column=args.text_column, num_proc=args.num_proc
+        )
     check_index_factory(args.index_factory, model.config.retriever_proj_size, len(blocks))  # before any training
     if model_args.masking == "salient_span":
         sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0)

@@ -21,7 +21,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from realm_hf import RealmConfig, RealmForOpenQA
 from realm_hf.hub.model_card import RealmModelCardData, update_card_from_metrics
-from realm_hf.hub.publish import load_realm, publish_realm, push_index_to_hub
+from realm_hf.hub.publish import _index_card, load_realm, publish_realm, push_index_to_hub
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
@@ -287,6 +287,8 @@ def test_push_index_to_hub_round_trip(hub_server, tiny_realm, tmp_path):
     assert HfApi().dataset_info("tester/tiny-index").private is True
     readme = hub_server.read_file("tester/tiny-index", "README.md", repo_type="dataset").decode()
     assert f"| Blocks | {len(BLOCKS)} |" in readme and 'RealmIndex.from_pretrained("tester/tiny-index")' in readme
+    assert readme == _index_card(index, "tester/tiny-index")  # the packaged template, rendered
+    assert "{{" not in readme and "{%" not in readme
 
     loaded = RealmIndex.from_pretrained("tester/tiny-index", cache_dir=tmp_path)
     assert loaded.config.num_blocks == len(BLOCKS) and loaded.corpus["text"] == index.corpus["text"]

@@ -66,6 +66,9 @@ from ..version import __version__
 from .model_card import RealmModelCardData, generate_model_card
 
 
+INDEX_CARD_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "index_card.md"
+
+
 logger = logging.get_logger(__name__)
 
 CONFIG_NAME = "config.json"
@@ -522,23 +525,18 @@ def _card_content(
 
 
 def _index_card(index: RealmIndex, repo_id: str) -> str:
-    data = DatasetCardData(tags=["realm", "retrieval", "faiss", "open-domain-qa"])
+    """The dataset card of a published index, from the packaged `templates/index_card.md`."""
     config = index.config
-    fingerprint = (
-        f"| Embedder fingerprint | `{config.embedder_fingerprint}` |\n" if config.embedder_fingerprint else ""
+    card = DatasetCard.from_template(
+        DatasetCardData(tags=["realm", "retrieval", "faiss", "open-domain-qa"]),
+        template_path=str(INDEX_CARD_TEMPLATE_PATH),
+        num_blocks=config.num_blocks,
+        dim=config.dim,
+        index_factory=config.index_factory,
+        embedder_fingerprint=config.embedder_fingerprint,
+        repo_id=repo_id,
     )
-    return (
-        f"---\n{data.to_yaml()}\n---\n\n"
-        "# REALM knowledge index\n\n"
-        "A `realm_hf` knowledge index (`realm_hf.retrieval.index.RealmIndex`): an Arrow corpus of pre-tokenized evidence blocks "
-        "(`corpus/`), their float32 embeddings (`embeddings.npy`) and, for approximate search, a FAISS index "
-        "(`index.faiss`). No pickle.\n\n"
-        "| Statistic | Value |\n|:--|:--|\n"
-        f"| Blocks | {config.num_blocks} |\n| Embedding dimension | {config.dim} |\n"
-        f"| FAISS index factory | `{config.index_factory}` |\n{fingerprint}\n"
-        "## Usage\n\n```python\nfrom realm_hf.retrieval.index import RealmIndex\n\n"
-        f'index = RealmIndex.from_pretrained("{repo_id}")\n```\n'
-    )
+    return str(card)
 
 
 def _model_class(directory: Path) -> type:

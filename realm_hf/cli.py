@@ -28,7 +28,7 @@ from .demo.job import DemoArguments, check_hub_target, run_demo
 from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .file_utils import atomic_write_text
 from .hub.convert import add_convert_arguments
-from .hub.model_card import RealmModelCardData
+from .hub.model_card import RealmModelCardData, training_logs_from_history, update_card_from_metrics
 from .hub.publish import load_realm, publish_realm
 from .inference import answer_questions
 from .retrieval.embedding import load_document_embedder
@@ -113,11 +113,7 @@ def _run_pretrain_on_corpus(argv: list[str]) -> int:
         "history": history,
     }
     if train_args.push_to_hub:
-        card = RealmModelCardData(
-            model_description=f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for "
-            f"{train_args.max_steps} steps (marginal masked-LM loss through retrieval, index refreshed every "
-            f"{train_args.index_refresh_steps} steps)."
-        )
+        card = _corpus_card(corpus_args, train_args, history)
         commit = publish_realm(model, tokenizer, model.retriever, repo_id=repo_id, card=card)
         report["hub_commit"] = commit.commit_url
     atomic_write_text(Path(train_args.output_dir) / "report.json", json.dumps(report, indent=2))
@@ -126,6 +122,42 @@ def _run_pretrain_on_corpus(argv: list[str]) -> int:
         f"Model, tokenizer and index saved to {train_args.output_dir}/final; report: {train_args.output_dir}/report.json."
     )
     return 0
+
+
+def _hub_id(name: str | None) -> str | None:
+    """`name` when it names a Hub repository (not a local path): what a card's `base_model` / `datasets` take."""
+    return None if name is None or Path(name).exists() else name
+
+
+def _corpus_card(corpus_args, train_args, history: list[dict]) -> RealmModelCardData:
+    """The card of a `pretrain --corpus` run: its base model and dataset (when they are Hub ids), its settings, its
+    logs, and its last measured masked-LM accuracy as a `model-index` result on the corpus."""
+    card = RealmModelCardData(
+        model_description=f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for "
+        f"{train_args.max_steps} steps (marginal masked-LM loss through retrieval, index refreshed every "
+        f"{train_args.index_refresh_steps} steps).",
+        base_model=_hub_id(corpus_args.init_from),
+        datasets=[name] if (name := _hub_id(corpus_args.corpus)) else [],
+        training_hyperparameters={
+            key: getattr(train_args, key)
+            for key in (
+                "max_steps",
+                "per_device_train_batch_size",
+                "gradient_accumulation_steps",
+                "learning_rate",
+                "retriever_learning_rate",
+                "index_refresh_steps",
+                "index_refresh_mode",
+                "seed",
+            )  # fmt: skip
+        },
+        training_logs=training_logs_from_history(history),
+    )
+    measured = [record for record in history if "masked_lm_accuracy" in record]
+    if measured:
+        metrics = {"masked_lm_accuracy": measured[-1]["masked_lm_accuracy"]}
+        update_card_from_metrics(card, metrics, dataset_name=corpus_args.corpus, split=corpus_args.split)
+    return card
 
 
 def _add_finetune_arguments(subparsers) -> None:

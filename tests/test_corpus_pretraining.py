@@ -188,3 +188,22 @@ def test_pretrain_on_a_corpus_chooses_its_tagger(tmp_path, documents, monkeypatc
     monkeypatch.setattr(corpus_pretraining, "make_tagger", lambda name, model: Recording())
     assert main([*common, "--tagger", "spacy", "--output_dir", str(tmp_path / "run"), *SMALL[:-2]]) == 0
     assert sum(used) > 0
+
+
+def test_pretrain_on_a_corpus_publishes_a_card_with_its_measured_numbers(tmp_path, documents, hub_server):
+    """`--push_to_hub`: the model, tokenizer and index in one commit, and a card with the run's settings and its
+    last masked-LM accuracy as a model-index result on the corpus."""
+    from huggingface_hub import ModelCard
+
+    path, tokenizer_dir, _ = documents
+    out = tmp_path / "pushed"
+    assert main(["pretrain", "--corpus", str(path), "--tokenizer_name", str(tokenizer_dir), "--output_dir", str(out),
+                 "--push_to_hub", "True", "--hub_model_id", "tester/corpus-realm", *SMALL]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    files = hub_server.list_files("tester/corpus-realm")
+    assert {"README.md", "config.json", "model.safetensors", "index/index_config.json"} <= set(files)
+    card = ModelCard(hub_server.read_file("tester/corpus-realm", "README.md").decode())
+    (result,) = card.data.eval_results
+    expected = [r for r in report["history"] if "masked_lm_accuracy" in r][-1]["masked_lm_accuracy"]
+    assert result.metric_value == pytest.approx(expected) and result.dataset_split == "train"
+    assert "`index_refresh_steps`: 1" in card.content and card.data.base_model is None

@@ -149,7 +149,7 @@ def check_pretraining_resume(output_dir: Path, baseline: BackgroundRun, expected
 
 def test_pretraining_killed_during_refresh_then_during_checkpoint_write(pretraining_baseline, tmp_path):
     """Killed while re-embedding the corpus at step 4, resumed from checkpoint-3, killed again in the middle of
-    writing checkpoint-6 (`optimizer.bin` half written), resumed from checkpoint-3 again: same end as no kill."""
+    writing checkpoint-6 (`optimizer.safetensors` half written), resumed from checkpoint-3 again: same end as no kill."""
     output_dir = tmp_path / "killed"
     kill_then_resume_pretraining(output_dir, "refresh:4")
     assert sorted(p.name for p in (output_dir / "indexes").iterdir()) == ["step-2"]  # step-4's index never swapped
@@ -216,7 +216,7 @@ def check_finetuning_kill_and_resume(output_dir: Path, baseline: BackgroundRun, 
 
 
 def test_finetuning_killed_during_checkpoint_write(finetuning_baseline, tmp_path):
-    """Killed in the middle of writing checkpoint-4 (`optimizer.pt` half written): the half-written checkpoint is not
+    """Killed in the middle of writing checkpoint-4 (`optimizer.safetensors` half written): the half-written checkpoint is not
     visible as `checkpoint-4`, the run resumes from checkpoint-2 and ends as an uninterrupted one (dropout on)."""
     check_finetuning_kill_and_resume(tmp_path / "killed", finetuning_baseline, "checkpoint:4")
 

@@ -2,6 +2,8 @@
 
 import json
 import math
+import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -15,9 +17,10 @@ from realm_hf.evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from realm_hf.evaluation.qa_data import gold_doc_ids
 from realm_hf.hub.model_card import RealmModelCardCallback
 from realm_hf.inference import answer_questions
+from realm_hf.training.checkpointing import UnsafeCheckpointError
 from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 
-from .utils import REFERENCE, openqa_retriever
+from .utils import REFERENCE, RunsCode, openqa_retriever
 
 
 QUESTIONS = json.loads((REFERENCE / "openqa" / "questions.json").read_text())
@@ -120,6 +123,37 @@ def test_trainer_with_default_arguments_sets_its_columns_and_writes_its_card(mod
     trainer.save_model(str(tmp_path / "saved"))
     card = (tmp_path / "saved" / "README.md").read_text()
     assert "- `learning_rate`: 0.0001" in card and "RealmForOpenQA" in card
+
+
+def test_trainer_checkpoints_hold_no_pickle_and_resume_refuses_one(model, openqa_tokenizer, tmp_path):
+    """RealmTrainer's checkpoints are safetensors and JSON (optimizer, schedule, random state, training arguments);
+    resuming from one that holds a pickle file is refused before anything is read, and the pickle's code never runs."""
+    train = datasets.Dataset.from_list([{"question": q["question"], "answers": q["answers"]} for q in QUESTIONS])
+
+    def trainer(max_steps):
+        args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=max_steps, per_device_train_batch_size=2,
+                                 report_to=[], use_cpu=True, save_steps=2, logging_steps=1, learning_rate=1e-4)  # fmt: skip
+        collator = DataCollatorForRealmOpenQA(openqa_tokenizer)
+        return RealmTrainer(model=model, args=args, train_dataset=train, data_collator=collator)
+
+    trainer(2).train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    files = {p.name for p in checkpoint.iterdir()}
+    assert {
+        "optimizer.json",
+        "optimizer.safetensors",
+        "scheduler.json",
+        "rng_state_0.json",
+        "training_args.json",
+    } <= files
+    assert not [name for name in files if Path(name).suffix in (".pkl", ".bin", ".pt", ".pth")], files
+    marker = tmp_path / "code-ran"
+    (checkpoint / "custom.pkl").write_bytes(pickle.dumps(RunsCode(str(marker))))
+    with pytest.raises(UnsafeCheckpointError, match="custom.pkl"):
+        trainer(3).train(resume_from_checkpoint=True)
+    assert not marker.exists()
+    (checkpoint / "custom.pkl").unlink()
+    assert trainer(3).train(resume_from_checkpoint=True).global_step == 3
 
 
 def test_trainer_handles_a_batch_without_reachable_answers(model, openqa_tokenizer):

@@ -16,15 +16,28 @@ from typing import Any
 import torch
 from transformers import Trainer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
-from ..file_utils import replace_directory
+from ..file_utils import atomic_write_text, replace_directory
 from ..hub.model_card import RealmModelCardCallback, RealmModelCardData, save_model_card, training_logs_from_history
+from .checkpointing import (
+    OPTIMIZER_NAME,
+    RNG_STATE_NAME,
+    check_no_pickle,
+    get_rng_state,
+    load_state,
+    save_state,
+    set_rng_state,
+)
 
 
 logger = logging.get_logger(__name__)
+
+#: The training arguments saved with a model, as JSON (`TrainingArguments.to_json_string`).
+TRAINING_ARGS_JSON = "training_args.json"
 
 
 @dataclass
@@ -131,7 +144,11 @@ class RealmTrainer(Trainer):
     block the loss is zero; if it is then not attached to the graph, a zero that is (and gives zero gradients) is
     returned instead so that the backward pass does not fail.
 
-    Checkpoints are written atomically: `checkpoint-<step>` is first written into a hidden staging directory
+    Checkpoints hold safetensors and JSON only: the optimizer, schedule, gradient scaler and random states in
+    realm_hf's checkpoint format ([`~realm_hf.training.checkpointing`]) instead of the `Trainer`'s `torch.save`
+    pickles, and the training arguments as `training_args.json`; resuming from a checkpoint that holds any pickle file
+    is refused before anything is read (DeepSpeed and FSDP keep their own formats). Checkpoints are written
+    atomically: `checkpoint-<step>` is first written into a hidden staging directory
     (`.tmp-checkpoint-<step>/checkpoint-<step>`) and moved to its final name only when every file of every process is
     written. A run killed while saving therefore leaves the previous checkpoint as the newest one, and
     `trainer.train(resume_from_checkpoint=True)` resumes from it (the `Trainer` alone writes in place, and would pick
@@ -155,11 +172,69 @@ class RealmTrainer(Trainer):
             self.args.remove_unused_columns = False
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Saves as the `Trainer` does, and the model card of [`RealmModelCardCallback`] as `README.md`."""
+        """Saves as the `Trainer` does, with the training arguments as JSON (not the `Trainer`'s pickled
+        `training_args.bin`), and the model card of [`RealmModelCardCallback`] as `README.md`."""
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
+            directory = Path(output_dir or self.args.output_dir)
+            (directory / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+            atomic_write_text(directory / TRAINING_ARGS_JSON, self.args.to_json_string())
             self.card_callback.card_data.training_logs = training_logs_from_history(self.state.log_history)
-            save_model_card(self.card_callback.card_data, output_dir or self.args.output_dir)
+            save_model_card(self.card_callback.card_data, directory)
+
+    # -- checkpoints as safetensors + JSON (the Trainer's own are torch pickles) ---------------------------------
+
+    @property
+    def _plain_checkpoints(self) -> bool:
+        """DeepSpeed and FSDP write their own sharded checkpoint formats; everything else uses realm_hf's."""
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self._plain_checkpoints:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            save_state(self.optimizer.state_dict(), output_dir, OPTIMIZER_NAME)
+            save_state(self.lr_scheduler.state_dict(), output_dir, "scheduler")
+
+    def _save_scaler(self, output_dir: str) -> None:
+        if not self._plain_checkpoints:
+            return super()._save_scaler(output_dir)
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and self.args.should_save:
+            save_state(scaler.state_dict(), output_dir, "grad_scaler")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        if not self._plain_checkpoints:
+            return super()._save_rng_state(output_dir)
+        save_state(get_rng_state(), output_dir, f"{RNG_STATE_NAME}_{self.args.process_index}")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        check_no_pickle(resume_from_checkpoint)  # before anything of the checkpoint is read
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self._plain_checkpoints:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        check_no_pickle(checkpoint)
+        if (Path(checkpoint) / f"{OPTIMIZER_NAME}.json").is_file():
+            self.optimizer.load_state_dict(load_state(checkpoint, OPTIMIZER_NAME))
+            self.lr_scheduler.load_state_dict(load_state(checkpoint, "scheduler"))
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self._plain_checkpoints:
+            return super()._load_scaler(checkpoint)
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and (Path(checkpoint) / "grad_scaler.json").is_file():
+            scaler.load_state_dict(load_state(checkpoint, "grad_scaler"))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self._plain_checkpoints:
+            return super()._load_rng_state(checkpoint)
+        name = f"{RNG_STATE_NAME}_{self.args.process_index}"
+        if (Path(checkpoint) / f"{name}.json").is_file():
+            set_rng_state(load_state(checkpoint, name))
+        else:
+            logger.warning(f"{checkpoint} has no random state of process {self.args.process_index}.")
 
     def compute_loss(
         self,

@@ -9,7 +9,7 @@ Fault injection (test-only, no hook in the package): `REALM_TEST_KILL_AT="STAGE:
 process SIGKILL itself at a named stage of an optimizer step:
 
 - `step:N`: right after optimizer step N, before its checkpoint;
-- `checkpoint:N`: in the middle of writing checkpoint N (`optimizer.pt` half written);
+- `checkpoint:N`: in the middle of writing checkpoint N (`optimizer.safetensors` half written);
 - `checkpoint-end:N`: after every file of checkpoint N is written, before it is published under its final name.
 """
 
@@ -68,7 +68,7 @@ def install_checkpoint_hooks(trainer: RealmTrainer, points) -> None:
     def save_optimizer_and_scheduler(output_dir):
         original_save_optimizer(output_dir)
         if ("checkpoint", trainer.state.global_step) in points:
-            optimizer_file = Path(output_dir) / "optimizer.pt"
+            optimizer_file = Path(output_dir) / "optimizer.safetensors"
             data = optimizer_file.read_bytes()
             optimizer_file.write_bytes(data[: len(data) // 2])  # as if killed while the file was being written
             die()

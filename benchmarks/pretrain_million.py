@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     train_args = demo.training_arguments(
         max_steps=args.max_steps, index_refresh_mode="external", index_refresh_steps=args.export_steps,
-        eval_steps=args.eval_steps, save_steps=args.max_steps, save_submodels=False,
+        eval_steps=args.eval_steps, save_steps=args.max_steps, save_submodels=False, final_index_refresh=False,
     )  # fmt: skip
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=demo.masking, max_length=48, seed=args.seed)
     began = time.perf_counter()

@@ -1161,7 +1161,11 @@ class RealmForOpenQA(RealmPreTrainedModel):
 
     @classmethod
     def from_pretraining(
-        cls, pretrained: "RealmForPreTraining | str", retriever: Retriever | None = None, **kwargs
+        cls,
+        pretrained: "RealmForPreTraining | str",
+        retriever: Retriever | None = None,
+        allow_stale_index: bool = False,
+        **kwargs,
     ) -> "RealmForOpenQA":
         r"""
         The open-QA model the paper fine-tunes, initialised from REALM pre-training: the query embedder from the
@@ -1173,7 +1177,10 @@ class RealmForOpenQA(RealmPreTrainedModel):
             pretrained ([`RealmForPreTraining`] or `str`):
                 A pre-trained model, or a local directory / Hub id that `RealmForPreTraining.from_pretrained` loads.
             retriever ([`~realm_hf.retrieval.protocols.Retriever`], *optional*):
-                The retriever of the open-QA model; defaults to the pre-trained model's.
+                The retriever of the open-QA model; defaults to the pre-trained model's, whose index must be the one
+                the pre-trained document tower builds (its embeddings become the open-QA model's block embeddings).
+            allow_stale_index (`bool`, *optional*, defaults to `False`):
+                Reuse the pre-trained model's index even if another document tower embedded it (with a warning).
             kwargs:
                 Passed to `RealmForPreTraining.from_pretrained` when `pretrained` is a path.
 
@@ -1182,6 +1189,10 @@ class RealmForOpenQA(RealmPreTrainedModel):
         """
         if not isinstance(pretrained, RealmForPreTraining):
             pretrained = RealmForPreTraining.from_pretrained(pretrained, **kwargs)
+        if retriever is None and pretrained.retriever is not None:
+            require = getattr(pretrained.retriever.index, "require_embedder", None)
+            if require is not None:
+                require(pretrained.embedder, "The pre-trained model's index", allow_stale_index)
         config = RealmConfig.from_dict(pretrained.config.to_dict())
         config.architectures = [cls.__name__]
         model = cls(config, retriever=retriever if retriever is not None else pretrained.retriever)

@@ -443,3 +443,46 @@ def test_open_qa_model_from_pretraining_keeps_the_retriever_and_reads_with_the_e
     pretrained.save_pretrained(tmp_path / "pretrained")
     reloaded = RealmForOpenQA.from_pretraining(str(tmp_path / "pretrained"), retriever=pretrained.retriever)
     assert torch.equal(reloaded.embedder.cls.dense.weight, bridged.embedder.cls.dense.weight)
+
+
+@pytest.mark.parametrize("final_index_refresh", [True, False])
+def test_the_final_model_holds_its_own_index_and_a_stale_one_is_refused(
+    tmp_path, synthetic_tokenizer, knowledge, corpus, final_index_refresh
+):
+    """Trained with an index never refreshed, `final/` gets the index its final document tower builds (one more
+    pass); without that pass the saved index is stale, and `load_realm` and `RealmForOpenQA.from_pretraining` refuse
+    it unless told to accept it."""
+    from realm_hf import (
+        DataCollatorForRealmPreTraining,
+        RealmForOpenQA,
+        RealmPreTrainingArguments,
+        build_index,
+        train_realm,
+    )
+    from realm_hf.hub.publish import load_realm
+    from realm_hf.training.masking import tag_salient_spans
+
+    model = model_with_retriever(synthetic_tokenizer, corpus)
+    index = build_index(corpus, model.embedder, synthetic_tokenizer, show_progress=False)  # records the fingerprint
+    model.set_retriever(RealmRetriever(index, synthetic_tokenizer))
+    args = RealmPreTrainingArguments(
+        output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
+        index_refresh_steps=0, final_index_refresh=final_index_refresh, use_cpu=True, disable_tqdm=True,
+        save_submodels=False,
+    )  # fmt: skip
+    sentences = tag_salient_spans(knowledge.documents, synthetic_tokenizer)
+    collator = DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0)
+    train_realm(model, synthetic_tokenizer, model.retriever.index, sentences, collator, args)
+    final = tmp_path / "run" / "final"
+    if final_index_refresh:
+        loaded, _, retriever = load_realm(final)
+        assert retriever.index.check_embedder(loaded.embedder)
+        RealmForOpenQA.from_pretraining(loaded)
+        return
+    with pytest.raises(ValueError, match="stale index"):
+        load_realm(final)
+    loaded, _, retriever = load_realm(final, allow_stale_index=True)
+    assert not retriever.index.check_embedder(loaded.embedder)
+    with pytest.raises(ValueError, match="stale index"):
+        RealmForOpenQA.from_pretraining(loaded)
+    RealmForOpenQA.from_pretraining(loaded, allow_stale_index=True)

@@ -339,6 +339,7 @@ def load_realm(
     allow_pickle: bool = False,
     cache_dir: str | os.PathLike | None = None,
     mmap: bool = True,
+    allow_stale_index: bool = False,
     **model_kwargs: Any,
 ) -> tuple[RealmPreTrainedModel, PreTrainedTokenizerBase | None, RealmRetriever | None]:
     r"""
@@ -368,6 +369,9 @@ def load_realm(
             Hub cache directory.
         mmap (`bool`, *optional*, defaults to `True`):
             Memory-map the index files instead of reading them into memory.
+        allow_stale_index (`bool`, *optional*, defaults to `False`):
+            For a model with a document tower ([`RealmForPreTraining`]): load an index that another document tower
+            embedded (its recorded fingerprint differs), with a warning, instead of refusing it.
         model_kwargs:
             Passed to the model's `from_pretrained` (for example `attn_implementation`, `dtype`).
 
@@ -398,6 +402,9 @@ def load_realm(
         if tokenizer is None:
             logger.warning(f"{repo_id_or_path} has an index but no tokenizer files: no retriever is created.")
         else:
+            document_tower = getattr(model, "embedder", None) if hasattr(model, "query_embedder") else None
+            if document_tower is not None:  # RealmForPreTraining: its index must be its document tower's
+                index.require_embedder(document_tower, f"The index of {repo_id_or_path}", allow_stale_index)
             retriever = RealmRetriever(index, tokenizer)
             if hasattr(model, "set_retriever"):
                 model.set_retriever(retriever)

@@ -589,6 +589,32 @@ class RealmIndex:
 
     # -- staleness ---------------------------------------------------------------------------------------------
 
+    def require_embedder(
+        self, embedder: torch.nn.Module, source: str | os.PathLike = "the index", allow_stale: bool = False
+    ) -> None:
+        """Refuses an index that another document tower built than `embedder` (a stale index: retrieval scores would
+        not be the model's), naming both fingerprints; with `allow_stale` it only warns. An index that records no
+        fingerprint (a legacy one) passes with a warning.
+
+        Raises:
+            `ValueError`: on a mismatch, unless `allow_stale`.
+        """
+        recorded = self.config.embedder_fingerprint
+        if recorded is None:
+            logger.warning("%s records no embedder fingerprint; cannot tell whether it is stale.", source)
+            return
+        current = compute_embedder_fingerprint(embedder)
+        if current == recorded:
+            return
+        message = (
+            f"{source} was embedded by another document tower ({recorded}) than the model's ({current}): a stale "
+            "index. Re-embed it with the model (`build_index`, `RealmIndex.refresh_from`), or pass "
+            "allow_stale_index=True to use it anyway."
+        )
+        if not allow_stale:
+            raise ValueError(message)
+        logger.warning(message)
+
     def check_embedder(self, model_or_fingerprint: torch.nn.Module | str, dim: int | None = None) -> bool:
         """Check that this index was built with (the current weights of) an embedder.
 

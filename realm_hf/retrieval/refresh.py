@@ -256,11 +256,7 @@ class IndexRefresher:
         elif self.external:
             record = self._poll_external(embedder, step)
         elif self.schedule.should_refresh(step):
-            began = time.perf_counter()
-            index = refresh_index(
-                embedder, self.retriever.index, self.tokenizer, self.accelerator, batch_size=self.batch_size
-            )
-            record = RefreshRecord(step=step, seconds=time.perf_counter() - began, index=index)
+            record = self._refresh(embedder, step)
         else:
             record = None
         if record is not None:
@@ -270,6 +266,24 @@ class IndexRefresher:
                 self.save()
             logger.info(f"Index refreshed at step {step} (weights of step {record.step}, {record.seconds:.1f}s).")
         return record
+
+    def refresh_now(self, embedder: torch.nn.Module, step: int) -> RefreshRecord:
+        """Re-embeds the corpus with `embedder` (the weights of step `step`) now, synchronously whatever the mode
+        (after any background refresh has ended), and swaps the new index in: the final refresh of a run whose last
+        scheduled one was earlier, so that the saved model and its index match. Collective where the index is."""
+        self.wait()
+        record = self._refresh(embedder, step)
+        self.retriever.index = record.index
+        self.index_step = step
+        logger.info(f"Index re-embedded with the weights of step {step} ({record.seconds:.1f}s).")
+        return record
+
+    def _refresh(self, embedder: torch.nn.Module, step: int) -> RefreshRecord:
+        began = time.perf_counter()
+        index = refresh_index(
+            embedder, self.retriever.index, self.tokenizer, self.accelerator, batch_size=self.batch_size
+        )
+        return RefreshRecord(step=step, seconds=time.perf_counter() - began, index=index)
 
     def index_dir(self, step: int) -> Path:
         """Where the index embedded with the weights of `step` is saved: `save_dir/step-<step>`."""

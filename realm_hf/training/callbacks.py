@@ -24,9 +24,9 @@ class IndexRefreshCallback(TrainerCallback):
             `save_dir` (`realm-hf index-builder --watch`, with `save_dir` as its run's `indexes/`): export the
             document tower on scheduled steps and swap in the newest index it publishes.
         save_final (`bool`, *optional*, defaults to `True`): At the end of training, save the trained model the
-            Hugging Face way in `<TrainingArguments.output_dir>/final` (weights, config, tokenizer, the index in
-            service, a model card) and its sub-models in `submodels/`, as `train_realm` does
-            ([`~realm_hf.hub.publish.save_final_model`]).
+            Hugging Face way in `<TrainingArguments.output_dir>/final` (weights, config, tokenizer, the index
+            re-embedded by the final document tower when the one in service is older, a model card) and its
+            sub-models in `submodels/`, as `train_realm` does ([`~realm_hf.hub.publish.save_final_model`]).
     """
 
     def __init__(
@@ -68,6 +68,9 @@ class IndexRefreshCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.refresher.wait()
+        if self.save_final and model is not None and self.refresher.index_step != state.global_step:
+            # The saved model's index is the one its final document tower builds.
+            self.refresher.refresh_now(_unwrap(model).embedder, state.global_step)
         if self.save_final and state.is_world_process_zero and model is not None:
             card = RealmModelCardData(
                 model_description="REALM pre-trained with the Hugging Face `Trainer` and realm_hf's "

@@ -112,6 +112,14 @@ class RealmPreTrainingArguments(TrainingArguments):
         },
     )
     embed_batch_size: int = field(default=128, metadata={"help": "Blocks per forward pass when re-embedding."})
+    final_index_refresh: bool = field(
+        default=True,
+        metadata={
+            "help": "At the end, re-embed the corpus with the final document tower when the index in service is "
+            "older (one more pass over the corpus), so that output_dir/final holds the index its model's document "
+            "tower builds (load_realm refuses a model whose index another tower built)."
+        },
+    )
     save_submodels: bool = field(
         default=True,
         metadata={
@@ -326,6 +334,8 @@ def train_realm(
                 break
     progress.close()
     refresher.wait()
+    if args.final_index_refresh and refresher.index_step != step:
+        refresher.refresh_now(unwrapped.embedder, step)
     # A sharded index is saved by every process, and read back as one index for the final model.
     sharded_dir = refresher.save() if retriever.index.is_collective else None
     _save_final_model(accelerator, unwrapped, tokenizer, retriever, args, history, sharded_dir)

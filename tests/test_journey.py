@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from realm_hf import RealmForOpenQA
+from realm_hf import RealmForOpenQA, gold_passage_recall
 from realm_hf.cli import main
 from realm_hf.demo.job import DemoArguments, run_demo
 from realm_hf.demo.openqa import FinetuneArguments, initial_model, load_world_questions
@@ -136,6 +136,14 @@ def test_table1_script_compares_the_three_starts(pretrained_run, tmp_path):
     assert [row["init"] for row in result["starts"]] == ["realm", "warm_start", "random"]
     assert result["num_eval_questions"] == 6 and result["settings"]["max_steps"] == 1 and result["seeds"] == [0]
     assert "| REALM pre-trained |" in printed and str(pretrained_run) not in output.read_text()
+    # The numbers are each start's own: its zero-shot gold-document recall, computed here independently.
+    _, evaluation, _ = load_world_questions(pretrained_run)
+    for row in result["starts"][:2]:  # the random start re-draws its weights per seed; the other two are fixed
+        model, tokenizer = initial_model(pretrained_run, row["init"])
+        recall = gold_passage_recall(model.embedder, model.retriever.index, tokenizer, evaluation["question"],
+                                     evaluation["gold_doc_ids"], ks=(1, 5))  # fmt: skip
+        assert row["before"]["gold_recall_at_1"] == pytest.approx(recall["gold_recall_at_1"]), row["init"]
+        assert row["before"]["gold_recall_at_5"] == pytest.approx(recall["gold_recall_at_5"]), row["init"]
 
 
 def test_supervision_script_compares_answer_and_gold_document_supervision(pretrained_run, tmp_path):
@@ -161,9 +169,15 @@ def test_start_diagnostics_script_measures_both_starts(pretrained_run, tmp_path)
             "--output", str(output))  # fmt: skip
     rows = json.loads(output.read_text())["starts"]
     assert [row["init"] for row in rows] == ["warm_start", "realm"]
+    _, evaluation, _ = load_world_questions(pretrained_run)
     for row in rows:
         assert set(row["question"]) == set(row["name_only"]) == {"gold_recall_at_1", "gold_recall_at_16"}
         assert 0.0 <= row["top16_entropy"] <= np.log(16) + 1e-6
+        # Each row is its own start's: the questions' recall, computed here independently, and not the name-only one.
+        model, tokenizer = initial_model(pretrained_run, row["init"])
+        recall = gold_passage_recall(model.embedder, model.retriever.index, tokenizer, evaluation["question"],
+                                     evaluation["gold_doc_ids"], ks=(1, 16))  # fmt: skip
+        assert row["question"] == pytest.approx(recall), row["init"]
 
 
 def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_server):

@@ -9,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from realm_hf.demo.job import build_tokenizer
 from realm_hf.retrieval.formats import document_tower_inputs
 from realm_hf.tokenization_realm import RealmTokenizerFast
 from realm_hf.training.collators import (
@@ -35,8 +36,7 @@ suppress_fixture_check = settings(
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> RealmTokenizerFast:
     path = tmp_path_factory.mktemp("collator_tokenizer")
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tok = RealmTokenizerFast.from_pretrained(str(path))
+    tok = build_tokenizer(VOCAB, path)
     assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id) == (CLS, SEP, PAD, MASK)
     return tok
 

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from realm_hf import DataCollatorForRealmPreTraining, RealmTokenizer, RealmTokenizerFast
+from realm_hf.demo.job import build_tokenizer
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
 from realm_hf.training.masking import _tag_batch
@@ -162,8 +163,7 @@ CONTENT_IDS = st.integers(5, 7)  # "1", "2", "3": small alphabet, many answer oc
 @pytest.fixture(scope="module")
 def digit_tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("digits")
-    (path / "vocab.txt").write_text("\n".join(DIGIT_VOCAB) + "\n")
-    return RealmTokenizerFast.from_pretrained(str(path))
+    return build_tokenizer(DIGIT_VOCAB, path)
 
 
 @functools.lru_cache(maxsize=64)
@@ -247,8 +247,7 @@ def word_tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("words")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "paris", "france", "alan", "turing", "the", "of", "19",
              "##12", "in", "was", "born", "london", ".", "1", "2"]  # fmt: skip
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return RealmTokenizerFast.from_pretrained(str(path))
+    return build_tokenizer(vocab, path)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from realm_hf.demo.job import build_tokenizer
 from realm_hf.retrieval.corpus import split_sentences
 from realm_hf.tokenization_realm import RealmTokenizerFast
 from realm_hf.training.masking import char_spans_to_token_spans, salient_span_features, tag_salient_spans
@@ -33,8 +34,7 @@ VOCAB = (
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> RealmTokenizerFast:
     path = tmp_path_factory.mktemp("masking_tokenizer")
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tok = RealmTokenizerFast.from_pretrained(str(path))
+    tok = build_tokenizer(VOCAB, path)
     tok.model_max_length = 64
     return tok
 
@@ -211,8 +211,7 @@ def test_synthetic_corpus_answers_are_salient_spans(tmp_path):
     from realm_hf.demo.synthetic import make_synthetic_knowledge
 
     knowledge = make_synthetic_knowledge(num_people=12, num_cities=4, num_countries=2, seed=3)
-    (tmp_path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n", encoding="utf-8")
-    tok = RealmTokenizerFast.from_pretrained(str(tmp_path))
+    tok = build_tokenizer(knowledge.vocabulary(), tmp_path)
     tagged = tag_salient_spans(knowledge.documents, tok)
     index = {(row["doc_id"], row["sentence"]): row for row in tagged}
     # Every masked fact of the corpus (cities and years) is a salient span, so salient-span masking trains on them.

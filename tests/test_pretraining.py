@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from realm_hf import RealmConfig, RealmKnowledgeAugEncoder, RealmTokenizerFast
-from realm_hf.demo.job import masked_facts
+from realm_hf import RealmConfig, RealmKnowledgeAugEncoder
+from realm_hf.demo.job import build_tokenizer, masked_facts
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.modeling_realm import RealmForPreTraining, marginal_mlm_loss
 from realm_hf.retrieval.corpus import tokenize_blocks
@@ -27,8 +27,7 @@ def knowledge():
 @pytest.fixture(scope="module")
 def synthetic_tokenizer(knowledge, tmp_path_factory):
     path = tmp_path_factory.mktemp("synthetic_tokenizer")
-    (path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
-    return RealmTokenizerFast.from_pretrained(str(path))
+    return build_tokenizer(knowledge.vocabulary(), path)
 
 
 @pytest.fixture(scope="module")

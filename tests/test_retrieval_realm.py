@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from realm_hf import RealmConfig, RealmForOpenQA, RealmTokenizerFast
+from realm_hf.demo.job import build_tokenizer
 from realm_hf.retrieval.formats import longest_first_lengths_array
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.legacy import load_legacy_block_emb
@@ -39,8 +40,7 @@ ORIGINAL_RECORDS = [
 
 @pytest.fixture
 def original_retriever(tmp_path):
-    (tmp_path / "vocab.txt").write_text("\n".join(ORIGINAL_VOCAB) + "\n")
-    tokenizer = RealmTokenizerFast.from_pretrained(str(tmp_path))
+    tokenizer = build_tokenizer(ORIGINAL_VOCAB, tmp_path)
     return make_retriever(ORIGINAL_RECORDS, tokenizer), tokenizer
 
 

@@ -19,13 +19,12 @@ from realm_hf import (
     RealmConfig,
     RealmForPreTraining,
     RealmIndex,
-    RealmTokenizerFast,
     embed_corpus,
     prepare_ict_examples,
     refresh_index,
     train_inverse_cloze_task,
 )
-from realm_hf.demo.job import DemoArguments, demo_config
+from realm_hf.demo.job import DemoArguments, build_tokenizer, demo_config
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.training.checkpointing import latest_checkpoint
@@ -134,8 +133,7 @@ def test_one_process_dying_stops_the_other(tmp_path):
 def small_setup(tmp_path_factory):
     knowledge = make_synthetic_knowledge(num_people=10, num_cities=3, seed=2)
     path = tmp_path_factory.mktemp("tok")
-    (path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
-    tokenizer = RealmTokenizerFast.from_pretrained(str(path))
+    tokenizer = build_tokenizer(knowledge.vocabulary(), path)
     corpus = tokenize_blocks(knowledge.documents, tokenizer)
     return knowledge, tokenizer, corpus
 
@@ -162,8 +160,7 @@ def test_inverse_cloze_task_learns(tmp_path):
     # Enough people that a batch of 8 rarely holds both documents of one person (they share the name and title, so
     # either would be a right answer and in-batch accuracy could not approach 1).
     knowledge = make_synthetic_knowledge(num_people=40, num_cities=5, seed=2)
-    (tmp_path / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
-    tokenizer = RealmTokenizerFast.from_pretrained(str(tmp_path))
+    tokenizer = build_tokenizer(knowledge.vocabulary(), tmp_path)
     torch.manual_seed(0)
     model = RealmForPreTraining(demo_config(tokenizer, DemoArguments(hidden_size=64)))  # no dropout
     examples = prepare_ict_examples(knowledge.documents, tokenizer)

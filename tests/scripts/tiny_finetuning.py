@@ -26,6 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from realm_hf import RealmConfig, RealmForOpenQA, RealmIndex, RealmRetriever, RealmTokenizerFast, embed_corpus
 from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.file_utils import atomic_write_text
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 
@@ -87,7 +88,8 @@ def build_trainer(output_dir: Path, max_steps: int = 6, save_steps: int = 2, cal
     knowledge = make_synthetic_knowledge(num_people=4, num_cities=3, num_countries=2, seed=5)
     vocab_dir = output_dir.parent / f"{output_dir.name}-tokenizer"
     vocab_dir.mkdir(parents=True, exist_ok=True)
-    (vocab_dir / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
+    # Atomically: with torchrun every process writes it, and another may be reading it meanwhile.
+    atomic_write_text(vocab_dir / "vocab.txt", "\n".join(knowledge.vocabulary()) + "\n")
     tokenizer = RealmTokenizerFast.from_pretrained(str(vocab_dir))
     corpus = tokenize_blocks(knowledge.documents, tokenizer)
 

@@ -44,6 +44,7 @@ from realm_hf import (
     train_realm,
 )
 from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.file_utils import atomic_write_text
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.training import checkpointing
 from realm_hf.training.checkpointing import latest_checkpoint
@@ -157,7 +158,8 @@ def main() -> None:
     knowledge = make_synthetic_knowledge(num_people=6, num_cities=3, num_countries=2, seed=3)
     vocab_dir = output_dir.parent / f"{output_dir.name}-tokenizer"
     vocab_dir.mkdir(parents=True, exist_ok=True)
-    (vocab_dir / "vocab.txt").write_text("\n".join(knowledge.vocabulary()) + "\n")
+    # Atomically: with torchrun every process writes it, and another may be reading it meanwhile.
+    atomic_write_text(vocab_dir / "vocab.txt", "\n".join(knowledge.vocabulary()) + "\n")
     tokenizer = RealmTokenizerFast.from_pretrained(str(vocab_dir))
     corpus = tokenize_blocks(knowledge.documents, tokenizer)
     sentences = tag_salient_spans(knowledge.documents, tokenizer)

@@ -28,7 +28,12 @@ from .demo.job import DemoArguments, check_hub_target, run_demo
 from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .file_utils import atomic_write_text
 from .hub.convert import add_convert_arguments
-from .hub.model_card import RealmModelCardData, training_logs_from_history, update_card_from_metrics
+from .hub.model_card import (
+    RealmModelCardData,
+    collect_training_hyperparameters,
+    training_logs_from_history,
+    update_card_from_metrics,
+)
 from .hub.publish import load_realm, publish_realm
 from .inference import answer_questions
 from .retrieval.embedding import load_document_embedder
@@ -138,19 +143,7 @@ def _corpus_card(corpus_args, train_args, history: list[dict]) -> RealmModelCard
         f"{train_args.index_refresh_steps} steps).",
         base_model=_hub_id(corpus_args.init_from),
         datasets=[name] if (name := _hub_id(corpus_args.corpus)) else [],
-        training_hyperparameters={
-            key: getattr(train_args, key)
-            for key in (
-                "max_steps",
-                "per_device_train_batch_size",
-                "gradient_accumulation_steps",
-                "learning_rate",
-                "retriever_learning_rate",
-                "index_refresh_steps",
-                "index_refresh_mode",
-                "seed",
-            )  # fmt: skip
-        },
+        training_hyperparameters=collect_training_hyperparameters(train_args),
         training_logs=training_logs_from_history(history),
     )
     measured = [record for record in history if "masked_lm_accuracy" in record]

@@ -22,12 +22,11 @@ from realm_hf.training.checkpointing import (
 )
 from realm_hf.training.collators import DataCollatorForRealmPreTraining
 
-from .utils import RunsCode
+from .utils import PICKLE_ENDINGS, RunsCode
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "tests" / "scripts" / "tiny_pretraining.py"
-PICKLE_ENDINGS = {".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt"}
 
 
 def _run(output_dir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from realm_hf.cli import main
 from realm_hf.demo.job import build_tokenizer
 from realm_hf.demo.synthetic import make_synthetic_knowledge
 
-from .utils import REPO_ROOT, kill_when_hanging
+from .utils import PICKLE_ENDINGS, REPO_ROOT, kill_when_hanging
 
 
 SMALL = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--hidden_size", "32", "--num_hidden_layers", "1",
@@ -120,7 +120,7 @@ def test_pretrain_on_a_corpus_killed_and_resumed_matches_an_uninterrupted_run(tm
         [sys.executable, str(HANG_SCRIPT), *command(killed)], killed / "hanging", env, "its checkpoint 5"
     )
     assert not (killed / "final").exists() and (killed / "checkpoint-5" / "trainer_state.json").is_file()
-    assert not [p.name for p in (killed / "checkpoint-5").iterdir() if p.suffix in (".pkl", ".bin", ".pt", ".pth")]
+    assert not [p.name for p in (killed / "checkpoint-5").iterdir() if p.suffix in PICKLE_ENDINGS]
 
     assert main(command(killed)) == 0
     history = json.loads((killed / "report.json").read_text())["history"]
@@ -185,9 +185,16 @@ def test_pretrain_on_a_corpus_chooses_its_tagger(tmp_path, documents, monkeypatc
             used.append(len(texts))
             return super().__call__(texts)
 
-    monkeypatch.setattr(corpus_pretraining, "make_tagger", lambda name, model: Recording())
-    assert main([*common, "--tagger", "spacy", "--output_dir", str(tmp_path / "run"), *SMALL[:-2]]) == 0
-    assert sum(used) > 0
+    asked = []
+
+    def make_tagger(name, model):
+        asked.append((name, model))
+        return Recording()
+
+    monkeypatch.setattr(corpus_pretraining, "make_tagger", make_tagger)
+    assert main([*common, "--tagger", "spacy", "--tagger_model", "my_pipeline", "--output_dir", str(tmp_path / "run"),
+                 *SMALL[:-2]]) == 0  # fmt: skip
+    assert asked == [("spacy", "my_pipeline")] and sum(used) > 0
 
 
 def test_pretrain_on_a_corpus_publishes_a_card_with_its_measured_numbers(tmp_path, documents, hub_server):

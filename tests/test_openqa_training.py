@@ -20,7 +20,7 @@ from realm_hf.inference import answer_questions
 from realm_hf.training.checkpointing import UnsafeCheckpointError
 from realm_hf.training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 
-from .utils import REFERENCE, RunsCode, openqa_retriever
+from .utils import PICKLE_ENDINGS, REFERENCE, RunsCode, openqa_retriever
 
 
 QUESTIONS = json.loads((REFERENCE / "openqa" / "questions.json").read_text())
@@ -146,7 +146,7 @@ def test_trainer_checkpoints_hold_no_pickle_and_resume_refuses_one(model, openqa
         "rng_state_0.json",
         "training_args.json",
     } <= files
-    assert not [name for name in files if Path(name).suffix in (".pkl", ".bin", ".pt", ".pth")], files
+    assert not [name for name in files if Path(name).suffix in PICKLE_ENDINGS], files
     marker = tmp_path / "code-ran"
     (checkpoint / "custom.pkl").write_bytes(pickle.dumps(RunsCode(str(marker))))
     with pytest.raises(UnsafeCheckpointError, match="custom.pkl"):

@@ -32,6 +32,8 @@ TINY_VOCAB = (
     "ada lovelace poet london england first second third fourth fifth record test question this , . ? "
     "##s ##ed ##ing"
 ).split()
+#: File endings of pickles (and `torch.save` archives) that no realm_hf checkpoint may hold.
+PICKLE_ENDINGS = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt")
 #: Batch size, candidates and sequence length of the model tests.
 B, N, L = 2, 3, 9
 

@@ -599,21 +599,15 @@ class RealmIndex:
         Raises:
             `ValueError`: on a mismatch, unless `allow_stale`.
         """
-        recorded = self.config.embedder_fingerprint
-        if recorded is None:
-            logger.warning("%s records no embedder fingerprint; cannot tell whether it is stale.", source)
-            return
-        current = compute_embedder_fingerprint(embedder)
-        if current == recorded:
-            return
+        if self.check_embedder(embedder) or self.config.embedder_fingerprint is None:
+            return  # its own tower's, or a legacy index (`check_embedder` warned that it cannot tell)
         message = (
-            f"{source} was embedded by another document tower ({recorded}) than the model's ({current}): a stale "
-            "index. Re-embed it with the model (`build_index`, `RealmIndex.refresh_from`), or pass "
-            "allow_stale_index=True to use it anyway."
+            f"{source} was embedded by another document tower ({self.config.embedder_fingerprint}) than the model's "
+            f"({compute_embedder_fingerprint(embedder)}): a stale index. Re-embed it with the model (`build_index`, "
+            "`RealmIndex.refresh_from`), or pass allow_stale_index=True to use it anyway."
         )
         if not allow_stale:
-            raise ValueError(message)
-        logger.warning(message)
+            raise ValueError(message)  # with allow_stale, `check_embedder`'s warning names both fingerprints
 
     def check_embedder(self, model_or_fingerprint: torch.nn.Module | str, dim: int | None = None) -> bool:
         """Check that this index was built with (the current weights of) an embedder.

@@ -14,9 +14,9 @@ Two modes, as in the paper (section 3.3):
   the same step). Training never waits for the builder: without one it keeps the index it has.
 
 [`IndexRefresher`] is the one policy both training paths use (`train_realm` and, for the HF `Trainer`,
-[`~realm_hf.training.callbacks.IndexRefreshCallback`]): when to refresh, how the new index is swapped into the retriever (at a step boundary, on
-every process at the same step), and where it is saved (`save_dir/step-<N>`, so a resumed run reloads the index it
-was using).
+[`~realm_hf.training.callbacks.IndexRefreshCallback`]): when to refresh, how the new index is swapped into the
+retriever (at a step boundary, on every process at the same step), and where it is saved (`save_dir/step-<N>`, so a
+resumed run reloads the index it was using).
 """
 
 from __future__ import annotations

@@ -94,10 +94,6 @@ class CorpusArguments:
     )
 
     def __post_init__(self):
-        if self.tagger not in TAGGERS:
-            raise ValueError(f"tagger must be one of {TAGGERS}, got {self.tagger!r}.")
-        if self.tagger == "rule" and self.tagger_model is not None:
-            raise ValueError("--tagger_model goes with --tagger spacy or --tagger ner.")
         if self.corpus is not None and self.init_from is None and self.tokenizer_name is None:
             raise ValueError(
                 "--corpus needs a tokenizer: give --init_from (a REALM or BERT checkpoint, whose tokenizer is used) or "

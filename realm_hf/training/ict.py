@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import TrainingArguments
 from transformers.utils import logging
 
-from .optimization import make_accelerator, make_optimizer, make_scheduler
+from .optimization import make_accelerator, make_optimizer, make_scheduler, step_period
 
 
 logger = logging.get_logger(__name__)
@@ -110,6 +110,7 @@ def train_inverse_cloze_task(
     # The schedule counts optimizer steps, whatever the number of processes: it is not handed to `prepare`.
     towers, optimizer, loader = accelerator.prepare(towers, optimizer, loader)
     history, window, step = [], [], 0
+    logging_every = step_period(args.logging_steps, args.max_steps)
     progress = tqdm(
         total=args.max_steps, desc="ICT warm start", disable=args.disable_tqdm or not accelerator.is_main_process
     )
@@ -126,7 +127,7 @@ def train_inverse_cloze_task(
             step += 1
             progress.update(1)
             window.append((loss.item(), accuracy))
-            if step % max(int(args.logging_steps), 1) == 0 or step == args.max_steps:
+            if (logging_every and step % logging_every == 0) or step == args.max_steps:
                 losses, accuracies = zip(*window)
                 history.append(
                     {

@@ -215,7 +215,6 @@ class RealmTrainer(Trainer):
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         if checkpoint is None or not self._plain_checkpoints:
             return super()._load_optimizer_and_scheduler(checkpoint)
-        check_no_pickle(checkpoint)
         if (Path(checkpoint) / f"{OPTIMIZER_NAME}.json").is_file():
             self.optimizer.load_state_dict(load_state(checkpoint, OPTIMIZER_NAME))
             self.lr_scheduler.load_state_dict(load_state(checkpoint, "scheduler"))

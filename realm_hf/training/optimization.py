@@ -4,6 +4,7 @@ Accelerator they run under."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -65,6 +66,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: TrainingArguments) ->
     )
 
 
+def step_period(value: float | None, max_steps: int) -> int:
+    """A `TrainingArguments` step period (`logging_steps`, `save_steps`, `eval_steps`): N steps, or a fraction of
+    `max_steps` when below 1; 0 or `None` is never (returned as 0)."""
+    if not value:
+        return 0
+    return max(1, math.ceil(value * max_steps)) if value < 1 else int(value)
+
+
 def make_accelerator(args: TrainingArguments) -> Accelerator:
     """The Accelerator of realm_hf's loops: `args`' gradient accumulation, mixed precision, CPU and trackers; a
     seedable data order; unused-parameter tolerant DDP (the embedders' and reader's MLM heads and the encoder's pooler
@@ -80,4 +89,4 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     )
 
 
-__all__ = ["make_accelerator", "make_optimizer", "make_scheduler", "parameter_groups"]
+__all__ = ["make_accelerator", "make_optimizer", "make_scheduler", "parameter_groups", "step_period"]

@@ -7,7 +7,6 @@ free of distributed plumbing.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from ..hub.model_card import RealmModelCardData
+from ..hub.model_card import RealmModelCardData, collect_training_hyperparameters
 from ..hub.publish import save_final_model
 from ..retrieval.index import RealmIndex
 from ..retrieval.loading import load_index
@@ -37,7 +36,7 @@ from .checkpointing import (
     rotate_checkpoints,
     save_checkpoint,
 )
-from .optimization import make_accelerator, make_optimizer, make_scheduler
+from .optimization import make_accelerator, make_optimizer, make_scheduler, step_period
 
 
 logger = hf_logging.get_logger(__name__)
@@ -171,13 +170,6 @@ class _ConsumedCollatorState:
         self.collator.load_state_dict(state)
 
 
-def _every(value: float | None, max_steps: int) -> int:
-    """A `TrainingArguments` step period: N steps, or a fraction of `max_steps` when below 1 (0 / None: never)."""
-    if not value:
-        return 0
-    return max(1, math.ceil(value * max_steps)) if value < 1 else int(value)
-
-
 def train_realm(
     model,
     tokenizer,
@@ -235,8 +227,11 @@ def train_realm(
     retriever_parameters = [p for n, p in unwrapped.named_parameters() if n.startswith(_RETRIEVER_PREFIXES)]
     if args.report_to:
         accelerator.init_trackers("realm_pretraining", config=args.to_sanitized_dict())
-    logging_every, save_every = _every(args.logging_steps, args.max_steps), _every(args.save_steps, args.max_steps)
-    eval_every = _every(args.eval_steps, args.max_steps) if eval_fn is not None else 0
+    logging_every, save_every = (
+        step_period(args.logging_steps, args.max_steps),
+        step_period(args.save_steps, args.max_steps),
+    )
+    eval_every = step_period(args.eval_steps, args.max_steps) if eval_fn is not None else 0
     saves_checkpoints = args.save_strategy != "no"
 
     refresher = IndexRefresher(
@@ -356,19 +351,7 @@ def _save_final_model(
         card = RealmModelCardData(
             model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
             "retrieval, index refreshed during training).",
-            training_hyperparameters={
-                key: getattr(args, key)
-                for key in (
-                    "max_steps",
-                    "per_device_train_batch_size",
-                    "learning_rate",
-                    "retriever_learning_rate",
-                    "warmup_steps",
-                    "index_refresh_steps",
-                    "index_refresh_mode",
-                    "seed",
-                )  # fmt: skip
-            },
+            training_hyperparameters=collect_training_hyperparameters(args),
             training_logs=[{k: v for k, v in record.items() if isinstance(v, (int, float))} for record in history],
         )
         save_final_model(args.output_dir, model, tokenizer, retriever, card, save_submodels=args.save_submodels)

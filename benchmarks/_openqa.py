@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _common import DEFAULT_DATA_DIR, REPO_ROOT, load_state_strict
+from _common import DEFAULT_DATA_DIR, load_state_strict
 
 
 MODEL_PRESETS = {
@@ -117,7 +116,6 @@ def build_corpus(passages, tokenizer, min_blocks: int, max_block_length: int):
 
 def prepare_workdir(args: argparse.Namespace, workdir: Path, num_questions: int) -> dict[str, Any]:
     """Writes tokenizer, corpus, block texts, block embeddings, questions and config into `workdir`."""
-    sys.path.insert(0, str(REPO_ROOT))
     from realm_hf import RealmTokenizerFast
     from realm_hf.evaluation.qa_data import load_squad_open
 
@@ -255,7 +253,6 @@ class RealmHfOpenQA:
     name = "realm_hf"
 
     def __init__(self, workdir: Path, dropout: float, attn_implementation: str | None = None):
-        sys.path.insert(0, str(REPO_ROOT))
         import datasets
         from safetensors.torch import load_file
 

@@ -39,18 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from _common import command_line, machine_info, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import command_line, machine_info, write_results  # noqa: E402
-
-from realm_hf.demo.job import READER_DIR, DemoArguments, run_demo  # noqa: E402
+from realm_hf.demo.job import READER_DIR, DemoArguments, run_demo
 
 
 VARIANTS = {

@@ -30,7 +30,6 @@ Usage (the SQuAD-open files are read from `--data-dir`, by default `../shared/da
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -39,8 +38,6 @@ import torch
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info as common_machine_info  # noqa: E402
 from _common import reference_replacements, write_results  # noqa: E402

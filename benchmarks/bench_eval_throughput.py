@@ -37,11 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from _common import (
     add_reference_arguments,
     alternating_rounds,
     best_round,
@@ -55,7 +51,7 @@ from _common import (  # noqa: E402
     set_threads,
     write_results,
 )
-from _openqa import RealmHfOpenQA, ReferenceOpenQA, add_openqa_arguments, init_reference_weights, prepare_workdir  # noqa: E402
+from _openqa import RealmHfOpenQA, ReferenceOpenQA, add_openqa_arguments, init_reference_weights, prepare_workdir
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -43,11 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from _common import (
     add_reference_arguments,
     alternating_rounds,
     best_round,
@@ -61,7 +57,7 @@ from _common import (  # noqa: E402
     set_threads,
     write_results,
 )
-from _openqa import (  # noqa: E402
+from _openqa import (
     RealmHfOpenQA,
     ReferenceOpenQA,
     add_openqa_arguments,

@@ -11,17 +11,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import command_line, machine_info, set_threads, write_results
 from transformers.activations import GELUTanh
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import command_line, machine_info, set_threads, write_results  # noqa: E402
 
 
 SHAPES = [(5, 100, 256), (16, 200, 256), (16, 200, 1536), (5, 300, 1536), (16, 300, 3072)]
@@ -43,7 +37,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--output", type=str, default=None)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from realm_hf.ops import RealmGELUTanh
 
     threads = set_threads(args.threads)

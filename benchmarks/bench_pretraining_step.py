@@ -48,13 +48,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import torch
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common  # noqa: E402
-from _common import (  # noqa: E402
+from _common import (
     load_state_strict,
     machine_info,
     peak_rss_gib,
@@ -206,7 +202,6 @@ def reference_models(cfg: dict, dropout: float):
 
 
 def realm_hf_model(cfg: dict, dropout: float):
-    sys.path.insert(0, str(REPO_ROOT))
     from realm_hf import RealmConfig
     from realm_hf.modeling_realm import RealmForPreTraining
 

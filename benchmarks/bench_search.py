@@ -19,22 +19,15 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
+from _common import machine_info as common_machine_info
+from _common import write_results
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import machine_info as common_machine_info  # noqa: E402
-from _common import write_results  # noqa: E402
-
-from realm_hf.retrieval.index import RealmIndex  # noqa: E402
+from realm_hf.retrieval.index import RealmIndex
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,18 +16,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
+from _common import command_line, machine_info, write_results
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import command_line, machine_info, write_results  # noqa: E402
-
-from realm_hf.demo.openqa import initial_model, load_world_questions  # noqa: E402
-from realm_hf.evaluation.open_qa import gold_passage_recall  # noqa: E402
+from realm_hf.demo.openqa import initial_model, load_world_questions
+from realm_hf.evaluation.open_qa import gold_passage_recall
 
 
 @torch.no_grad()

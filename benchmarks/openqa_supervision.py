@@ -23,19 +23,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import command_line, machine_info, write_results
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import command_line, machine_info, write_results  # noqa: E402
-
-from realm_hf.demo.openqa import (  # noqa: E402
+from realm_hf.demo.openqa import (
     SUPERVISIONS,
     FinetuneArguments,
     evaluate_questions,
@@ -43,9 +38,9 @@ from realm_hf.demo.openqa import (  # noqa: E402
     load_world_questions,
     run_finetune,
 )
-from realm_hf.evaluation.metrics.open_qa.open_qa import normalize_answer  # noqa: E402
-from realm_hf.evaluation.open_qa import _answer_in_text, _retrieve  # noqa: E402
-from realm_hf.hub.publish import load_realm  # noqa: E402
+from realm_hf.evaluation.metrics.open_qa.open_qa import normalize_answer
+from realm_hf.evaluation.open_qa import _answer_in_text, _retrieve
+from realm_hf.hub.publish import load_realm
 
 
 KINDS = ("gold", "answer_city", "other_with_answer", "other")

@@ -35,12 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import machine_info, write_results  # noqa: E402
+from _common import machine_info, write_results
 
 
 def parse_args(argv=None) -> argparse.Namespace:

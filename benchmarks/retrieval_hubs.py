@@ -22,21 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import command_line, machine_info, write_results
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import command_line, machine_info, write_results  # noqa: E402
-
-from realm_hf import RealmForPreTraining, RealmTokenizerFast  # noqa: E402
-from realm_hf.demo.job import ARGS_FILE, WARM_START_DIR, fact_splits, held_out_split, masked_facts  # noqa: E402
-from realm_hf.demo.synthetic import make_synthetic_knowledge  # noqa: E402
-from realm_hf.retrieval.index import RealmIndex  # noqa: E402
+from realm_hf import RealmForPreTraining, RealmTokenizerFast
+from realm_hf.demo.job import ARGS_FILE, WARM_START_DIR, fact_splits, held_out_split, masked_facts
+from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.retrieval.index import RealmIndex
 
 
 @torch.no_grad()

@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from _common import command_line, machine_info, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import command_line, machine_info, write_results  # noqa: E402
-
-from realm_hf.demo.job import DemoArguments, run_demo  # noqa: E402
-from realm_hf.demo.openqa import INITS, SUPERVISIONS, FinetuneArguments, run_finetune  # noqa: E402
+from realm_hf.demo.job import DemoArguments, run_demo
+from realm_hf.demo.openqa import INITS, SUPERVISIONS, FinetuneArguments, run_finetune
 
 
 def main() -> None:

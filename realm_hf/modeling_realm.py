@@ -6,6 +6,7 @@ capture come from transformers); the REALM heads are defined here with the modul
 transformers implementation, so its checkpoints load key for key.
 """
 
+import copy
 import os
 import pickle
 from dataclasses import dataclass
@@ -757,6 +758,15 @@ class RealmForPreTraining(RealmPreTrainedModel):
     def set_retriever(self, retriever: Retriever | None) -> None:
         """Sets the [`RealmRetriever`] used by `forward` (for example after an index refresh)."""
         self.retriever = _checked_retriever(retriever, type(self).__name__)
+
+    def untie_query_embedder(self) -> RealmEmbedder:
+        """Gives the query tower weights of its own, a copy of the shared tower's (`config.share_query_embedder`
+        becomes `False`, so the two towers are saved and loaded separately); nothing changes when they are separate
+        already. Returns the query tower."""
+        if "query_embedder" not in self._modules:
+            self.query_embedder = copy.deepcopy(self.embedder)
+            self.config.share_query_embedder = False
+        return self.query_embedder
 
     def save_submodels(self, save_directory: str | os.PathLike, tokenizer=None) -> dict[str, Path]:
         r"""

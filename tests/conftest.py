@@ -45,6 +45,30 @@ def tokenizer_dir(_tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def knowledge():
+    """A small generated world (16 people, 5 cities) for pre-training tests."""
+    from realm_hf.demo.synthetic import make_synthetic_knowledge
+
+    return make_synthetic_knowledge(num_people=16, num_cities=5, num_countries=3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def synthetic_tokenizer(knowledge, tmp_path_factory):
+    """The tokenizer of `knowledge`'s vocabulary (use `synthetic_config` for a model of it)."""
+    from realm_hf.demo.job import build_tokenizer
+
+    return build_tokenizer(knowledge.vocabulary(), tmp_path_factory.mktemp("synthetic_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def corpus(knowledge, synthetic_tokenizer):
+    """`knowledge`'s documents as pre-tokenized blocks."""
+    from realm_hf.retrieval.corpus import tokenize_blocks
+
+    return tokenize_blocks(knowledge.documents, synthetic_tokenizer)
+
+
+@pytest.fixture(scope="session")
 def openqa_tokenizer() -> RealmTokenizerFast:
     """The tokenizer of the reference open-QA fixture."""
     return RealmTokenizerFast.from_pretrained(str(FIXTURES / "reference" / "openqa" / "safetensors"))

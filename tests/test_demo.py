@@ -132,3 +132,16 @@ def test_demo_arguments_refuse_what_cannot_run():
         DemoArguments(num_candidates=1)
     with pytest.raises(ValueError, match="held_out_fraction"):
         DemoArguments(held_out_fraction=1.0)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["--help"], ["pretrain", "--help"], ["pretrain", "--corpus", "docs.jsonl", "--help"], ["finetune", "--help"],
+     ["ask", "--help"], ["index", "--help"], ["index-builder", "--help"], ["convert", "--help"]],
+)  # fmt: skip
+def test_every_command_prints_its_help(command, capsys):
+    """`--help` works for every command (argparse %-formats the help texts: a bare '%' in one breaks it)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from realm_hf import RealmConfig, RealmKnowledgeAugEncoder
-from realm_hf.demo.job import build_tokenizer, masked_facts
-from realm_hf.demo.synthetic import make_synthetic_knowledge
+from realm_hf.demo.job import masked_facts
 from realm_hf.modeling_realm import RealmForPreTraining, marginal_mlm_loss
 from realm_hf.retrieval.corpus import tokenize_blocks
 from realm_hf.retrieval.embedding import embed_corpus
@@ -16,34 +15,13 @@ from realm_hf.retrieval.formats import document_tower_inputs
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
 
-from .utils import tiny_config_kwargs
-
-
-@pytest.fixture(scope="module")
-def knowledge():
-    return make_synthetic_knowledge(num_people=16, num_cities=5, num_countries=3, seed=1)
-
-
-@pytest.fixture(scope="module")
-def synthetic_tokenizer(knowledge, tmp_path_factory):
-    path = tmp_path_factory.mktemp("synthetic_tokenizer")
-    return build_tokenizer(knowledge.vocabulary(), path)
-
-
-@pytest.fixture(scope="module")
-def corpus(knowledge, synthetic_tokenizer):
-    return tokenize_blocks(knowledge.documents, synthetic_tokenizer)
-
-
-def make_config(tokenizer, **overrides):
-    kwargs = {**tiny_config_kwargs(), "vocab_size": len(tokenizer), "num_candidates": 4, "block_seq_len": 48}
-    return RealmConfig(**{**kwargs, **overrides})
+from .utils import synthetic_config, tiny_config_kwargs
 
 
 def model_with_retriever(tokenizer, corpus) -> RealmForPreTraining:
     """A seeded tiny `RealmForPreTraining` with a retriever over its own embeddings of `corpus`."""
     torch.manual_seed(0)
-    model = RealmForPreTraining(make_config(tokenizer))
+    model = RealmForPreTraining(synthetic_config(tokenizer))
     embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=8, show_progress=False)
     model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), tokenizer))
     return model
@@ -83,7 +61,7 @@ def masked_batch(tokenizer, knowledge, rows=(0, 3, 7)):
 
 def test_pretraining_loss_equals_scorer_plus_encoder(synthetic_tokenizer, knowledge):
     torch.manual_seed(0)
-    config = make_config(synthetic_tokenizer)
+    config = synthetic_config(synthetic_tokenizer)
     model = RealmForPreTraining(config).eval()
     batch, labels, _ = masked_batch(synthetic_tokenizer, knowledge)
     bsz, k = labels.size(0), config.num_candidates
@@ -137,7 +115,7 @@ def test_pretraining_retrieves_excludes_source_and_backpropagates(synthetic_toke
 
 
 def test_pretraining_without_null_document_and_separate_towers(synthetic_tokenizer, knowledge, corpus):
-    config = make_config(synthetic_tokenizer, use_null_document=False, share_query_embedder=False)
+    config = synthetic_config(synthetic_tokenizer, use_null_document=False, share_query_embedder=False)
     model = RealmForPreTraining(config)
     assert model.query_embedder is not model.embedder
     embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
@@ -151,7 +129,7 @@ def test_pretraining_without_null_document_and_separate_towers(synthetic_tokeniz
 
 
 def test_pretraining_save_and_reload(tmp_path, synthetic_tokenizer):
-    model = RealmForPreTraining(make_config(synthetic_tokenizer)).eval()
+    model = RealmForPreTraining(synthetic_config(synthetic_tokenizer)).eval()
     model.save_pretrained(tmp_path)
     reloaded = RealmForPreTraining.from_pretrained(tmp_path).eval()
     for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
@@ -160,7 +138,7 @@ def test_pretraining_save_and_reload(tmp_path, synthetic_tokenizer):
 
 
 def test_pretraining_bad_inputs(synthetic_tokenizer, knowledge):
-    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    model = RealmForPreTraining(synthetic_config(synthetic_tokenizer))
     batch, labels, _ = masked_batch(synthetic_tokenizer, knowledge)
     with pytest.raises(ValueError, match="needs a retriever"):
         model(**batch, labels=labels)
@@ -177,7 +155,7 @@ def test_pretraining_bad_inputs(synthetic_tokenizer, knowledge):
 
 def test_embed_corpus_matches_embedder_and_resumes(tmp_path, synthetic_tokenizer, corpus, monkeypatch):
     torch.manual_seed(0)
-    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    model = RealmForPreTraining(synthetic_config(synthetic_tokenizer))
     embedder = model.embedder.eval()
     embeddings = embed_corpus(embedder, corpus, synthetic_tokenizer, batch_size=4, chunk_size=6, show_progress=False)
     assert embeddings.shape == (len(corpus), embedder.config.retriever_proj_size)
@@ -209,7 +187,7 @@ def test_embed_corpus_matches_embedder_and_resumes(tmp_path, synthetic_tokenizer
 
 def test_embed_corpus_batches_blocks_of_similar_length(synthetic_tokenizer, corpus, monkeypatch):
     torch.manual_seed(0)
-    embedder = RealmForPreTraining(make_config(synthetic_tokenizer)).embedder.eval()
+    embedder = RealmForPreTraining(synthetic_config(synthetic_tokenizer)).embedder.eval()
     one_at_a_time = embed_corpus(embedder, corpus, synthetic_tokenizer, batch_size=1, show_progress=False)
     shapes = []
     original_forward = type(embedder).forward
@@ -233,7 +211,7 @@ def test_embed_corpus_batches_blocks_of_similar_length(synthetic_tokenizer, corp
 
 
 def test_shuffled_corpus_is_read_in_dataset_order(synthetic_tokenizer, corpus):
-    model = RealmForPreTraining(make_config(synthetic_tokenizer))
+    model = RealmForPreTraining(synthetic_config(synthetic_tokenizer))
     shuffled = corpus.shuffle(seed=0)
     expected = embed_corpus(model.embedder, corpus, synthetic_tokenizer, show_progress=False)
     order = np.asarray(shuffled["doc_id"])
@@ -390,7 +368,7 @@ def test_relevance_scores_equal_the_index_inner_products_after_a_refresh(
     assert max(map(len, corpus["token_ids"])) > 20
     torch.manual_seed(0)
     # A wider initialisation than the default, so that the projected embeddings depend clearly on their input.
-    config = make_config(synthetic_tokenizer, block_seq_len=20, initializer_range=0.5, **embedder_config)
+    config = synthetic_config(synthetic_tokenizer, block_seq_len=20, initializer_range=0.5, **embedder_config)
     model = RealmForPreTraining(config).eval()
     embeddings = embed_corpus(model.embedder, corpus, synthetic_tokenizer, batch_size=8, show_progress=False)
     index = RealmIndex.build(corpus, embeddings, show_progress=False)

@@ -59,6 +59,14 @@ def tiny_config_kwargs() -> dict:
     }
 
 
+def synthetic_config(tokenizer, **overrides):
+    """A tiny `RealmConfig` for the `synthetic_tokenizer` fixture's world (4 candidates, blocks of 48 tokens)."""
+    from realm_hf import RealmConfig
+
+    kwargs = {**tiny_config_kwargs(), "vocab_size": len(tokenizer), "num_candidates": 4, "block_seq_len": 48}
+    return RealmConfig(**{**kwargs, **overrides})
+
+
 def run_script(
     output_dir: Path, *args: str, torchrun: bool = False, timeout: int = 300
 ) -> subprocess.CompletedProcess:

@@ -62,6 +62,7 @@ from ..hub.model_card import RealmModelCardData
 from ..hub.publish import publish_realm, save_realm
 from ..modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
 from ..retrieval.corpus import tokenize_blocks
+from ..retrieval.fingerprint import compute_embedder_fingerprint
 from ..retrieval.index import RealmIndex, build_index
 from ..retrieval.retriever import RealmRetriever
 from ..tokenization_realm import RealmTokenizerFast
@@ -70,6 +71,7 @@ from ..training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from ..training.masking import tag_salient_spans
 from ..training.optimization import parameter_groups
 from ..training.pretraining import RealmPreTrainingArguments, train_realm
+from ..training.retrieval_strategy import INDEX_SEARCH, RETRIEVER_TRAINING, check_retrieval_strategy
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 
 
@@ -83,9 +85,9 @@ WARM_START_DIR = "warm-start"
 ARGS_FILE = "demo_args.json"
 
 
-def option(default, help: str):
-    """A dataclass field with the `--help` text `HfArgumentParser` shows."""
-    return field(default=default, metadata={"help": help})
+def option(default, help: str, choices: tuple | None = None):
+    """A dataclass field with the `--help` text (and the choices) `HfArgumentParser` shows."""
+    return field(default=default, metadata={"help": help, **({"choices": list(choices)} if choices else {})})
 
 
 def check_hub_target(repo_id: str) -> None:
@@ -129,11 +131,24 @@ class DemoArguments:
     num_cities: int = option(50, "Invented cities of the target world (one document each).")
     held_out_fraction: float = option(0.1, "Fraction of people whose sentences are kept out of pre-training.")
     ict_steps: int = option(
-        30, "ICT warm-start steps of the retriever (kept weak: 16.4% top-1 with the default seed; 0: none)."
+        30, "ICT warm-start steps of the retriever (kept weak: 16.4 percent top-1 with the default seed; 0: none)."
     )
     seed: int = option(0, "Random seed (worlds, model, data order, masking).")
     index_refresh_steps: int = option(1, "Re-embed the corpus and swap the index every N steps (0: never, stale).")
     index_refresh_mode: str = option("sync", "'sync' or 'async' index refresh.")
+    retriever_training: str = option(
+        "both",
+        "'both' towers train, or 'query_side': the document tower frozen, the index never stale.",
+        RETRIEVER_TRAINING,
+    )
+    index_search: str = option(
+        "live",
+        "'live' query tower searches the index, or its 'snapshot' of the weights that embedded the index.",
+        INDEX_SEARCH,
+    )
+    rerank_candidates: int = option(
+        0, "Over-retrieve this many blocks and keep the best by the live towers' scores (0: no re-ranking)."
+    )
     masking: str = option("salient_span", "'salient_span', 'random_token' or 'random_span'.")
     use_null_document: bool = option(True, "Put the null (empty) document first among the candidates.")
     hidden_size: int = option(128, "Hidden size of the three towers.")
@@ -165,6 +180,7 @@ class DemoArguments:
             raise ValueError(
                 f"num_candidates must be >= 2 (the null document and one retrieved), got {self.num_candidates}."
             )
+        check_retrieval_strategy(self.retriever_training, self.index_search, self.rerank_candidates)
         if self.push_to_hub:
             check_hub_target(self.repo_id)
 
@@ -174,8 +190,9 @@ class DemoArguments:
             output_dir=self.output_dir, max_steps=self.max_steps, per_device_train_batch_size=self.batch_size,
             learning_rate=self.learning_rate, retriever_learning_rate=self.retriever_learning_rate,
             warmup_steps=min(50, self.max_steps // 10), index_refresh_steps=self.index_refresh_steps,
-            index_refresh_mode=self.index_refresh_mode, logging_steps=10, seed=self.seed, embed_batch_size=256,
-            disable_tqdm=not self.show_progress,
+            index_refresh_mode=self.index_refresh_mode, retriever_training=self.retriever_training,
+            index_search=self.index_search, rerank_candidates=self.rerank_candidates, logging_steps=10,
+            seed=self.seed, embed_batch_size=256, disable_tqdm=not self.show_progress,
         )  # fmt: skip
         return RealmPreTrainingArguments(**{**settings, **overrides})
 
@@ -275,21 +292,41 @@ def read_with_evidence(model, retriever, batch: dict, evidence_rows) -> RealmFor
     return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **inputs)
 
 
-def make_fact_evaluator(tokenizer, facts, block_doc_ids: np.ndarray, held_out_facts=None, batch_size: int = 64):
+def make_fact_evaluator(
+    tokenizer, facts, block_doc_ids: np.ndarray, held_out_facts=None, batch_size: int = 64, corpus=None
+):
     """`eval_fn(model, retriever, step)` for [`train_realm`]: retrieval and masked-LM accuracy on masked facts.
 
     Besides the two accuracies it reports how often the evidence document is among the candidates and its mean prior
     and posterior there. With `held_out_facts` (facts whose sentences were kept out of pre-training), the same figures
     on them come with a `held_out_` prefix (`held_out_masked_lm_accuracy`, `held_out_retrieval_accuracy`, ...).
+
+    The figures are those of retrieval as training sees it: the index in service (possibly stale) searched as the
+    model's retriever searches it. With `corpus` (the index's blocks), whenever the index in service was not embedded
+    by the model's current document tower, the same figures are measured again against the corpus re-embedded by it
+    and searched by the live query tower, with a `fresh_index_` prefix: what the towers have learned.
     """
     data = masked_facts(tokenizer, facts)
     held_out = masked_facts(tokenizer, held_out_facts) if held_out_facts is not None and len(held_out_facts) else None
 
-    def evaluate(model, retriever, step) -> dict:
+    def measure(model) -> dict:
         metrics = _fact_metrics(model, data, block_doc_ids, batch_size)
         if held_out is not None:
             for key, value in _fact_metrics(model, held_out, block_doc_ids, batch_size).items():
                 metrics["held_out_" + key.removeprefix("eval_")] = value
+        return metrics
+
+    def evaluate(model, retriever, step) -> dict:
+        metrics = measure(model)
+        index = retriever.index
+        if corpus is not None and index.config.embedder_fingerprint != compute_embedder_fingerprint(model.embedder):
+            in_service = model.retriever
+            model.set_retriever(RealmRetriever(build_index(corpus, model.embedder, tokenizer, show_progress=False),
+                                               tokenizer))  # fmt: skip
+            try:
+                metrics.update({f"fresh_index_{key}": value for key, value in measure(model).items()})
+            finally:
+                model.set_retriever(in_service)
         return metrics
 
     return evaluate
@@ -408,7 +445,7 @@ def run_demo(args: DemoArguments) -> dict:
     sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0 and row["doc_id"] not in held_out_docs)
     model = RealmForPreTraining(demo_config(tokenizer, args))
     _, facts, held_out_facts = fact_splits(knowledge, held_out_docs, args.num_eval_facts, args.seed)
-    evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
+    evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts, corpus=corpus)
     at_random_init = _initial_eval(
         model, build_index(corpus, model.embedder, tokenizer, show_progress=False), tokenizer, evaluate
     )
@@ -450,7 +487,8 @@ def run_demo(args: DemoArguments) -> dict:
         "chance_retrieval_accuracy": 1 / (len(knowledge.documents) - 1),
         "random_init": at_random_init,
         "before": before,
-        "after": {k: v for k, v in history[-1].items() if k in before},
+        # With a stale index, also what the towers learned (`fresh_index_*`: against the corpus re-embedded).
+        "after": {k: v for k, v in history[-1].items() if k.removeprefix("fresh_index_") in before},
         "seconds": time.perf_counter() - began,
         "ict_seconds": ict_seconds,
         "reading_seconds": reading_seconds,

@@ -80,6 +80,18 @@ def refresh_index(
     )
 
 
+#: The subfolder of a saved index that holds the query tower which searches it (snapshot search).
+QUERY_SNAPSHOT_DIR = "query_tower"
+
+
+def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` in eval mode whose parameters require no gradient (a snapshot of its current weights)."""
+    snapshot = copy.deepcopy(module).eval()
+    for param in snapshot.parameters():
+        param.requires_grad_(False)
+    return snapshot
+
+
 def export_document_tower(embedder: torch.nn.Module, tokenizer, save_dir: str | os.PathLike, step: int) -> Path:
     """Saves the document tower of step `step` and its tokenizer for the index builder, atomically, as
     `save_dir/exports/step-<step>`; older exports but the newest two are deleted (the builder only wants the newest)."""
@@ -141,11 +153,9 @@ class AsyncIndexRefresher:
         """Starts a refresh from a copy of `embedder`'s current weights; returns False if one is still running."""
         if self.busy:
             return False
-        snapshot = copy.deepcopy(embedder).eval()
+        snapshot = frozen_copy(embedder)
         if self.device is not None:
             snapshot.to(self.device)
-        for param in snapshot.parameters():
-            param.requires_grad_(False)
 
         def work():
             try:
@@ -209,6 +219,12 @@ class IndexRefresher:
         external (`bool`, *optional*, defaults to `False`):
             Leave embedding to a separate index builder: export the document tower on scheduled steps and swap in
             the indexes the builder publishes in `save_dir` (needs a `save_dir`; not with `asynchronous`).
+        query_tower (`torch.nn.Module`, *optional*):
+            The live query tower, for snapshot search ([`StaleIndexRetriever`] with a `search_query_tower`): a frozen
+            copy of it is taken whenever the document tower is snapshotted for a new index (at a synchronous refresh,
+            when a background refresh starts, at an export), and swapped in with that index, so that every index is
+            searched with the query tower of its own weights. Saved with the index as `query_tower/`, and loaded
+            back on resume.
 
     Attributes:
         index_step (`int`): The step whose weights embedded the index in service (0: the initial index); the index
@@ -226,7 +242,10 @@ class IndexRefresher:
         save_dir: str | os.PathLike | None = None,
         save_every_refresh: bool = False,
         external: bool = False,
+        query_tower: torch.nn.Module | None = None,
     ):
+        if query_tower is not None and not hasattr(retriever, "search_query_tower"):
+            raise ValueError("query_tower (snapshot search) needs a retriever that searches with a snapshot.")
         if external and (save_dir is None or asynchronous):
             raise ValueError("External refresh needs a save_dir (where the builder publishes) and excludes async.")
         if save_every_refresh and save_dir is None:
@@ -247,10 +266,17 @@ class IndexRefresher:
         self.background = AsyncIndexRefresher(tokenizer, batch_size) if asynchronous else None
         self.external = external
         self.index_step = 0
+        self.query_tower = query_tower
+        self._snapshots: dict[int, torch.nn.Module] = {}
+        if query_tower is not None and retriever.search_query_tower is None:
+            retriever.search_query_tower = frozen_copy(query_tower)  # the initial index's own weights
 
     def step_end(self, embedder: torch.nn.Module, step: int) -> RefreshRecord | None:
         """Refreshes or swaps as the schedule says after optimizer step `step`; returns the refresh swapped in, if
         any."""
+        if self.query_tower is not None and (self.background is not None or self.external):
+            if self.schedule.should_refresh(step):  # every process, whichever runs the refresh
+                self._snapshots[step] = frozen_copy(self.query_tower)
         if self.background is not None:
             record = self._poll_background(embedder, step)
         elif self.external:
@@ -260,8 +286,7 @@ class IndexRefresher:
         else:
             record = None
         if record is not None:
-            self.retriever.index = record.index
-            self.index_step = record.step
+            self._swap_in(record)
             if self.save_every_refresh:
                 self.save()
             logger.info(f"Index refreshed at step {step} (weights of step {record.step}, {record.seconds:.1f}s).")
@@ -273,10 +298,27 @@ class IndexRefresher:
         scheduled one was earlier, so that the saved model and its index match. Collective where the index is."""
         self.wait()
         record = self._refresh(embedder, step)
-        self.retriever.index = record.index
-        self.index_step = step
+        if self.query_tower is not None:
+            self._snapshots[step] = frozen_copy(self.query_tower)
+        self._swap_in(record)
         logger.info(f"Index re-embedded with the weights of step {step} ({record.seconds:.1f}s).")
         return record
+
+    def _swap_in(self, record: RefreshRecord) -> None:
+        """Puts `record`'s index (and, for snapshot search, the query tower of its weights) into service."""
+        self.retriever.index = record.index
+        self.index_step = record.step
+        if self.query_tower is not None:
+            snapshot = self._snapshots.pop(record.step, None)
+            if snapshot is None:  # a synchronous refresh: the weights it embedded are the current ones
+                if self.background is not None or self.external:
+                    logger.warning(
+                        f"No snapshot of the query tower of step {record.step} (its export predates a resume?): "
+                        "the index swapped in is searched with the current query tower."
+                    )
+                snapshot = frozen_copy(self.query_tower)
+            self.retriever.search_query_tower = snapshot
+            self._snapshots = {step: tower for step, tower in self._snapshots.items() if step > record.step}
 
     def _refresh(self, embedder: torch.nn.Module, step: int) -> RefreshRecord:
         began = time.perf_counter()
@@ -300,6 +342,10 @@ class IndexRefresher:
                 self.retriever.index.save_pretrained(target)
         elif self._is_main_process and not saved:
             self.retriever.index.save_pretrained(target)
+        snapshot_dir = target / QUERY_SNAPSHOT_DIR
+        if self.query_tower is not None and self._is_main_process and not snapshot_dir.is_dir():
+            with atomic_directory(snapshot_dir) as staging:
+                self.retriever.search_query_tower.save_pretrained(staging)
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
         return target
@@ -308,6 +354,17 @@ class IndexRefresher:
         """Swaps in the index saved as `save_dir/step-<index_step>` (the one a checkpoint was trained with)."""
         self.retriever.index = self._load(index_step)
         self.index_step = index_step
+        if self.query_tower is not None:
+            snapshot_dir = self.index_dir(index_step) / QUERY_SNAPSHOT_DIR
+            if not snapshot_dir.is_dir():
+                raise FileNotFoundError(
+                    f"{snapshot_dir} is missing: the query tower that searches this index (snapshot search) was not "
+                    "saved with it, so the run cannot resume as it trained."
+                )
+            snapshot = (
+                type(self.query_tower).from_pretrained(snapshot_dir).to(next(self.query_tower.parameters()).device)
+            )
+            self.retriever.search_query_tower = frozen_copy(snapshot)
 
     def _load(self, step: int):
         """The index saved as `save_dir/step-<step>`, loaded as the one in service is (sharded over the processes if

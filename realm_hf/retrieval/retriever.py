@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .corpus import tokenize_blocks
-from .formats import longest_first_lengths_array, pad_pairs, pair, truncate_document
+from .formats import document_tower_inputs, longest_first_lengths_array, pad_pairs, pair, truncate_document
 from .index import RealmIndex
 from .index_format import INDEX_SUBFOLDER, is_saved_index
 from .legacy import decode_legacy_record, load_legacy_block_emb
@@ -466,7 +466,7 @@ class RealmRetriever:
             raise ValueError("num_candidates must be >= 1 (>= 2 to retrieve anything besides the null document).")
         block_ids = np.zeros((batch_size, 0), dtype=np.int64)
         if num_retrieve > 0:
-            block_ids = self._search_excluding(queries, num_retrieve, exclude_doc_ids)
+            block_ids = self.search_excluding(queries, num_retrieve, exclude_doc_ids)
         if null_document:
             block_ids = np.concatenate([np.full((batch_size, 1), -1, dtype=np.int64), block_ids], axis=1)
         return self.pretraining_inputs(block_ids, query_token_ids, max_block_length)
@@ -523,9 +523,25 @@ class RealmRetriever:
                 out[f"{prefix}_{key}"] = tensor.view(batch_size, num_k, -1)
         return out
 
-    def _search_excluding(
+    def document_inputs(
+        self, block_ids: np.ndarray | Sequence[int], max_block_length: int = 288
+    ) -> dict[str, torch.Tensor]:
+        """Document-tower inputs `[CLS] title [SEP] block [SEP]` of the given corpus rows (flattened), as the index was
+        embedded: `input_ids`, `attention_mask` and `token_type_ids` of shape `(num_blocks, length)`."""
+        ids = np.asarray(block_ids, dtype=np.int64).reshape(-1)
+        values, offsets = self.block_token_ids(ids)
+        title_values, title_offsets = self._gather_ragged(self._title_ids, ids)
+        titles = [title_values[title_offsets[i] : title_offsets[i + 1]].tolist() for i in range(len(ids))]
+        bodies = [values[offsets[i] : offsets[i + 1]].tolist() for i in range(len(ids))]
+        return document_tower_inputs(
+            titles, bodies, self.cls_token_id, self.sep_token_id, self.pad_token_id, max_length=max_block_length
+        )
+
+    def search_excluding(
         self, queries: np.ndarray, num_retrieve: int, exclude_doc_ids: torch.Tensor | Sequence[int] | None
     ) -> np.ndarray:
+        """The ids (shape `(batch, num_retrieve)`, by decreasing score) of the best blocks of each query that do not
+        come from its `exclude_doc_ids` document (the corpus' `doc_id` column; `None` excludes nothing)."""
         num_blocks = len(self.index)
         if exclude_doc_ids is None:
             k = min(num_retrieve, num_blocks)

@@ -27,6 +27,17 @@ class IndexRefreshCallback(TrainerCallback):
             Hugging Face way in `<TrainingArguments.output_dir>/final` (weights, config, tokenizer, the index
             re-embedded by the final document tower when the one in service is older, a model card) and its
             sub-models in `submodels/`, as `train_realm` does ([`~realm_hf.hub.publish.save_final_model`]).
+        query_tower (`torch.nn.Module`, *optional*): The live query tower, for snapshot search (the
+            `snapshot_query_tower` of [`~realm_hf.training.retrieval_strategy.apply_retrieval_strategy`]; see
+            [`IndexRefresher`]).
+
+    Example, query-side training with the `Trainer` (the document tower frozen, the index never refreshed):
+
+    ```python
+    >>> strategy = apply_retrieval_strategy(model, RealmRetriever(index, tokenizer), retriever_training="query_side")
+    >>> model.set_retriever(strategy.retriever)
+    >>> callback = IndexRefreshCallback(strategy.retriever, tokenizer, IndexRefreshSchedule(every_n_steps=0))
+    ```
     """
 
     def __init__(
@@ -39,6 +50,7 @@ class IndexRefreshCallback(TrainerCallback):
         save_dir: str | None = None,
         save_final: bool = True,
         external: bool = False,
+        query_tower=None,
     ):
         self.save_final = save_final
         self.refresher = IndexRefresher(
@@ -50,6 +62,7 @@ class IndexRefreshCallback(TrainerCallback):
             save_dir=save_dir,
             save_every_refresh=save_dir is not None and not external,
             external=external,
+            query_tower=query_tower,
         )
         self.history: list[dict] = []
 
@@ -68,7 +81,12 @@ class IndexRefreshCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.refresher.wait()
-        if self.save_final and model is not None and self.refresher.index_step != state.global_step:
+        if (
+            self.save_final
+            and model is not None
+            and self.refresher.index_step != state.global_step
+            and any(p.requires_grad for p in _unwrap(model).embedder.parameters())  # else the index is current
+        ):
             # The saved model's index is the one its final document tower builds.
             self.refresher.refresh_now(_unwrap(model).embedder, state.global_step)
         if self.save_final and state.is_world_process_zero and model is not None:

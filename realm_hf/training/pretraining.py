@@ -37,6 +37,7 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .optimization import make_accelerator, make_optimizer, make_scheduler, step_period
+from .retrieval_strategy import INDEX_SEARCH, RETRIEVER_TRAINING, apply_retrieval_strategy, check_retrieval_strategy
 
 
 logger = hf_logging.get_logger(__name__)
@@ -111,6 +112,32 @@ class RealmPreTrainingArguments(TrainingArguments):
         },
     )
     embed_batch_size: int = field(default=128, metadata={"help": "Blocks per forward pass when re-embedding."})
+    retriever_training: str = field(
+        default="both",
+        metadata={
+            "help": "'both': the query and document towers train (the index goes stale between refreshes); "
+            "'query_side': the towers are untied and the document tower frozen, so the index built once is never "
+            "stale and is never refreshed (Atlas' query-side training; no refresh cost at any corpus size).",
+            "choices": list(RETRIEVER_TRAINING),
+        },
+    )
+    index_search: str = field(
+        default="live",
+        metadata={
+            "help": "Which query tower searches the index: 'live' (the one training) or 'snapshot' (a frozen copy "
+            "taken when the index in service was embedded, as REALM's own code; the candidates are still scored by "
+            "the live towers). With retriever_training='both' and a stale index.",
+            "choices": list(INDEX_SEARCH),
+        },
+    )
+    rerank_candidates: int = field(
+        default=0,
+        metadata={
+            "help": "Over-retrieve this many blocks per sentence from the index, re-embed them with the live "
+            "document tower (no gradient) and keep the best (Atlas' re-rank); 0: no re-ranking. Costs one "
+            "document-tower pass over the distinct blocks of each batch."
+        },
+    )
     final_index_refresh: bool = field(
         default=True,
         metadata={
@@ -134,6 +161,7 @@ class RealmPreTrainingArguments(TrainingArguments):
             raise ValueError("max_steps, per_device_train_batch_size and gradient_accumulation_steps must be >= 1.")
         if self.index_refresh_steps < 0:
             raise ValueError(f"index_refresh_steps must be >= 0, got {self.index_refresh_steps}.")
+        check_retrieval_strategy(self.retriever_training, self.index_search, self.rerank_candidates)
         super().__post_init__()
         optim = getattr(self.optim, "value", self.optim)
         if optim not in _SUPPORTED_OPTIMIZERS:
@@ -203,7 +231,10 @@ def train_realm(
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    retriever = RealmRetriever(index, tokenizer)
+    strategy = apply_retrieval_strategy(
+        model, RealmRetriever(index, tokenizer), args.retriever_training, args.index_search, args.rerank_candidates
+    )
+    retriever = strategy.retriever
     model.set_retriever(retriever)
     loader = DataLoader(
         train_dataset,
@@ -237,12 +268,14 @@ def train_realm(
     refresher = IndexRefresher(
         retriever,
         tokenizer,
-        IndexRefreshSchedule(args.index_refresh_steps),
+        # A frozen document tower never makes the index stale: nothing to refresh.
+        IndexRefreshSchedule(args.index_refresh_steps if strategy.document_tower_trains else 0),
         asynchronous=args.index_refresh_mode == "async",
         batch_size=args.embed_batch_size,
         accelerator=accelerator,
         save_dir=output_dir / INDEX_DIR,
         external=args.index_refresh_mode == "external",
+        query_tower=strategy.snapshot_query_tower,
     )
     step, history = 0, []
     checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
@@ -306,7 +339,7 @@ def train_realm(
                 or should_eval
             ):
                 record = _summarise(window, accelerator)
-                record.update(step=step, index_staleness=step - refresher.index_step, lr=scheduler.get_last_lr()[0],
+                record.update(step=step, index_staleness=(step - refresher.index_step) * strategy.document_tower_trains, lr=scheduler.get_last_lr()[0],
                               steps_per_second=step / max(time.perf_counter() - began, 1e-9))  # fmt: skip
                 if refresh_seconds is not None:
                     record["index_refresh_seconds"] = refresh_seconds
@@ -329,7 +362,7 @@ def train_realm(
                 break
     progress.close()
     refresher.wait()
-    if args.final_index_refresh and refresher.index_step != step:
+    if args.final_index_refresh and strategy.document_tower_trains and refresher.index_step != step:
         refresher.refresh_now(unwrapped.embedder, step)
     # A sharded index is saved by every process, and read back as one index for the final model.
     sharded_dir = refresher.save() if retriever.index.is_collective else None

@@ -53,6 +53,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=60_000, help="Vectors the IVF quantiser is trained on.")
     parser.add_argument("--embed-batch-size", type=int, default=512, help="Blocks per forward pass when embedding.")
     parser.add_argument("--retriever-learning-rate", type=float, default=1e-4, help="Peak rate of the embedders.")
+    parser.add_argument("--ict-steps", type=int, default=None, help="ICT warm-start steps (default: the demo's).")
+    parser.add_argument(
+        "--retriever-training", default="both", choices=["both", "query_side"], help="RealmPreTrainingArguments'."
+    )
+    parser.add_argument(
+        "--index-search", default="live", choices=["live", "snapshot"], help="RealmPreTrainingArguments'."
+    )
+    parser.add_argument("--rerank-candidates", type=int, default=0, help="RealmPreTrainingArguments'.")
+    parser.add_argument("--num-candidates", type=int, default=8, help="Candidates per sentence (null included).")
+    parser.add_argument(
+        "--fresh-eval", action="store_true",
+        help="At the end, also evaluate against the corpus re-embedded by the final document tower (what the towers "
+        "learned; one more embedding of every block, not counted in the training time).",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="Random seed (world, model, data order).")
     parser.add_argument("--work-dir", default="/tmp/realm_million", help="Run directory (deleted unless --keep).")
     parser.add_argument("--keep", action="store_true", help="Keep the run directory.")
@@ -100,7 +114,11 @@ def main(argv=None) -> dict:
     )
     demo = DemoArguments(output_dir=str(work), num_people=args.num_people, num_cities=args.num_cities,
                          seed=args.seed, retriever_learning_rate=args.retriever_learning_rate,
+                         retriever_training=args.retriever_training, index_search=args.index_search,
+                         rerank_candidates=args.rerank_candidates, num_candidates=args.num_candidates,
                          show_progress=False)  # fmt: skip
+    if args.ict_steps is not None:
+        demo.ict_steps = args.ict_steps
     worlds = reading_worlds(demo, knowledge)
     first_world = next(worlds)
     vocabulary = knowledge.vocabulary()
@@ -156,15 +174,18 @@ def main(argv=None) -> dict:
     model.train()
     print(json.dumps({"before": before, **timings}), flush=True)
 
-    torch.set_num_threads(1)  # the other core is the builder's
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    builder_log = open(work / "builder.log", "w")
-    builder = subprocess.Popen(
-        [sys.executable, "-c", "import logging, sys; logging.basicConfig(level=logging.INFO); "
-         "from realm_hf.cli import main; sys.exit(main(sys.argv[1:]))", "index-builder", "--watch", str(work),
-         "--poll-seconds", "2", "--batch-size", str(args.embed_batch_size), "--no-progress"],
-        env=env, stdout=builder_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    torch.set_num_threads(1)  # the other core is the builder's (or, with no refresh, free)
+    builder = None
+    (work / "builder.log").touch()
+    if args.export_steps > 0 and args.retriever_training != "query_side":
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        builder_log = open(work / "builder.log", "w")
+        builder = subprocess.Popen(
+            [sys.executable, "-c", "import logging, sys; logging.basicConfig(level=logging.INFO); "
+             "from realm_hf.cli import main; sys.exit(main(sys.argv[1:]))", "index-builder", "--watch", str(work),
+             "--poll-seconds", "2", "--batch-size", str(args.embed_batch_size), "--no-progress"],
+            env=env, stdout=builder_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     train_args = demo.training_arguments(
         max_steps=args.max_steps, index_refresh_mode="external", index_refresh_steps=args.export_steps,
         eval_steps=args.eval_steps, save_steps=args.max_steps, save_submodels=False, final_index_refresh=False,
@@ -173,15 +194,34 @@ def main(argv=None) -> dict:
     began = time.perf_counter()
     history = train_realm(model, tokenizer, index, sentences, collator, train_args, eval_fn=evaluate)
     train_seconds = time.perf_counter() - began
-    builder.terminate()  # a build in progress when training ends is not needed
-    builder.wait()
-    builder_log.close()
+    eval_seconds = sum(r.get("eval_seconds", 0.0) for r in history)
+    if builder is not None:
+        builder.terminate()  # a build in progress when training ends is not needed
+        builder.wait()
+        builder_log.close()
     builds = [
         {"step": int(m.group(1)), "seconds": float(m.group(2))}
         for m in re.finditer(r"Published the index of step (\d+) in ([\d.]+)s", (work / "builder.log").read_text())
     ]
     evaluations = [r for r in history if "retrieval_accuracy" in r]
     logged = [r for r in history if "index_staleness" in r]
+    fresh = {}
+    if args.fresh_eval:
+        torch.set_num_threads(2)
+        began = time.perf_counter()
+        embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=args.embed_batch_size,
+                                  show_progress=False)  # fmt: skip
+        fresh_index = RealmIndex.build(corpus, embeddings, args.index_factory, train_size=args.train_size,
+                                       nprobe=args.nprobe, show_progress=False)  # fmt: skip
+        del embeddings
+        in_service = model.retriever
+        model.set_retriever(RealmRetriever(fresh_index, tokenizer))
+        model.eval()
+        with torch.no_grad():
+            fresh = evaluate(model, model.retriever, args.max_steps)
+        model.set_retriever(in_service)
+        timings["fresh_eval_seconds"] = time.perf_counter() - began
+        print(json.dumps({"fresh_index": fresh}), flush=True)
     results = {
         "benchmark": "pretrain_million",
         "machine": machine_info(),
@@ -190,8 +230,14 @@ def main(argv=None) -> dict:
         "blocks": len(corpus),
         "vocabulary": len(tokenizer),
         "stream_sentences": len(sentences),
-        "timings": {**timings, "train_seconds": train_seconds, "total_seconds": time.perf_counter() - began_all},
-        "steps_per_second": args.max_steps / train_seconds,
+        # Training wall clock without the periodic evaluations (reported apart, as eval_seconds).
+        "timings": {
+            **timings,
+            "train_seconds": train_seconds - eval_seconds,
+            "eval_seconds": eval_seconds,
+            "total_seconds": time.perf_counter() - began_all,
+        },  # fmt: skip
+        "steps_per_second": args.max_steps / (train_seconds - eval_seconds),
         "builder_refreshes": builds,
         "builder_refresh_seconds_mean": float(np.mean([b["seconds"] for b in builds])) if builds else None,
         "index_staleness_mean": float(np.mean([r["index_staleness"] for r in logged])),
@@ -200,7 +246,10 @@ def main(argv=None) -> dict:
         # The builder's own peak RSS is not measured here: a forked child's ru_maxrss starts at the parent's.
         "reading_history": reading_history,
         "before": before,
-        "after": {k: v for k, v in evaluations[-1].items() if k in before},
+        # After: against the corpus re-embedded by the final towers with --fresh-eval (what the retriever learned),
+        # else through the index in service; `after_in_service` is always the latter.
+        "after": fresh or {k: v for k, v in evaluations[-1].items() if k in before},
+        "after_in_service": {k: v for k, v in evaluations[-1].items() if k in before},
         "evaluations": evaluations,
         "history": history,
     }

@@ -206,7 +206,9 @@ def test_strategy_options_are_checked_before_training():
 def test_apply_retrieval_strategy_for_the_trainer_path(synthetic_tokenizer, corpus):
     model, index = _model_and_index(synthetic_tokenizer, corpus)
     plain = RealmRetriever(index, synthetic_tokenizer)
-    assert apply_retrieval_strategy(model, plain).retriever is plain
+    assert apply_retrieval_strategy(model, plain, index_search="live").retriever is plain
+    default = apply_retrieval_strategy(model, plain)  # 'auto': the index's own query-tower snapshot searches it
+    assert isinstance(default.retriever, StaleIndexRetriever) and default.snapshot_query_tower is model.query_embedder
     strategy = apply_retrieval_strategy(model, plain, retriever_training="query_side")
     assert strategy.retriever is plain and not strategy.document_tower_trains and strategy.snapshot_query_tower is None
     assert all(p.requires_grad for p in model.query_embedder.parameters())
@@ -216,3 +218,55 @@ def test_apply_retrieval_strategy_for_the_trainer_path(synthetic_tokenizer, corp
     )
     assert snapshot.document_tower_trains and isinstance(snapshot.retriever, StaleIndexRetriever)
     model.set_retriever(snapshot.retriever)
+
+
+def test_the_trainer_path_with_snapshot_search_and_with_query_side_training(
+    tmp_path, synthetic_tokenizer, knowledge, corpus
+):
+    """The Hugging Face `Trainer` path takes the same strategies: `apply_retrieval_strategy` before the Trainer is
+    made, and the callback given the query tower for snapshot search (each refreshed index comes with the query tower
+    of its step); with query-side training nothing is refreshed, not even at the end, and the document tower is
+    unchanged."""
+    from transformers import Trainer, TrainingArguments
+
+    from realm_hf import IndexRefreshCallback, IndexRefreshSchedule
+
+    def trainer(output_dir, model, callback):
+        return Trainer(
+            model=model,
+            args=TrainingArguments(
+                output_dir=str(output_dir),
+                max_steps=3,
+                per_device_train_batch_size=4,
+                learning_rate=1e-2,
+                remove_unused_columns=False,
+                report_to="none",
+                save_strategy="no",
+                use_cpu=True,
+            ),  # fmt: skip
+            train_dataset=tag_salient_spans(knowledge.documents, synthetic_tokenizer),
+            data_collator=DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0),
+            callbacks=[callback],
+        )
+
+    model, index = _model_and_index(synthetic_tokenizer, corpus)
+    strategy = apply_retrieval_strategy(model, RealmRetriever(index, synthetic_tokenizer), index_search="snapshot")
+    model.set_retriever(strategy.retriever)
+    callback = IndexRefreshCallback(strategy.retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2),
+                                    query_tower=strategy.snapshot_query_tower, save_final=False)  # fmt: skip
+    trainer(tmp_path / "snapshot", model, callback).train()
+    assert [record["weights_step"] for record in callback.history] == [2]
+    snapshot = strategy.retriever.search_query_tower
+    assert snapshot is not model.query_embedder and not any(p.requires_grad for p in snapshot.parameters())
+    assert any(not torch.equal(v, model.query_embedder.state_dict()[k]) for k, v in snapshot.state_dict().items())
+
+    model, index = _model_and_index(synthetic_tokenizer, corpus)
+    strategy = apply_retrieval_strategy(model, RealmRetriever(index, synthetic_tokenizer), "query_side")
+    model.set_retriever(strategy.retriever)
+    document_tower = {k: v.clone() for k, v in model.embedder.state_dict().items()}
+    callback = IndexRefreshCallback(strategy.retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=0))
+    trainer(tmp_path / "query_side", model, callback).train()
+    assert callback.history == [] and strategy.retriever.index is index
+    torch.testing.assert_close(model.embedder.state_dict(), document_tower)
+    loaded, _, retriever = load_realm(tmp_path / "query_side" / "final")
+    assert retriever.index.check_embedder(loaded.embedder) and not loaded.config.share_query_embedder

@@ -142,8 +142,9 @@ class DemoArguments:
         RETRIEVER_TRAINING,
     )
     index_search: str = option(
-        "live",
-        "'live' query tower searches the index, or its 'snapshot' of the weights that embedded the index.",
+        "auto",
+        "Search the index with the query tower's 'snapshot' of the weights that embedded it, or the 'live' one "
+        "('auto': snapshot, or live with query-side training).",
         INDEX_SEARCH,
     )
     rerank_candidates: int = option(

@@ -122,11 +122,13 @@ class RealmPreTrainingArguments(TrainingArguments):
         },
     )
     index_search: str = field(
-        default="live",
+        default="auto",
         metadata={
-            "help": "Which query tower searches the index: 'live' (the one training) or 'snapshot' (a frozen copy "
-            "taken when the index in service was embedded, as REALM's own code; the candidates are still scored by "
-            "the live towers). With retriever_training='both' and a stale index.",
+            "help": "Which query tower searches the index: 'snapshot' (a frozen copy taken when the index in service "
+            "was embedded, as REALM's own code; the candidates are then scored by the live towers) or 'live' (the "
+            "one training; with a stale index it compares vectors of two encoders and undoes what REALM learns); "
+            "the two are the same with an index refreshed every step. 'auto' (default): 'snapshot', or 'live' with "
+            "retriever_training='query_side' (whose index is never stale).",
             "choices": list(INDEX_SEARCH),
         },
     )
@@ -345,7 +347,9 @@ def train_realm(
                     record["index_refresh_seconds"] = refresh_seconds
                 window = []
                 if should_eval:
+                    eval_began = time.perf_counter()
                     record.update(_evaluate(eval_fn, unwrapped, retriever, step, model))
+                    record["eval_seconds"] = time.perf_counter() - eval_began
                 history.append(record)
                 accelerator.log(record, step=step)
                 progress.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}")

@@ -22,7 +22,15 @@ from ..retrieval.stale_index import StaleIndexRetriever
 
 
 RETRIEVER_TRAINING = ("both", "query_side")
-INDEX_SEARCH = ("live", "snapshot")
+INDEX_SEARCH = ("auto", "snapshot", "live")
+
+
+def resolve_index_search(retriever_training: str, index_search: str) -> str:
+    """`index_search="auto"`: `"snapshot"` when both towers train, `"live"` with query-side training (the document
+    tower is frozen, so the live query tower and the index always match)."""
+    if index_search != "auto":
+        return index_search
+    return "live" if retriever_training == "query_side" else "snapshot"
 
 
 def check_retrieval_strategy(retriever_training: str, index_search: str, rerank_candidates: int) -> None:
@@ -33,10 +41,11 @@ def check_retrieval_strategy(retriever_training: str, index_search: str, rerank_
         raise ValueError(f"index_search must be one of {INDEX_SEARCH}, got {index_search!r}.")
     if rerank_candidates < 0:
         raise ValueError(f"rerank_candidates must be >= 0 (0: no re-ranking), got {rerank_candidates}.")
-    if retriever_training == "query_side" and (index_search != "live" or rerank_candidates):
+    if retriever_training == "query_side" and (resolve_index_search(retriever_training, index_search) != "live"
+                                               or rerank_candidates):  # fmt: skip
         raise ValueError(
             "retriever_training='query_side' freezes the document tower, so the index is never stale: "
-            "index_search='snapshot' and rerank_candidates have nothing to correct (use index_search='live' and "
+            "index_search='snapshot' and rerank_candidates have nothing to correct (use index_search='auto' or 'live', and "
             "rerank_candidates=0)."
         )
 
@@ -59,7 +68,7 @@ class RetrievalStrategy:
 
 
 def apply_retrieval_strategy(
-    model, retriever, retriever_training: str = "both", index_search: str = "live", rerank_candidates: int = 0
+    model, retriever, retriever_training: str = "both", index_search: str = "auto", rerank_candidates: int = 0
 ) -> RetrievalStrategy:
     r"""
     Sets up a [`RealmForPreTraining`] and its retriever for a pre-training strategy, before the optimizer is made.
@@ -69,13 +78,15 @@ def apply_retrieval_strategy(
             ([`~RealmForPreTraining.untie_query_embedder`]) and its document tower frozen here.
         retriever ([`RealmRetriever`]): The retriever over the index built with the model's document tower.
         retriever_training (`str`): `"both"` (both towers train) or `"query_side"`.
-        index_search (`str`): `"live"` (the live query tower searches) or `"snapshot"`.
+        index_search (`str`): `"snapshot"` (the query tower of the index's own weights searches it), `"live"` (the
+            query tower in training does) or `"auto"` (snapshot, or live with query-side training).
         rerank_candidates (`int`): Candidates to over-retrieve and re-rank with the live towers (0: none).
 
     Returns:
         [`RetrievalStrategy`]
     """
     check_retrieval_strategy(retriever_training, index_search, rerank_candidates)
+    index_search = resolve_index_search(retriever_training, index_search)
     if retriever_training == "query_side":
         model.untie_query_embedder()
         model.embedder.requires_grad_(False)
@@ -93,4 +104,11 @@ def apply_retrieval_strategy(
     )
 
 
-__all__ = ["INDEX_SEARCH", "RETRIEVER_TRAINING", "RetrievalStrategy", "apply_retrieval_strategy"]
+__all__ = [
+    "INDEX_SEARCH",
+    "RETRIEVER_TRAINING",
+    "RetrievalStrategy",
+    "apply_retrieval_strategy",
+    "check_retrieval_strategy",
+    "resolve_index_search",
+]

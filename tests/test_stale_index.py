@@ -270,3 +270,37 @@ def test_the_trainer_path_with_snapshot_search_and_with_query_side_training(
     torch.testing.assert_close(model.embedder.state_dict(), document_tower)
     loaded, _, retriever = load_realm(tmp_path / "query_side" / "final")
     assert retriever.index.check_embedder(loaded.embedder) and not loaded.config.share_query_embedder
+
+
+@pytest.mark.parametrize("mode", ["async", "external"])
+def test_the_snapshot_is_the_query_tower_of_the_step_whose_weights_embedded_the_index(
+    tmp_path, synthetic_tokenizer, corpus, mode
+):
+    """With an asynchronous refresh or an external builder, the index of step 2 arrives at a later step; the query
+    tower that searches it is the copy taken at step 2, not the one of the step it arrives at."""
+    from realm_hf.retrieval.refresh import IndexRefresher, IndexRefreshSchedule
+    from realm_hf.training.index_builder import build_index_from_export
+
+    model, index = _model_and_index(synthetic_tokenizer, corpus)
+    retriever = StaleIndexRetriever(index, synthetic_tokenizer)
+    save_dir = tmp_path / "indexes"
+    refresher = IndexRefresher(
+        retriever, synthetic_tokenizer, IndexRefreshSchedule(every_n_steps=2), asynchronous=mode == "async",
+        save_dir=save_dir, external=mode == "external", query_tower=model.query_embedder,
+    )  # fmt: skip
+    refresher.save()  # the builder takes its corpus from the index of step 0
+    states = {}
+    for step in (1, 2, 3):
+        # Training moves the (shared) tower in place every step.
+        model.embedder.load_state_dict(_perturbed(model.embedder, seed=step).state_dict())
+        states[step] = {k: v.clone() for k, v in model.query_embedder.state_dict().items()}
+        record = refresher.step_end(model.embedder, step)
+        if step == 2:
+            assert record is None  # started (async) or exported (external), not yet in service
+            if mode == "async":
+                refresher.background.join()  # the background refresh has ended; its result is swapped in at step 3
+            else:
+                build_index_from_export(save_dir, 2)
+    assert refresher.index_step == 2 and record is not None and record.step == 2
+    torch.testing.assert_close(retriever.search_query_tower.state_dict(), states[2])
+    assert any(not torch.equal(v, states[3][k]) for k, v in retriever.search_query_tower.state_dict().items())

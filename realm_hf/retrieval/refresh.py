@@ -180,10 +180,14 @@ class AsyncIndexRefresher:
         result, self._result = self._result, None
         return result
 
-    def wait(self, timeout: float | None = None) -> RefreshRecord | None:
-        """Blocks until the running refresh ends, then behaves like [`~AsyncIndexRefresher.poll`]."""
+    def join(self, timeout: float | None = None) -> None:
+        """Blocks until the running refresh ends; its result stays for the next [`~AsyncIndexRefresher.poll`]."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> RefreshRecord | None:
+        """Blocks until the running refresh ends, then behaves like [`~AsyncIndexRefresher.poll`]."""
+        self.join(timeout)
         return self.poll()
 
 

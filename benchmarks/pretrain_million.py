@@ -74,6 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def replot(path: str) -> None:
+    """Redraws the plot of a results file (`python -c "import pretrain_million as m; m.replot('results.json')"`)."""
+    plot(json.loads(Path(path).read_text()), Path(path).with_suffix(".png"))
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from realm_hf import (
@@ -273,6 +278,10 @@ def plot(results: dict, path: Path) -> None:
     for key, label in (("retrieval_accuracy", "top-1 retrieval"), ("held_out_retrieval_accuracy", "top-1 retrieval, held-out"),
                        ("eval_masked_lm_accuracy", "masked-LM accuracy"), ("held_out_masked_lm_accuracy", "masked-LM, held-out")):  # fmt: skip
         top.plot(steps, [results["before"][key]] + [r[key] for r in results["evaluations"]], marker="o", label=label)
+    if results.get("after_in_service") is not None and results["after"] != results["after_in_service"]:
+        for key, marker in (("retrieval_accuracy", "*"), ("held_out_retrieval_accuracy", "P")):
+            top.plot([steps[-1]], [results["after"][key]], marker=marker, markersize=12, linestyle="",
+                     label=f"{key.replace('_', ' ')}, re-embedded index")  # fmt: skip
     top.set_ylabel("accuracy")
     top.set_title(f"REALM pre-training over {results['documents']:,} documents (2 CPU cores)")
     logged = [r for r in results["history"] if "index_staleness" in r]

@@ -89,7 +89,7 @@ def test_realm_pretraining_doubles_retrieval_in_twenty_steps(tmp_path):
 
 
 def test_realm_pretraining_doubles_retrieval_with_an_index_never_refreshed(tmp_path):
-    """The stale-index regime of a real corpus, fast (about 70 s on 2 CPU cores): as the test above, but the index
+    """The stale-index regime of a real corpus, fast (about 50 s on 2 CPU cores): as the test above, but the index
     built after the warm starts is never refreshed during the twenty steps, and the library's default search (the
     index's own query-tower snapshot finds the candidates, the live towers score them) carries the masked-LM signal.
     What the towers learned, measured against the corpus re-embedded by the final document tower and searched by the

@@ -15,7 +15,7 @@ from realm_hf.retrieval.formats import document_tower_inputs
 from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.retriever import RealmRetriever
 
-from .utils import synthetic_config, tiny_config_kwargs
+from .utils import pretraining_trainer, synthetic_config, tiny_config_kwargs
 
 
 def model_with_retriever(tokenizer, corpus) -> RealmForPreTraining:
@@ -25,32 +25,6 @@ def model_with_retriever(tokenizer, corpus) -> RealmForPreTraining:
     embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=8, show_progress=False)
     model.set_retriever(RealmRetriever(RealmIndex.build(corpus, embeddings, show_progress=False), tokenizer))
     return model
-
-
-def pretraining_trainer(output_dir, model, tokenizer, knowledge, callbacks):
-    """The HF `Trainer` over the world's masked sentences: 4 steps of 4 sentences, no checkpoints."""
-    from transformers import Trainer, TrainingArguments
-
-    from realm_hf import DataCollatorForRealmPreTraining
-    from realm_hf.training.masking import tag_salient_spans
-
-    return Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(output_dir),
-            max_steps=4,
-            per_device_train_batch_size=4,
-            learning_rate=1e-3,
-            remove_unused_columns=False,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=True,
-            logging_steps=1,
-        ),  # fmt: skip
-        train_dataset=tag_salient_spans(knowledge.documents, tokenizer),
-        data_collator=DataCollatorForRealmPreTraining(tokenizer, max_length=32, seed=0),
-        callbacks=callbacks,
-    )
 
 
 def masked_batch(tokenizer, knowledge, rows=(0, 3, 7)):

@@ -13,7 +13,7 @@ from realm_hf.retrieval.stale_index import StaleIndexRetriever
 from realm_hf.training.masking import tag_salient_spans
 from realm_hf.training.retrieval_strategy import apply_retrieval_strategy, check_retrieval_strategy
 
-from .utils import synthetic_config
+from .utils import pretraining_trainer, synthetic_config
 
 
 def _model_and_index(tokenizer, corpus):
@@ -227,27 +227,11 @@ def test_the_trainer_path_with_snapshot_search_and_with_query_side_training(
     made, and the callback given the query tower for snapshot search (each refreshed index comes with the query tower
     of its step); with query-side training nothing is refreshed, not even at the end, and the document tower is
     unchanged."""
-    from transformers import Trainer, TrainingArguments
-
     from realm_hf import IndexRefreshCallback, IndexRefreshSchedule
 
     def trainer(output_dir, model, callback):
-        return Trainer(
-            model=model,
-            args=TrainingArguments(
-                output_dir=str(output_dir),
-                max_steps=3,
-                per_device_train_batch_size=4,
-                learning_rate=1e-2,
-                remove_unused_columns=False,
-                report_to="none",
-                save_strategy="no",
-                use_cpu=True,
-            ),  # fmt: skip
-            train_dataset=tag_salient_spans(knowledge.documents, synthetic_tokenizer),
-            data_collator=DataCollatorForRealmPreTraining(synthetic_tokenizer, max_length=32, seed=0),
-            callbacks=[callback],
-        )
+        return pretraining_trainer(output_dir, model, synthetic_tokenizer, knowledge, [callback], max_steps=3,
+                                   learning_rate=1e-2)  # fmt: skip
 
     model, index = _model_and_index(synthetic_tokenizer, corpus)
     strategy = apply_retrieval_strategy(model, RealmRetriever(index, synthetic_tokenizer), index_search="snapshot")

@@ -59,6 +59,33 @@ def tiny_config_kwargs() -> dict:
     }
 
 
+def pretraining_trainer(output_dir, model, tokenizer, knowledge, callbacks, max_steps=4, learning_rate=1e-3):
+    """The HF `Trainer` over the world's masked sentences: `max_steps` steps of 4 sentences, on the CPU, no
+    checkpoints."""
+    from transformers import Trainer, TrainingArguments
+
+    from realm_hf import DataCollatorForRealmPreTraining
+    from realm_hf.training.masking import tag_salient_spans
+
+    return Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(output_dir),
+            max_steps=max_steps,
+            per_device_train_batch_size=4,
+            learning_rate=learning_rate,
+            remove_unused_columns=False,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            logging_steps=1,
+        ),  # fmt: skip
+        train_dataset=tag_salient_spans(knowledge.documents, tokenizer),
+        data_collator=DataCollatorForRealmPreTraining(tokenizer, max_length=32, seed=0),
+        callbacks=callbacks,
+    )
+
+
 def synthetic_config(tokenizer, **overrides):
     """A tiny `RealmConfig` for the `synthetic_tokenizer` fixture's world (4 candidates, blocks of 48 tokens)."""
     from realm_hf import RealmConfig

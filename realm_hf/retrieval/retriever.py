@@ -457,8 +457,7 @@ class RealmRetriever:
             and `retrieved_block_ids` (`(batch, K)`, -1 for the null document).
         """
         self._check_searchable()
-        queries = _as_numpy(query_embeddings)
-        batch_size = queries.shape[0]
+        batch_size = len(query_embeddings)
         if len(query_token_ids) != batch_size:
             raise ValueError(f"Got {len(query_token_ids)} query token lists for {batch_size} query embeddings.")
         num_retrieve = num_candidates - int(null_document)
@@ -466,10 +465,25 @@ class RealmRetriever:
             raise ValueError("num_candidates must be >= 1 (>= 2 to retrieve anything besides the null document).")
         block_ids = np.zeros((batch_size, 0), dtype=np.int64)
         if num_retrieve > 0:
-            block_ids = self.search_excluding(queries, num_retrieve, exclude_doc_ids)
+            block_ids = self.pretraining_candidates(
+                query_embeddings, query_token_ids, num_retrieve, exclude_doc_ids, max_block_length
+            )
         if null_document:
             block_ids = np.concatenate([np.full((batch_size, 1), -1, dtype=np.int64), block_ids], axis=1)
         return self.pretraining_inputs(block_ids, query_token_ids, max_block_length)
+
+    def pretraining_candidates(
+        self,
+        query_embeddings: torch.Tensor | np.ndarray,
+        query_token_ids: Sequence[Sequence[int]],
+        num_retrieve: int,
+        exclude_doc_ids: torch.Tensor | Sequence[int] | None = None,
+        max_block_length: int = 288,
+    ) -> np.ndarray:
+        """The retrieved blocks of [`~RealmRetriever.retrieve_for_pretraining`] (without the null document), shape
+        `(batch_size, num_retrieve)`: the index searched with `query_embeddings`, the source documents excluded.
+        Subclasses change how candidates are found here ([`StaleIndexRetriever`])."""
+        return self.search_excluding(_as_numpy(query_embeddings), num_retrieve, exclude_doc_ids)
 
     def pretraining_inputs(
         self,

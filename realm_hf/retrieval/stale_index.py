@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .formats import pad_pairs
-from .retriever import RealmRetriever
+from .retriever import RealmRetriever, _as_numpy
 
 
 class StaleIndexRetriever(RealmRetriever):
@@ -69,36 +69,25 @@ class StaleIndexRetriever(RealmRetriever):
         self.rerank_candidates = rerank_candidates
         self.rerank_batch_size = rerank_batch_size
 
-    def retrieve_for_pretraining(
+    def pretraining_candidates(
         self,
         query_embeddings: torch.Tensor | np.ndarray,
         query_token_ids: Sequence[Sequence[int]],
+        num_retrieve: int,
         exclude_doc_ids: torch.Tensor | Sequence[int] | None = None,
-        num_candidates: int = 8,
-        null_document: bool = True,
         max_block_length: int = 288,
-    ) -> dict[str, torch.Tensor]:
+    ) -> np.ndarray:
         r"""
-        [`RealmRetriever.retrieve_for_pretraining`], searching with the snapshot query tower (if any) and re-ranking
-        an over-retrieved set with the live towers (if `rerank_candidates`). Same arguments and outputs.
+        [`RealmRetriever.pretraining_candidates`], searching with the snapshot query tower (if any) and re-ranking
+        an over-retrieved set with the live towers (if `rerank_candidates`). Same arguments and output.
         """
-        num_retrieve = num_candidates - int(null_document)
-        if num_retrieve < 0:
-            raise ValueError("num_candidates must be >= 1 (>= 2 to retrieve anything besides the null document).")
         live = _as_tensor(query_embeddings)
-        batch_size = live.size(0)
-        if len(query_token_ids) != batch_size:
-            raise ValueError(f"Got {len(query_token_ids)} query token lists for {batch_size} query embeddings.")
-        block_ids = np.zeros((batch_size, 0), dtype=np.int64)
-        if num_retrieve > 0:
-            search = live if self.search_query_tower is None else self.snapshot_query_embeddings(query_token_ids)
-            pool = max(num_retrieve, self.rerank_candidates)
-            block_ids = self.search_excluding(search.detach().float().cpu().numpy(), pool, exclude_doc_ids)
-            if self.rerank_candidates and block_ids.shape[1] > num_retrieve:
-                block_ids = self.rerank(live, block_ids, num_retrieve, max_block_length)
-        if null_document:
-            block_ids = np.concatenate([np.full((batch_size, 1), -1, dtype=np.int64), block_ids], axis=1)
-        return self.pretraining_inputs(block_ids, query_token_ids, max_block_length)
+        search = live if self.search_query_tower is None else self.snapshot_query_embeddings(query_token_ids)
+        pool = max(num_retrieve, self.rerank_candidates)
+        block_ids = self.search_excluding(_as_numpy(search), pool, exclude_doc_ids)
+        if self.rerank_candidates and block_ids.shape[1] > num_retrieve:
+            block_ids = self.rerank(live, block_ids, num_retrieve, max_block_length)
+        return block_ids
 
     @torch.no_grad()
     def snapshot_query_embeddings(self, query_token_ids: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -297,6 +297,10 @@ def train_realm(
         desc="REALM pre-training",
         disable=not (args.show_progress and accelerator.is_main_process),
     )
+
+    def staleness(at: int) -> int:  # steps since the index's weights; an index of a frozen tower is never stale
+        return at - refresher.index_step if strategy.document_tower_trains else 0
+
     window: list[dict] = []
     began = time.perf_counter()
     model.train()
@@ -341,7 +345,7 @@ def train_realm(
                 or should_eval
             ):
                 record = _summarise(window, accelerator)
-                record.update(step=step, index_staleness=(step - refresher.index_step) * strategy.document_tower_trains, lr=scheduler.get_last_lr()[0],
+                record.update(step=step, index_staleness=staleness(step), lr=scheduler.get_last_lr()[0],
                               steps_per_second=step / max(time.perf_counter() - began, 1e-9))  # fmt: skip
                 if refresh_seconds is not None:
                     record["index_refresh_seconds"] = refresh_seconds

@@ -154,7 +154,8 @@ def test_pretraining_killed_during_refresh_then_during_checkpoint_write(pretrain
     kill_then_resume_pretraining(output_dir, "refresh:4")
     assert sorted(p.name for p in (output_dir / "indexes").iterdir()) == ["step-2"]  # step-4's index never swapped
     kill_then_resume_pretraining(output_dir, "checkpoint:6", resume=True)
-    assert (output_dir / ".checkpoint-6.tmp").is_dir()  # the incomplete write is there, under its temporary name
+    # The incomplete write is there, under its staging name.
+    assert (output_dir / ".tmp-checkpoint-6" / "checkpoint-6").is_dir()
     check_pretraining_resume(output_dir, pretraining_baseline, "checkpoint-3")
     assert sorted(p.name for p in output_dir.iterdir() if p.name.startswith("checkpoint-")) == [
         "checkpoint-3",

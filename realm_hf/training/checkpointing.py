@@ -10,8 +10,10 @@
 - `rng_state_<process>.json` + `.safetensors`: the Python, NumPy and torch (CPU and CUDA) generators of each process;
 - `trainer_state.json`: the loop's own state (step, history, ...), written last.
 
-A checkpoint is written into a hidden staging directory and renamed to `checkpoint-<step>` once every file of every
-process is written, so a run killed while saving leaves the previous checkpoint as the newest complete one.
+A checkpoint is written into a hidden staging directory (`.tmp-checkpoint-<step>/checkpoint-<step>`, [`staging_dir`])
+and moved to `checkpoint-<step>` once every file of every process is written, so a run killed while saving leaves the
+previous checkpoint as the newest complete one. realm_hf's loops ([`save_checkpoint`]) and `RealmTrainer` share that
+layout.
 
 Accelerate's `save_state` is not used: it pickles the random states and every registered custom object, and
 `load_state` unpickles custom objects with `weights_only=False`, so resuming from a checkpoint someone else wrote
@@ -44,6 +46,7 @@ STATE_FILE = "trainer_state.json"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_NAME = "optimizer"
 RNG_STATE_NAME = "rng_state"
+_STAGING_PREFIX = ".tmp-"
 #: File endings of Python pickles (and of `torch.save` archives, which are pickles): never read from a checkpoint.
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -184,6 +187,34 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: st
     return path
 
 
+def staging_dir(output_dir: str | os.PathLike, step: int) -> Path:
+    """The hidden directory `checkpoint-<step>` is written under before it is published:
+    `output_dir/.tmp-checkpoint-<step>/` (it holds `checkpoint-<step>`, the layout a `Trainer` writes when its output
+    directory is pointed there)."""
+    return Path(output_dir) / f"{_STAGING_PREFIX}{checkpoint_dir(output_dir, step).name}"
+
+
+def start_staging(output_dir: str | os.PathLike, step: int) -> Path:
+    """Removes what writes killed before publishing left behind, creates an empty [`staging_dir`] for `step` and
+    returns the path the checkpoint is to be written to (main process only)."""
+    output_dir = Path(output_dir)
+    for stale in output_dir.glob(f"{_STAGING_PREFIX}{CHECKPOINT_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = staging_dir(output_dir, step)
+    staging.mkdir(parents=True)
+    return staging / checkpoint_dir(output_dir, step).name
+
+
+def publish_staged(output_dir: str | os.PathLike, step: int) -> Path:
+    """Moves the checkpoint written under [`staging_dir`] to `output_dir/checkpoint-<step>` (an existing checkpoint of
+    that step stays whole until replaced) and removes the staging directory (main process only)."""
+    final = checkpoint_dir(output_dir, step)
+    staging = staging_dir(output_dir, step)
+    replace_directory(staging / final.name, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
 def rotate_checkpoints(output_dir: str | os.PathLike, save_total_limit: int | None) -> list[Path]:
     """Deletes all but the newest `save_total_limit` checkpoints (none when it is `None` or < 1 keeps one); returns
     the kept ones, oldest first."""
@@ -253,9 +284,9 @@ def save_checkpoint(
     r"""
     Writes `output_dir/checkpoint-<step>` atomically (collective: call it on every process).
 
-    Every process writes into `output_dir/.checkpoint-<step>.tmp`; when all are done the main process writes
-    `trainer_state.json` (the loop's `trainer_state` plus the Accelerator's micro-step counter) and renames the
-    directory to its final name, replacing an existing checkpoint of that step only once the new one is whole.
+    Every process writes under [`staging_dir`]; when all are done the main process writes `trainer_state.json` (the
+    loop's `trainer_state` plus the Accelerator's micro-step counter) and moves the checkpoint to its final name
+    ([`publish_staged`]), replacing an existing checkpoint of that step only once the new one is whole.
 
     Args:
         output_dir (`str` or `os.PathLike`): The run's output directory.
@@ -271,22 +302,21 @@ def save_checkpoint(
     """
     output_dir = Path(output_dir)
     is_main = accelerator is None or accelerator.is_main_process
-    final = checkpoint_dir(output_dir, step)
-    staging = output_dir / f".{final.name}.tmp"
+    staged = staging_dir(output_dir, step) / checkpoint_dir(output_dir, step).name
     if is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        start_staging(output_dir, step)
     _wait(accelerator)
-    write_training_state(staging, accelerator, model, optimizer, stateful)
+    staged.mkdir(parents=True, exist_ok=True)
+    write_training_state(staged, accelerator, model, optimizer, stateful)
     _wait(accelerator)
     if is_main:
         state = dict(trainer_state or {}, step=step)
         if accelerator is not None:
             state["accelerator_step"] = accelerator.step
-        atomic_write_text(staging / STATE_FILE, json.dumps(state))
-        replace_directory(staging, final)  # an existing checkpoint of this step stays whole until replaced
+        atomic_write_text(staged / STATE_FILE, json.dumps(state))
+        publish_staged(output_dir, step)
     _wait(accelerator)
-    return final
+    return checkpoint_dir(output_dir, step)
 
 
 def load_checkpoint(
@@ -343,9 +373,12 @@ __all__ = [
     "load_checkpoint",
     "load_state",
     "load_trainer_state",
+    "publish_staged",
     "resolve_checkpoint",
     "rotate_checkpoints",
     "save_checkpoint",
     "save_state",
     "set_rng_state",
+    "staging_dir",
+    "start_staging",
 ]

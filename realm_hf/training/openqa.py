@@ -7,7 +7,6 @@ the retrieved blocks contributes zero loss.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +17,23 @@ from transformers import Trainer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
 
-from ..file_utils import atomic_write_text, replace_directory
+from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardCallback, RealmModelCardData, save_model_card, training_logs_from_history
 from .checkpointing import (
     OPTIMIZER_NAME,
     RNG_STATE_NAME,
     check_no_pickle,
+    checkpoint_dir,
     get_rng_state,
     load_state,
+    publish_staged,
     save_state,
     set_rng_state,
+    staging_dir,
+    start_staging,
 )
 
 
@@ -270,16 +273,13 @@ class RealmTrainer(Trainer):
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """Writes `checkpoint-<step>` into a staging directory, then moves it to its final name."""
         run_dir = Path(self._get_output_dir(trial=trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_dir = run_dir / f".tmp-{name}"
-        final, staged = run_dir / name, staging_dir / name
+        step = self.state.global_step
+        final = checkpoint_dir(run_dir, step)
+        staged = staging_dir(run_dir, step) / final.name
         if self.args.should_save:
-            # Leftovers of runs killed while saving are never complete checkpoints.
-            for stale in run_dir.glob(f".tmp-{PREFIX_CHECKPOINT_DIR}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            staging_dir.mkdir(parents=True, exist_ok=True)
+            start_staging(run_dir, step)
         self.accelerator.wait_for_everyone()
-        self._checkpoint_staging_dir = staging_dir
+        self._checkpoint_staging_dir = staged.parent
         try:
             super()._save_checkpoint(model, trial)
         finally:
@@ -287,8 +287,7 @@ class RealmTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             self._fix_staged_best_checkpoint(staged, final)
-            replace_directory(staged, final)
-            shutil.rmtree(staging_dir, ignore_errors=True)
+            publish_staged(run_dir, step)
             logger.info(f"Saved checkpoint {final}.")
             rotate_checkpoints(
                 output_dir=str(run_dir),

@@ -28,12 +28,7 @@ from .demo.job import DemoArguments, check_hub_target, run_demo
 from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .file_utils import atomic_write_text
 from .hub.convert import add_convert_arguments
-from .hub.model_card import (
-    RealmModelCardData,
-    collect_training_hyperparameters,
-    training_logs_from_history,
-    update_card_from_metrics,
-)
+from .hub.model_card import RealmModelCardData, pretraining_card_data, update_card_from_metrics
 from .hub.publish import load_realm, publish_realm
 from .inference import answer_questions
 from .retrieval.embedding import load_document_embedder
@@ -137,15 +132,14 @@ def _hub_id(name: str | None) -> str | None:
 def _corpus_card(corpus_args, train_args, history: list[dict]) -> RealmModelCardData:
     """The card of a `pretrain --corpus` run: its base model and dataset (when they are Hub ids), its settings, its
     logs, and its last measured masked-LM accuracy as a `model-index` result on the corpus."""
-    card = RealmModelCardData(
-        model_description=f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for "
-        f"{train_args.max_steps} steps (marginal masked-LM loss through retrieval, index refreshed every "
-        f"{train_args.index_refresh_steps} steps).",
-        base_model=_hub_id(corpus_args.init_from),
-        datasets=[name] if (name := _hub_id(corpus_args.corpus)) else [],
-        training_hyperparameters=collect_training_hyperparameters(train_args),
-        training_logs=training_logs_from_history(history),
+    card = pretraining_card_data(
+        f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for {train_args.max_steps} steps "
+        "(marginal masked-LM loss through retrieval).",
+        train_args,
+        history,
     )
+    card.base_model = _hub_id(corpus_args.init_from)
+    card.datasets = [name] if (name := _hub_id(corpus_args.corpus)) else []
     measured = [record for record in history if "masked_lm_accuracy" in record]
     if measured:
         metrics = {"masked_lm_accuracy": measured[-1]["masked_lm_accuracy"]}

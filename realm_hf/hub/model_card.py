@@ -21,7 +21,7 @@ import math
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -507,6 +507,21 @@ def training_logs_from_history(log_history: list[dict[str, Any]]) -> list[dict[s
         for _, row in sorted(rows.items())
         if len(row) > 2
     ]
+
+
+def pretraining_card_data(
+    description: str, args: TrainingArguments | None = None, history: Sequence[Mapping[str, Any]] = ()
+) -> RealmModelCardData:
+    """The card of a REALM pre-training run, one path for `train_realm`, the `Trainer` with `IndexRefreshCallback` and
+    `realm-hf pretrain --corpus`: `description`, the hyper-parameters of `args` ([`collect_training_hyperparameters`])
+    and one log row per record of `history` (the loop's records or `TrainerState.log_history`) with its numbers."""
+    return RealmModelCardData(
+        model_description=description,
+        training_hyperparameters=collect_training_hyperparameters(args) if args is not None else {},
+        training_logs=[
+            {key: value for key, value in record.items() if isinstance(value, (int, float))} for record in history
+        ],
+    )
 
 
 class RealmModelCardCallback(TrainerCallback):

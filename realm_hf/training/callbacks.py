@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from ..hub.model_card import RealmModelCardData
+from ..hub.model_card import pretraining_card_data
 from ..hub.publish import save_final_model
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
 
@@ -90,12 +90,11 @@ class IndexRefreshCallback(TrainerCallback):
             # The saved model's index is the one its final document tower builds.
             self.refresher.refresh_now(_unwrap(model).embedder, state.global_step)
         if self.save_final and state.is_world_process_zero and model is not None:
-            card = RealmModelCardData(
-                model_description="REALM pre-trained with the Hugging Face `Trainer` and realm_hf's "
-                "`IndexRefreshCallback` (marginal masked-LM loss through retrieval, index refreshed during training).",
-                training_logs=[
-                    {k: v for k, v in record.items() if isinstance(v, (int, float))} for record in state.log_history
-                ],
+            card = pretraining_card_data(
+                "REALM pre-trained with the Hugging Face `Trainer` and realm_hf's `IndexRefreshCallback` (marginal "
+                "masked-LM loss through retrieval).",
+                args,
+                state.log_history,
             )
             save_final_model(args.output_dir, _unwrap(model), self.refresher.tokenizer, self.refresher.retriever, card)
         return control

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from ..hub.model_card import RealmModelCardData, collect_training_hyperparameters
+from ..hub.model_card import pretraining_card_data
 from ..hub.publish import save_final_model
 from ..retrieval.index import RealmIndex
 from ..retrieval.loading import load_index
@@ -389,11 +389,10 @@ def _save_final_model(
     if accelerator.is_main_process:
         if sharded_dir is not None:
             retriever = RealmRetriever(load_index(sharded_dir), tokenizer)
-        card = RealmModelCardData(
-            model_description="REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through "
-            "retrieval, index refreshed during training).",
-            training_hyperparameters=collect_training_hyperparameters(args),
-            training_logs=[{k: v for k, v in record.items() if isinstance(v, (int, float))} for record in history],
+        card = pretraining_card_data(
+            "REALM pre-trained with realm_hf's `train_realm` (marginal masked-LM loss through retrieval).",
+            args,
+            history,
         )
         save_final_model(args.output_dir, model, tokenizer, retriever, card, save_submodels=args.save_submodels)
     accelerator.wait_for_everyone()

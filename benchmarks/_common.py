@@ -6,8 +6,10 @@ runs itself as a worker subprocess in either environment (`run_worker`); the wor
 through files in a shared work directory and write one JSON result each. This module must import in both
 environments, so it only needs the standard library and torch.
 
-What lives here: the reference-environment argument, the worker subprocess, strict weight loading, timing rounds
-(alternating order, best round), machine information, and sanitising absolute paths out of the JSON results.
+What lives here: the reference-environment argument, the worker subprocess, strict weight loading, the timing
+harness (`Stopwatch` for one timed block, `best_of` for repeated calls, rounds in alternating order and their best
+round), machine information, and sanitising absolute paths out of the JSON results. Every performance script times
+with these, so that all of them measure wall clock the same way (`time.perf_counter`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,49 @@ def load_state_strict(module: Any, state: dict, ignore: Sequence[str] = ("positi
     if missing:
         raise RuntimeError(f"The weights lack parameters of {type(module).__name__}: {missing[:5]}")
     return list(unexpected)
+
+
+class Stopwatch:
+    """Wall-clock time of a block: `with Stopwatch() as clock: ...`, then `clock.seconds`; `clock.elapsed` while it
+    runs (or `Stopwatch.started()`). `Stopwatch(timings, "name_seconds")` also records the seconds as `timings["name_seconds"]`."""
+
+    seconds: float | None = None
+
+    def __init__(self, timings: dict[str, float] | None = None, key: str | None = None):
+        if (timings is None) != (key is None):
+            raise ValueError("Stopwatch records into `timings` under `key`: give both or neither.")
+        self._timings, self._key = timings, key
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    @classmethod
+    def started(cls) -> Stopwatch:
+        """A running stopwatch, for a span that is not one block (read `elapsed`)."""
+        return cls().__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        self.seconds = self.elapsed
+        if self._timings is not None:
+            self._timings[self._key] = self.seconds
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+
+def best_of(call: Callable[[], Any], repeats: int, warmup: int = 0) -> tuple[Any, float]:
+    """Calls `call()` `warmup` times untimed, then `repeats` times timed; returns the last result and the fastest
+    call's seconds."""
+    for _ in range(warmup):
+        call()
+    best, result = float("inf"), None
+    for _ in range(max(repeats, 1)):
+        with Stopwatch() as clock:
+            result = call()
+        best = min(best, clock.seconds)
+    return result, best
 
 
 def alternating_rounds(

@@ -48,11 +48,10 @@ import argparse
 import json
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from _common import command_line, machine_info, write_results
+from _common import Stopwatch, command_line, machine_info, write_results
 
 from realm_hf.demo.job import READER_DIR, DemoArguments, run_demo
 
@@ -131,14 +130,12 @@ def main() -> None:
                 reader_from = None if name in _OWN_READER else shared_reader
                 with tempfile.TemporaryDirectory() as workdir:
                     variant = replace(base, output_dir=workdir, seed=seed, reader_from=reader_from, **VARIANTS[name])
-                    began = time.perf_counter()
+                    clock = Stopwatch.started()
                     report = run_demo(variant)
                     if reader_from is None and name not in _OWN_READER and variant.reading_steps:
                         shared_reader = str(Path(readers) / f"seed-{seed}")
                         shutil.copytree(Path(workdir) / READER_DIR, shared_reader)
-                rows.append(
-                    _row(name, seed, report, time.perf_counter() - began, reused_reader=reader_from is not None)
-                )
+                rows.append(_row(name, seed, report, clock.elapsed, reused_reader=reader_from is not None))
                 after, before = rows[-1]["after"], rows[-1]["before"]
                 print(
                     f"{name:>26} seed {seed}: retrieval top-1 {before['retrieval_accuracy']:.3f} -> "

@@ -30,7 +30,6 @@ Usage (the SQuAD-open files are read from `--data-dir`, by default `../shared/da
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+from _common import Stopwatch, best_of, reference_replacements, write_results  # noqa: E402
 from _common import machine_info as common_machine_info  # noqa: E402
-from _common import reference_replacements, write_results  # noqa: E402
 
 from realm_hf.bert_init import init_from_bert  # noqa: E402
 from realm_hf.evaluation.qa_data import load_squad_open  # noqa: E402
@@ -104,9 +103,9 @@ def batch_inputs(
 
 @torch.no_grad()
 def raw_forward(embedder, batches, num_rows: int | None = None) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    outputs = [(rows, embedder(**inputs, return_dict=True).projected_score) for rows, inputs in batches]
-    seconds = time.perf_counter() - start
+    with Stopwatch() as clock:
+        outputs = [(rows, embedder(**inputs, return_dict=True).projected_score) for rows, inputs in batches]
+    seconds = clock.seconds
     num_rows = num_rows or sum(len(rows) for rows, _ in outputs)
     embeddings = np.zeros((num_rows, outputs[0][1].size(-1)), dtype=np.float32)
     for rows, vectors in outputs:
@@ -115,17 +114,17 @@ def raw_forward(embedder, batches, num_rows: int | None = None) -> tuple[np.ndar
 
 
 def pipeline(embedder, corpus, tokenizer, batch_size: int, max_length: int) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    embeddings = embed_corpus(
-        embedder,
-        corpus,
-        tokenizer,
-        batch_size=batch_size,
-        max_length=max_length,
-        chunk_size=len(corpus),
-        show_progress=False,
-    )
-    return embeddings, time.perf_counter() - start
+    with Stopwatch() as clock:
+        embeddings = embed_corpus(
+            embedder,
+            corpus,
+            tokenizer,
+            batch_size=batch_size,
+            max_length=max_length,
+            chunk_size=len(corpus),
+            show_progress=False,
+        )
+    return embeddings, clock.seconds
 
 
 def main(argv=None) -> dict:
@@ -194,17 +193,16 @@ def main(argv=None) -> dict:
         )
 
     # The overhead on its own: input preparation (Arrow -> Python lists -> padded tensors) without the forward.
-    prep = []
-    for _ in range(args.prep_repeats):
-        start = time.perf_counter()
-        batch_inputs(corpus, tokenizer, args.batch_size, args.max_block_length)
-        prep.append(time.perf_counter() - start)
-    column_seconds = []
-    for _ in range(args.prep_repeats):
-        start = time.perf_counter()
-        _column_lists(corpus, "title_token_ids", 0, len(corpus))
-        _column_lists(corpus, "token_ids", 0, len(corpus))
-        column_seconds.append(time.perf_counter() - start)
+    prep = [
+        best_of(lambda: batch_inputs(corpus, tokenizer, args.batch_size, args.max_block_length), 1)[1]
+        for _ in range(args.prep_repeats)
+    ]
+    column_seconds = [
+        best_of(
+            lambda: [_column_lists(corpus, column, 0, len(corpus)) for column in ("title_token_ids", "token_ids")], 1
+        )[1]
+        for _ in range(args.prep_repeats)
+    ]
 
     best = {name: min(seconds) for name, seconds in times.items()}
     raw_best, pipe_best = best["raw"], best["pipeline"]

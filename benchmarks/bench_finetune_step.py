@@ -39,11 +39,11 @@ import os
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from _common import (
+    Stopwatch,
     add_reference_arguments,
     alternating_rounds,
     best_round,
@@ -97,15 +97,15 @@ def make_side(kind: str, workdir: Path, dropout: float, record: bool = False):
 
 def train_step(side, optimizer, examples: list[dict]) -> dict[str, float]:
     """Forward (tokenization, retrieval, reader inputs, labels, reader), backward and AdamW step."""
-    t0 = time.perf_counter()
-    loss = side.forward(examples).reader_output.loss
-    t1 = time.perf_counter()
-    loss.backward()
-    t2 = time.perf_counter()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    t3 = time.perf_counter()
-    return {"loss": loss.item(), "forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "total": t3 - t0}
+    with Stopwatch() as forward:
+        loss = side.forward(examples).reader_output.loss
+    with Stopwatch() as backward:
+        loss.backward()
+    with Stopwatch() as step:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = {"forward": forward.seconds, "backward": backward.seconds, "optimizer": step.seconds}
+    return {"loss": loss.item(), **seconds, "total": sum(seconds.values())}
 
 
 def check(side, questions: list[dict], count: int, lr: float) -> dict:

@@ -11,10 +11,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from _common import command_line, machine_info, set_threads, write_results
+from _common import best_of, command_line, machine_info, set_threads, write_results
 from transformers.activations import GELUTanh
 
 
@@ -22,13 +21,7 @@ SHAPES = [(5, 100, 256), (16, 200, 256), (16, 200, 1536), (5, 300, 1536), (16, 3
 
 
 def best_ms(fn, x: torch.Tensor, repeats: int) -> float:
-    fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+    return best_of(lambda: fn(x), repeats, warmup=1)[1] * 1e3
 
 
 def main(argv=None) -> dict:

@@ -45,12 +45,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _common
 import torch
 from _common import (
+    Stopwatch,
     load_state_strict,
     machine_info,
     peak_rss_gib,
@@ -285,15 +285,15 @@ class Side:
         return self.model(**b, return_dict=True).loss
 
     def step(self) -> dict[str, float]:
-        t0 = time.perf_counter()
-        loss = self.loss()
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        return {"loss": loss.item(), "forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "total": t3 - t0}
+        with Stopwatch() as forward:
+            loss = self.loss()
+        with Stopwatch() as backward:
+            loss.backward()
+        with Stopwatch() as step:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        seconds = {"forward": forward.seconds, "backward": backward.seconds, "optimizer": step.seconds}
+        return {"loss": loss.item(), **seconds, "total": sum(seconds.values())}
 
     def named_grads(self) -> dict[str, torch.Tensor]:
         if self.kind == "reference":

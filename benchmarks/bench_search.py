@@ -19,13 +19,12 @@ import argparse
 import json
 import logging
 import os
-import time
 
 import faiss
 import numpy as np
 import torch
+from _common import Stopwatch, best_of, write_results
 from _common import machine_info as common_machine_info
-from _common import write_results
 
 from realm_hf.retrieval.index import RealmIndex
 
@@ -91,25 +90,20 @@ def reference_search(block_emb: torch.Tensor, questions: np.ndarray, k: int) -> 
     with torch.no_grad():
         for q in questions[:3]:  # warm-up
             torch.topk(torch.einsum("BD,QD->QB", block_emb, torch.from_numpy(q[None])), k=k, dim=-1)
-        start = time.perf_counter()
-        for i, q in enumerate(questions):
-            question_projection = torch.from_numpy(q[None])
-            batch_scores = torch.einsum("BD,QD->QB", block_emb, question_projection)
-            top_scores, retrieved_block_ids = torch.topk(batch_scores, k=k, dim=-1)
-            scores[i], ids[i] = top_scores[0].numpy(), retrieved_block_ids[0].numpy()
-        seconds = time.perf_counter() - start
-    return scores, ids, seconds
+        with Stopwatch() as clock:
+            for i, q in enumerate(questions):
+                question_projection = torch.from_numpy(q[None])
+                batch_scores = torch.einsum("BD,QD->QB", block_emb, question_projection)
+                top_scores, retrieved_block_ids = torch.topk(batch_scores, k=k, dim=-1)
+                scores[i], ids[i] = top_scores[0].numpy(), retrieved_block_ids[0].numpy()
+    return scores, ids, clock.seconds
 
 
 def timed_search(
     index: RealmIndex, questions: np.ndarray, k: int, repeats: int
 ) -> tuple[np.ndarray, np.ndarray, float]:
     index.search(questions[: min(32, len(questions))], k)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        scores, ids = index.search(questions, k)
-        best = min(best, time.perf_counter() - start)
+    (scores, ids), best = best_of(lambda: index.search(questions, k), repeats)
     return scores, ids, best
 
 
@@ -139,10 +133,9 @@ def approximate_search_rows(
     if not args.skip_hnsw:
         builds.append((f"HNSW{args.hnsw_m}", "hnsw_ef_search", args.ef_search))
     for factory, parameter, values in builds:
-        t0 = time.perf_counter()
-        index = RealmIndex.build(None, vectors, factory, show_progress=False, seed=seed)
-        build_seconds = time.perf_counter() - t0
-        print(f"built {factory} in {build_seconds:.1f}s", flush=True)
+        with Stopwatch() as build:
+            index = RealmIndex.build(None, vectors, factory, show_progress=False, seed=seed)
+        print(f"built {factory} in {build.seconds:.1f}s", flush=True)
         for value in values:
             index.set_search_parameters(**{parameter: value})
             _, ids, seconds = timed_search(index, questions, k, args.repeats)
@@ -152,7 +145,7 @@ def approximate_search_rows(
                     "method": f"RealmIndex {factory} {label}={value}",
                     "qps": len(questions) / seconds,
                     "recall": recall_at_k(ids, exact_ids),
-                    "build_seconds": build_seconds,
+                    "build_seconds": build.seconds,
                 }
             )
             print(rows[-1], flush=True)
@@ -180,9 +173,9 @@ def main(argv=None) -> dict:
     info = machine_info()
     print(f"Machine: {info}", flush=True)
 
-    t0 = time.perf_counter()
-    blocks, questions = make_data(args)
-    print(f"Generated {blocks.shape} blocks and {questions.shape} questions in {time.perf_counter() - t0:.1f}s")
+    with Stopwatch() as clock:
+        blocks, questions = make_data(args)
+    print(f"Generated {blocks.shape} blocks and {questions.shape} questions in {clock.seconds:.1f}s")
     k = args.k
     rows = []
 

@@ -26,11 +26,10 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine_info, write_results
+from _common import Stopwatch, machine_info, write_results
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,24 +98,24 @@ def phase_worker(args: argparse.Namespace, work: Path) -> dict:
             dist.barrier()
 
     barrier()
-    began = time.perf_counter()
-    shard = RealmIndex.build(
-        corpus.select(range(start, end)), blocks[start:end], args.index_factory, train_size=args.train_size,
-        nprobe=args.nprobe, show_progress=False,
-    )  # fmt: skip
-    index = ShardedRealmIndex(corpus, shard)
-    barrier()
-    build_seconds = time.perf_counter() - began
+    with Stopwatch() as build:
+        shard = RealmIndex.build(
+            corpus.select(range(start, end)), blocks[start:end], args.index_factory, train_size=args.train_size,
+            nprobe=args.nprobe, show_progress=False,
+        )  # fmt: skip
+        index = ShardedRealmIndex(corpus, shard)
+        barrier()
+    build_seconds = build.seconds
     rss_after_build = memory_mb()
 
     questions = np.load(work / "questions.npy")
     mine = np.arange(rank, len(questions), world_size)  # every process its share of the questions
     index.search(questions[mine[:8]], args.k)  # warm-up
     barrier()
-    began = time.perf_counter()
-    _, ids = index.search(questions[mine], args.k)
-    barrier()
-    search_seconds = time.perf_counter() - began
+    with Stopwatch() as search:
+        _, ids = index.search(questions[mine], args.k)
+        barrier()
+    search_seconds = search.seconds
     exact = np.load(work / "exact_ids.npy")
     sampled = mine < len(exact)
     hits = [len(set(a) & set(b)) for a, b in zip(ids[sampled], exact[mine[sampled]])]

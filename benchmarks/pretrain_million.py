@@ -30,12 +30,11 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info, write_results
+from _common import Stopwatch, machine_info, write_results
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,67 +108,64 @@ def main(argv=None) -> dict:
     work = Path(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    timings, began_all = {}, time.perf_counter()
+    timings, total = {}, Stopwatch.started()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
 
-    began = time.perf_counter()
-    knowledge = make_synthetic_knowledge(
-        args.num_people, args.num_cities, seed=args.seed, name_pool_size=args.name_pool_size
-    )
-    demo = DemoArguments(output_dir=str(work), num_people=args.num_people, num_cities=args.num_cities,
-                         seed=args.seed, retriever_learning_rate=args.retriever_learning_rate,
-                         retriever_training=args.retriever_training, index_search=args.index_search,
-                         rerank_candidates=args.rerank_candidates, num_candidates=args.num_candidates,
-                         show_progress=False)  # fmt: skip
-    if args.ict_steps is not None:
-        demo.ict_steps = args.ict_steps
-    worlds = reading_worlds(demo, knowledge)
-    first_world = next(worlds)
-    vocabulary = knowledge.vocabulary()
-    vocabulary += sorted(set(first_world.vocabulary()) - set(vocabulary))
-    tokenizer = build_tokenizer(vocabulary, work / "tokenizer")
-    corpus = tokenize_blocks(knowledge.documents, tokenizer)
-    held_out = held_out_split(args.num_people, 0.1, args.seed)
-    rng = np.random.default_rng(args.seed)
-    people_docs = 2 * args.num_people
-    stream_docs = [
-        d for d in rng.choice(people_docs, args.stream_documents, replace=False).tolist() if d not in held_out
-    ]
-    stream = knowledge.documents.select(sorted(stream_docs))
-    sentences = tag_salient_spans(stream, tokenizer).filter(lambda row: len(row["salient_spans"]) > 0)
-    in_stream = set(stream_docs)
-    facts = knowledge.facts.filter(lambda row: row["doc_id"] in in_stream).shuffle(seed=args.seed)
-    facts = facts.select(range(args.num_eval_facts))
-    held_out_facts = knowledge.facts.filter(lambda row: row["doc_id"] in held_out).shuffle(seed=args.seed)
-    held_out_facts = held_out_facts.select(range(args.num_eval_facts))
-    evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
-    timings["world_seconds"] = time.perf_counter() - began
+    with Stopwatch(timings, "world_seconds"):
+        knowledge = make_synthetic_knowledge(
+            args.num_people, args.num_cities, seed=args.seed, name_pool_size=args.name_pool_size
+        )
+        demo = DemoArguments(output_dir=str(work), num_people=args.num_people, num_cities=args.num_cities,
+                             seed=args.seed, retriever_learning_rate=args.retriever_learning_rate,
+                             retriever_training=args.retriever_training, index_search=args.index_search,
+                             rerank_candidates=args.rerank_candidates, num_candidates=args.num_candidates,
+                             show_progress=False)  # fmt: skip
+        if args.ict_steps is not None:
+            demo.ict_steps = args.ict_steps
+        worlds = reading_worlds(demo, knowledge)
+        first_world = next(worlds)
+        vocabulary = knowledge.vocabulary()
+        vocabulary += sorted(set(first_world.vocabulary()) - set(vocabulary))
+        tokenizer = build_tokenizer(vocabulary, work / "tokenizer")
+        corpus = tokenize_blocks(knowledge.documents, tokenizer)
+        held_out = held_out_split(args.num_people, 0.1, args.seed)
+        rng = np.random.default_rng(args.seed)
+        people_docs = 2 * args.num_people
+        stream_docs = [
+            d for d in rng.choice(people_docs, args.stream_documents, replace=False).tolist() if d not in held_out
+        ]
+        stream = knowledge.documents.select(sorted(stream_docs))
+        sentences = tag_salient_spans(stream, tokenizer).filter(lambda row: len(row["salient_spans"]) > 0)
+        in_stream = set(stream_docs)
+        facts = knowledge.facts.filter(lambda row: row["doc_id"] in in_stream).shuffle(seed=args.seed)
+        facts = facts.select(range(args.num_eval_facts))
+        held_out_facts = knowledge.facts.filter(lambda row: row["doc_id"] in held_out).shuffle(seed=args.seed)
+        held_out_facts = held_out_facts.select(range(args.num_eval_facts))
+        evaluate = make_fact_evaluator(tokenizer, facts, np.asarray(corpus["doc_id"]), held_out_facts)
 
     model = RealmForPreTraining(demo_config(tokenizer, demo))
-    began = time.perf_counter()
-    reading_history = train_reading_warm_start(
-        model, tokenizer, __import__("itertools").chain([first_world], worlds), demo
-    )
-    timings["reading_seconds"] = time.perf_counter() - began
-    began = time.perf_counter()
-    ict_examples = prepare_ict_examples(stream, tokenizer)
-    ict_collator = DataCollatorForInverseClozeTask(
-        tokenizer, query_max_length=48, block_max_length=128, seed=args.seed
-    )
-    ict_args = InverseClozeTaskArguments(max_steps=demo.ict_steps, per_device_train_batch_size=demo.batch_size,
-                                         learning_rate=demo.ict_learning_rate, seed=args.seed, disable_tqdm=True,
-                                         output_dir=str(work))  # fmt: skip
-    train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
-    timings["ict_seconds"] = time.perf_counter() - began
+    with Stopwatch(timings, "reading_seconds"):
+        reading_history = train_reading_warm_start(
+            model, tokenizer, __import__("itertools").chain([first_world], worlds), demo
+        )
+    with Stopwatch(timings, "ict_seconds"):
+        ict_examples = prepare_ict_examples(stream, tokenizer)
+        ict_collator = DataCollatorForInverseClozeTask(
+            tokenizer, query_max_length=48, block_max_length=128, seed=args.seed
+        )
+        ict_args = InverseClozeTaskArguments(max_steps=demo.ict_steps, per_device_train_batch_size=demo.batch_size,
+                                             learning_rate=demo.ict_learning_rate, seed=args.seed, disable_tqdm=True,
+                                             output_dir=str(work))  # fmt: skip
+        train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
 
-    began = time.perf_counter()
-    embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=args.embed_batch_size, show_progress=False)
-    timings["initial_embedding_seconds"] = time.perf_counter() - began
-    began = time.perf_counter()
-    index = RealmIndex.build(corpus, embeddings, args.index_factory, train_size=args.train_size, nprobe=args.nprobe,
-                             show_progress=False)  # fmt: skip
-    timings["initial_index_build_seconds"] = time.perf_counter() - began
+    with Stopwatch(timings, "initial_embedding_seconds"):
+        embeddings = embed_corpus(
+            model.embedder, corpus, tokenizer, batch_size=args.embed_batch_size, show_progress=False
+        )
+    with Stopwatch(timings, "initial_index_build_seconds"):
+        index = RealmIndex.build(corpus, embeddings, args.index_factory, train_size=args.train_size,
+                                 nprobe=args.nprobe, show_progress=False)  # fmt: skip
     del embeddings
 
     model.set_retriever(RealmRetriever(index, tokenizer))
@@ -196,9 +192,9 @@ def main(argv=None) -> dict:
         eval_steps=args.eval_steps, save_steps=args.max_steps, save_submodels=False, final_index_refresh=False,
     )  # fmt: skip
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=demo.masking, max_length=48, seed=args.seed)
-    began = time.perf_counter()
-    history = train_realm(model, tokenizer, index, sentences, collator, train_args, eval_fn=evaluate)
-    train_seconds = time.perf_counter() - began
+    with Stopwatch() as training:
+        history = train_realm(model, tokenizer, index, sentences, collator, train_args, eval_fn=evaluate)
+    train_seconds = training.seconds
     eval_seconds = sum(r.get("eval_seconds", 0.0) for r in history)
     if builder is not None:
         builder.terminate()  # a build in progress when training ends is not needed
@@ -213,19 +209,18 @@ def main(argv=None) -> dict:
     fresh = {}
     if args.fresh_eval:
         torch.set_num_threads(2)
-        began = time.perf_counter()
-        embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=args.embed_batch_size,
-                                  show_progress=False)  # fmt: skip
-        fresh_index = RealmIndex.build(corpus, embeddings, args.index_factory, train_size=args.train_size,
-                                       nprobe=args.nprobe, show_progress=False)  # fmt: skip
-        del embeddings
-        in_service = model.retriever
-        model.set_retriever(RealmRetriever(fresh_index, tokenizer))
-        model.eval()
-        with torch.no_grad():
-            fresh = evaluate(model, model.retriever, args.max_steps)
-        model.set_retriever(in_service)
-        timings["fresh_eval_seconds"] = time.perf_counter() - began
+        with Stopwatch(timings, "fresh_eval_seconds"):
+            embeddings = embed_corpus(model.embedder, corpus, tokenizer, batch_size=args.embed_batch_size,
+                                      show_progress=False)  # fmt: skip
+            fresh_index = RealmIndex.build(corpus, embeddings, args.index_factory, train_size=args.train_size,
+                                           nprobe=args.nprobe, show_progress=False)  # fmt: skip
+            del embeddings
+            in_service = model.retriever
+            model.set_retriever(RealmRetriever(fresh_index, tokenizer))
+            model.eval()
+            with torch.no_grad():
+                fresh = evaluate(model, model.retriever, args.max_steps)
+            model.set_retriever(in_service)
         print(json.dumps({"fresh_index": fresh}), flush=True)
     results = {
         "benchmark": "pretrain_million",
@@ -240,7 +235,7 @@ def main(argv=None) -> dict:
             **timings,
             "train_seconds": train_seconds - eval_seconds,
             "eval_seconds": eval_seconds,
-            "total_seconds": time.perf_counter() - began_all,
+            "total_seconds": total.elapsed,
         },  # fmt: skip
         "steps_per_second": args.max_steps / (train_seconds - eval_seconds),
         "builder_refreshes": builds,

@@ -120,7 +120,7 @@ def main() -> None:
         num_people=args.num_people,
         num_cities=args.num_cities,
         index_refresh_steps=args.index_refresh_steps,
-        show_progress=False,
+        disable_tqdm=True,
     )
     rows = []
     with tempfile.TemporaryDirectory() as readers:

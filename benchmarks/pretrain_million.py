@@ -30,6 +30,7 @@ import resource
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ def main(argv=None) -> dict:
                              seed=args.seed, retriever_learning_rate=args.retriever_learning_rate,
                              retriever_training=args.retriever_training, index_search=args.index_search,
                              rerank_candidates=args.rerank_candidates, num_candidates=args.num_candidates,
-                             show_progress=False)  # fmt: skip
+                             disable_tqdm=True)  # fmt: skip
         if args.ict_steps is not None:
             demo.ict_steps = args.ict_steps
         worlds = reading_worlds(demo, knowledge)
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
         ict_collator = DataCollatorForInverseClozeTask(
             tokenizer, query_max_length=48, block_max_length=128, seed=args.seed
         )
-        ict_args = InverseClozeTaskArguments(max_steps=demo.ict_steps, per_device_train_batch_size=demo.batch_size,
+        ict_args = InverseClozeTaskArguments(max_steps=demo.ict_steps, per_device_train_batch_size=demo.per_device_train_batch_size,
                                              learning_rate=demo.ict_learning_rate, seed=args.seed, disable_tqdm=True,
                                              output_dir=str(work))  # fmt: skip
         train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
@@ -187,9 +188,10 @@ def main(argv=None) -> dict:
              "--poll-seconds", "2", "--batch-size", str(args.embed_batch_size), "--no-progress"],
             env=env, stdout=builder_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    train_args = demo.training_arguments(
-        max_steps=args.max_steps, index_refresh_mode="external", index_refresh_steps=args.export_steps,
-        eval_steps=args.eval_steps, save_steps=args.max_steps, save_submodels=False, final_index_refresh=False,
+    train_args = replace(
+        demo, max_steps=args.max_steps, warmup_steps=min(50, args.max_steps // 10), index_refresh_mode="external",
+        index_refresh_steps=args.export_steps, eval_steps=args.eval_steps, save_steps=args.max_steps,
+        save_submodels=False, final_index_refresh=False,
     )  # fmt: skip
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=demo.masking, max_length=48, seed=args.seed)
     with Stopwatch() as training:

@@ -60,7 +60,7 @@ def main() -> None:
         pretrained_dir = args.pretrained_dir
         if pretrained_dir is None:
             pretrained_dir = Path(workdir) / "realm-demo"
-            run_demo(DemoArguments(output_dir=str(pretrained_dir), show_progress=False))
+            run_demo(DemoArguments(output_dir=str(pretrained_dir), disable_tqdm=True))
         rows = []
         for seed, init in itertools.product(args.seeds, args.inits):
             finetune_args = FinetuneArguments(

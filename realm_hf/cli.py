@@ -40,7 +40,7 @@ from .training.index_builder import run_index_builder
 
 def _dataclass_from(args: argparse.Namespace, cls: type):
     """The arguments dataclass of a sub-command from its parsed options (the sub-parser adds `func`)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
@@ -51,7 +51,9 @@ def _add_pretrain_arguments(subparsers) -> None:
         dataclass_types=[DemoArguments, CorpusArguments],
         help="REALM pre-training: the demo on the embedded synthetic world, or your documents with --corpus.",
         description="REALM pre-training. Without --corpus: the embedded demo (a generated world of invented people, "
-        "warm starts, REALM pre-training, a report of retrieval before / after), with the options below. With "
+        "warm starts, REALM pre-training, a report of retrieval before / after), with the options below: every "
+        "option of RealmPreTrainingArguments (so of TrainingArguments) with the demo's defaults, and the generated "
+        "world's. With "
         "--corpus: your documents, from --init_from (a REALM or BERT checkpoint) or random weights, with the options "
         "of examples/pretrain_realm.py: the corpus and model options and every TrainingArguments option of "
         "RealmPreTrainingArguments (--gradient_accumulation_steps, --bf16, --optim, --save_steps, "

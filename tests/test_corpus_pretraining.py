@@ -142,7 +142,7 @@ def test_pretrain_refuses_options_that_do_not_apply(tmp_path, documents, capsys)
                  "--output_dir", str(tmp_path / "x"), "--disable_tqdm", "True"]) == 2  # fmt: skip
     assert "--num_people" in capsys.readouterr().err
     assert main(["pretrain", "--init_from", str(tmp_path), "--output_dir", str(tmp_path / "x"),
-                 "--no_show_progress"]) == 2  # fmt: skip
+                 "--disable_tqdm", "True"]) == 2  # fmt: skip
     assert "only apply with --corpus" in capsys.readouterr().err
     with pytest.raises(ValueError, match="needs a tokenizer"):
         main(["pretrain", "--corpus", str(path), "--output_dir", str(tmp_path / "x"), "--disable_tqdm", "True"])

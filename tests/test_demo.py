@@ -11,9 +11,9 @@ from realm_hf.demo.job import DemoArguments, run_demo
 
 def test_demo_runs_end_to_end_and_reports(tmp_path):
     args = DemoArguments(
-        output_dir=str(tmp_path / "demo"), max_steps=6, ict_steps=4, reading_steps=3, batch_size=8, num_people=8,
+        output_dir=str(tmp_path / "demo"), max_steps=6, ict_steps=4, reading_steps=3, per_device_train_batch_size=8, num_people=8,
         num_cities=3, held_out_fraction=0.25, index_refresh_steps=3, eval_steps=3, num_eval_facts=16, hidden_size=32,
-        show_progress=False,
+        disable_tqdm=True,
     )  # fmt: skip
     report = run_demo(args)
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
@@ -33,15 +33,23 @@ def test_demo_runs_end_to_end_and_reports(tmp_path):
 
 
 def test_cli_pretrain_arguments(tmp_path, capsys):
+    """The demo's options are RealmPreTrainingArguments' (so every TrainingArguments option) and its world's."""
     code = main(["pretrain", "--output_dir", str(tmp_path / "cli"), "--max_steps", "2", "--ict_steps", "0",
-                 "--num_people", "4", "--num_cities", "2", "--batch_size", "4", "--eval_steps", "2",
-                 "--hidden_size", "32", "--num_eval_facts", "8", "--no_show_progress"])  # fmt: skip
+                 "--num_people", "4", "--num_cities", "2", "--per_device_train_batch_size", "4", "--eval_steps", "2",
+                 "--gradient_accumulation_steps", "2", "--hidden_size", "32", "--num_eval_facts", "8",
+                 "--disable_tqdm", "True"])  # fmt: skip
     assert code == 0
     assert '"steps": 2' in capsys.readouterr().out
     # The options reached the run: its saved settings, the model it trained, and when it evaluated.
     run = tmp_path / "cli"
     saved = json.loads((run / "demo_args.json").read_text())
-    assert (saved["max_steps"], saved["batch_size"], saved["num_people"], saved["show_progress"]) == (2, 4, 4, False)
+    assert (saved["max_steps"], saved["per_device_train_batch_size"], saved["gradient_accumulation_steps"]) == (
+        2,
+        4,
+        2,
+    )
+    assert (saved["num_people"], saved["disable_tqdm"], saved["learning_rate"]) == (4, True, 3e-4)  # a demo default
+    assert DemoArguments.from_run(run / "demo_args.json").gradient_accumulation_steps == 2
     assert json.loads((run / "final" / "config.json").read_text())["hidden_size"] == 32
     report = json.loads((run / "report.json").read_text())
     assert [r["step"] for r in report["history"] if "retrieval_accuracy" in r] == [2]
@@ -54,7 +62,7 @@ def test_realm_pretraining_itself_raises_retrieval_over_its_warm_start(tmp_path)
     masked-LM signal alone, raises top-1 retrieval of the evidence document from a weak ICT warm start (<= 20%) to
     >= 80% and >= 4x (with the retriever frozen it would stay where the warm start left it), on training and held-out
     sentences, and the encoder reads the held-out facts (masked-LM accuracy >= 50% where nothing was memorised)."""
-    report = run_demo(DemoArguments(output_dir=str(tmp_path / "demo"), show_progress=False))
+    report = run_demo(DemoArguments(output_dir=str(tmp_path / "demo"), disable_tqdm=True))
     before, after = report["before"], report["after"]
     assert before["retrieval_accuracy"] <= 0.2
     for key in ("retrieval_accuracy", "held_out_retrieval_accuracy"):
@@ -77,7 +85,7 @@ def test_realm_pretraining_doubles_retrieval_in_twenty_steps(tmp_path):
     for name, retriever_learning_rate in (("realm", 1e-4), ("frozen_retriever", 0.0)):
         args = DemoArguments(
             output_dir=str(tmp_path / name), reader_from=str(READING_FIXTURE), max_steps=20, eval_steps=20,
-            retriever_learning_rate=retriever_learning_rate, show_progress=False,
+            retriever_learning_rate=retriever_learning_rate, disable_tqdm=True,
         )  # fmt: skip
         results[name] = run_demo(args)
     before = results["realm"]["before"]
@@ -99,7 +107,7 @@ def test_realm_pretraining_doubles_retrieval_with_an_index_never_refreshed(tmp_p
     for name, retriever_learning_rate in (("realm", 1e-4), ("frozen_retriever", 0.0)):
         args = DemoArguments(
             output_dir=str(tmp_path / name), reader_from=str(READING_FIXTURE), max_steps=20, eval_steps=20,
-            index_refresh_steps=0, retriever_learning_rate=retriever_learning_rate, show_progress=False,
+            index_refresh_steps=0, retriever_learning_rate=retriever_learning_rate, disable_tqdm=True,
         )  # fmt: skip
         assert args.index_search == "auto" and args.retriever_training == "both"  # the defaults: snapshot search
         results[name] = run_demo(args)
@@ -116,8 +124,8 @@ def test_realm_pretraining_doubles_retrieval_with_an_index_never_refreshed(tmp_p
 
 def test_demo_reuses_a_saved_reading_warm_start_of_the_same_world_only(tmp_path):
     tiny = dict(
-        max_steps=1, ict_steps=0, reading_steps=2, batch_size=4, num_people=4, num_cities=2, eval_steps=1,
-        num_eval_facts=4, hidden_size=32, num_hidden_layers=2, show_progress=False,
+        max_steps=1, ict_steps=0, reading_steps=2, per_device_train_batch_size=4, num_people=4, num_cities=2, eval_steps=1,
+        num_eval_facts=4, hidden_size=32, num_hidden_layers=2, disable_tqdm=True,
     )  # fmt: skip
     first = run_demo(DemoArguments(output_dir=str(tmp_path / "first"), **tiny))
     saved = tmp_path / "first" / "reading-warm-start"
@@ -137,8 +145,8 @@ def test_cli_pretrain_pushes_the_trained_model_to_the_hub(tmp_path, hub_server, 
     from realm_hf import RealmForPreTraining, RealmRetriever
 
     args = ["pretrain", "--max_steps", "2", "--ict_steps", "0", "--reading_steps", "0", "--num_people", "4",
-            "--num_cities", "2", "--batch_size", "4", "--eval_steps", "2", "--hidden_size", "32",
-            "--num_eval_facts", "8", "--no_show_progress"]  # fmt: skip
+            "--num_cities", "2", "--per_device_train_batch_size", "4", "--eval_steps", "2", "--hidden_size", "32",
+            "--num_eval_facts", "8", "--disable_tqdm", "True"]  # fmt: skip
     with pytest.raises(ValueError, match="Repo id"):
         main([*args, "--output_dir", str(tmp_path / "bad"), "--push_to_hub", "--hub_model_id", "a/b/c"])
     assert not (tmp_path / "bad").exists()

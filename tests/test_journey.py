@@ -20,8 +20,8 @@ from realm_hf.hub.publish import load_realm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_WORLD = dict(
-    max_steps=4, ict_steps=3, reading_steps=3, batch_size=8, num_people=8, num_cities=3, held_out_fraction=0.25,
-    index_refresh_steps=2, eval_steps=4, num_eval_facts=8, hidden_size=32, num_hidden_layers=2, show_progress=False,
+    max_steps=4, ict_steps=3, reading_steps=3, per_device_train_batch_size=8, num_people=8, num_cities=3, held_out_fraction=0.25,
+    index_refresh_steps=2, eval_steps=4, num_eval_facts=8, hidden_size=32, num_hidden_layers=2, disable_tqdm=True,
 )  # fmt: skip
 
 # A fresh process loads the pre-trained model with the Auto class and its retriever, and prints the top-3 block ids

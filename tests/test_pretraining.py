@@ -317,8 +317,8 @@ def test_checkpoints_are_saved_without_the_shared_tensor_warning(tmp_path, caplo
 
     with caplog.at_level(logging.WARNING):
         run_demo(DemoArguments(
-        output_dir=str(tmp_path / "run"), max_steps=2, ict_steps=0, reading_steps=0, batch_size=4, num_people=4,
-        num_cities=2, eval_steps=2, num_eval_facts=4, hidden_size=32, num_hidden_layers=2, show_progress=False,
+        output_dir=str(tmp_path / "run"), max_steps=2, ict_steps=0, reading_steps=0, per_device_train_batch_size=4, num_people=4,
+        num_cities=2, eval_steps=2, num_eval_facts=4, hidden_size=32, num_hidden_layers=2, disable_tqdm=True,
         ))  # fmt: skip
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
     assert "Removed shared tensor" not in caplog.text

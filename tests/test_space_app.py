@@ -60,9 +60,9 @@ def openqa_model(tmp_path_factory) -> tuple[Path, str]:
 
     root = tmp_path_factory.mktemp("space")
     run_demo(DemoArguments(
-        output_dir=str(root / "demo"), max_steps=4, ict_steps=3, reading_steps=3, batch_size=8, num_people=8,
+        output_dir=str(root / "demo"), max_steps=4, ict_steps=3, reading_steps=3, per_device_train_batch_size=8, num_people=8,
         num_cities=3, held_out_fraction=0.25, index_refresh_steps=2, eval_steps=4, num_eval_facts=8, hidden_size=32,
-        num_hidden_layers=2, show_progress=False,
+        num_hidden_layers=2, disable_tqdm=True,
     ))  # fmt: skip
     assert main(["finetune", "--pretrained_dir", str(root / "demo"), "--output_dir", str(root / "openqa"),
                  "--max_steps", "2", "--batch_size", "4", "--searcher_beam_size", "4", "--reader_beam_size", "2",

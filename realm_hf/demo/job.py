@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,6 @@ from ..training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from ..training.masking import tag_salient_spans
 from ..training.optimization import parameter_groups
 from ..training.pretraining import RealmPreTrainingArguments, train_realm
-from ..training.retrieval_strategy import INDEX_SEARCH, RETRIEVER_TRAINING, check_retrieval_strategy
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 
 
@@ -98,24 +98,41 @@ def check_hub_target(repo_id: str) -> None:
 
 
 @dataclass
-class DemoArguments:
-    """Arguments of the `realm-hf pretrain` demo."""
+class DemoArguments(RealmPreTrainingArguments):
+    r"""
+    Arguments of the `realm-hf pretrain` demo: every [`RealmPreTrainingArguments`] option (so every
+    `TrainingArguments` one: `--gradient_accumulation_steps`, `--bf16`, `--optim`, `--report_to`, ...) for its REALM
+    stage, with the demo recipe's defaults where they differ (each named in the field's help), and the options of
+    the generated world, the warm starts and the model size.
+    """
 
-    output_dir: str = option(
+    output_dir: str | None = option(
         "realm-demo",
         "Where the tokenizer, checkpoints, indexes, report, the model after the warm starts (warm-start/) and the "
-        "trained model (final/, and submodels/) go.",
+        "trained model (final/, and submodels/) go (demo default: realm-demo).",
     )
-    max_steps: int = option(300, "REALM pre-training steps.")
-    batch_size: int = option(32, "Masked sentences per step (also the batch of the warm starts).")
+    max_steps: int = option(300, "REALM pre-training steps (demo default: 300).")
+    per_device_train_batch_size: int = option(
+        32, "Masked sentences per step, also the batch of the warm starts (demo default: 32)."
+    )
     learning_rate: float = option(
         3e-4,
-        "Peak learning rate of the knowledge-augmented encoder during REALM pre-training (lower than the reading warm "
-        "start's, so that the encoder keeps reading while the retriever still rarely finds the evidence).",
+        "Peak learning rate of the knowledge-augmented encoder during REALM pre-training (demo default: 3e-4, lower "
+        "than the reading warm start's, so that the encoder keeps reading while the retriever still rarely finds the "
+        "evidence).",
     )
     retriever_learning_rate: float | None = option(
-        1e-4, "Peak learning rate of the query and document embedders (None: the encoder's)."
+        1e-4, "Peak learning rate of the query and document embedders (demo default: 1e-4; None: the encoder's)."
     )
+    warmup_steps: float = option(0.1, "Linear warm-up: steps, or a fraction of max_steps below 1 (demo default: 0.1).")
+    index_refresh_steps: int = option(
+        1,
+        "Re-embed the corpus and swap the index every N steps (demo default: 1, the world's 650 documents re-embed "
+        "in a fraction of a step; 0: never, the index stays stale).",
+    )
+    eval_steps: float | None = option(50, "Evaluate the masked facts every N steps (demo default: 50).")
+    embed_batch_size: int = option(256, "Blocks per forward pass when re-embedding (demo default: 256).")
+    seed: int = option(0, "Random seed: worlds, model, data order, masking (demo default: 0).")
     reading_steps: int = option(
         500, "Reading warm start of the encoder on other generated worlds, evidence given (0: none)."
     )
@@ -133,43 +150,16 @@ class DemoArguments:
     ict_steps: int = option(
         30, "ICT warm-start steps of the retriever (kept weak: 16.4 percent top-1 with the default seed; 0: none)."
     )
-    seed: int = option(0, "Random seed (worlds, model, data order, masking).")
-    index_refresh_steps: int = option(1, "Re-embed the corpus and swap the index every N steps (0: never, stale).")
-    index_refresh_mode: str = option("sync", "'sync' or 'async' index refresh.")
-    retriever_training: str = option(
-        "both",
-        "'both' towers train, or 'query_side': the document tower frozen, the index never stale.",
-        RETRIEVER_TRAINING,
-    )
-    index_search: str = option(
-        "auto",
-        "Search the index with the query tower's 'snapshot' of the weights that embedded it, or the 'live' one "
-        "('auto': snapshot, or live with query-side training).",
-        INDEX_SEARCH,
-    )
-    rerank_candidates: int = option(
-        0, "Over-retrieve this many blocks and keep the best by the live towers' scores (0: no re-ranking)."
-    )
     masking: str = option("salient_span", "'salient_span', 'random_token' or 'random_span'.")
     use_null_document: bool = option(True, "Put the null (empty) document first among the candidates.")
     hidden_size: int = option(128, "Hidden size of the three towers.")
     num_hidden_layers: int = option(4, "Transformer layers of each tower (reading needs more than 2).")
     num_candidates: int = option(8, "Documents retrieved per masked sentence (the null document included).")
-    eval_steps: int = option(50, "Evaluate the masked facts every N steps.")
     num_eval_facts: int = option(256, "Masked training-sentence facts evaluated (held-out ones: all of them).")
     reader_from: str | None = option(
         None,
         f"Start the encoder from the reading warm start that a run with the same world and model settings saved in "
         f"its {READER_DIR}/ (the reading warm start is then skipped).",
-    )
-    show_progress: bool = option(True, "Progress bars.")
-    push_to_hub: bool = option(
-        False,
-        "Publish the trained model, its tokenizer, its index and a model card to the Hub in one commit at the end "
-        "(needs a token: `hf auth login` or HF_TOKEN).",
-    )
-    hub_model_id: str | None = option(
-        None, "The Hub repository of --push_to_hub, 'name' or 'owner/name' (default: the output folder's name)."
     )
 
     def __post_init__(self):
@@ -181,21 +171,19 @@ class DemoArguments:
             raise ValueError(
                 f"num_candidates must be >= 2 (the null document and one retrieved), got {self.num_candidates}."
             )
-        check_retrieval_strategy(self.retriever_training, self.index_search, self.rerank_candidates)
+        super().__post_init__()
         if self.push_to_hub:
             check_hub_target(self.repo_id)
 
-    def training_arguments(self, **overrides) -> RealmPreTrainingArguments:
-        """The [`RealmPreTrainingArguments`] of the REALM stage these options describe (`overrides` on top)."""
-        settings = dict(
-            output_dir=self.output_dir, max_steps=self.max_steps, per_device_train_batch_size=self.batch_size,
-            learning_rate=self.learning_rate, retriever_learning_rate=self.retriever_learning_rate,
-            warmup_steps=min(50, self.max_steps // 10), index_refresh_steps=self.index_refresh_steps,
-            index_refresh_mode=self.index_refresh_mode, retriever_training=self.retriever_training,
-            index_search=self.index_search, rerank_candidates=self.rerank_candidates, logging_steps=10,
-            seed=self.seed, embed_batch_size=256, disable_tqdm=not self.show_progress,
-        )  # fmt: skip
-        return RealmPreTrainingArguments(**{**settings, **overrides})
+    @classmethod
+    def from_run(cls, path: str | os.PathLike) -> DemoArguments:
+        """The arguments a run saved as `demo_args.json` (`to_json_string`), with `push_to_hub` off (the run's Hub
+        target is not the caller's)."""
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        names = {f.name for f in fields(cls) if f.init}
+        # Hub tokens are saved masked; options that later versions dropped are ignored.
+        kept = {k: v for k, v in saved.items() if k in names and not k.endswith("_token")}
+        return cls(**{**kept, "push_to_hub": False})
 
     @property
     def repo_id(self) -> str:
@@ -371,7 +359,7 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.reading_steps)
     )
     generator = torch.Generator().manual_seed(args.seed)
-    progress = tqdm(total=args.reading_steps, desc="Reading warm start", disable=not args.show_progress)
+    progress = tqdm(total=args.reading_steps, desc="Reading warm start", disable=args.disable_tqdm)
     history, window, step = [], [], 0
     model.train()
     for world in worlds:
@@ -383,7 +371,11 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
         retriever = RealmRetriever(placeholder, tokenizer)
         row_of_doc = {int(doc): row for row, doc in enumerate(corpus["doc_id"])}
         loader = DataLoader(
-            sentences, batch_size=args.batch_size, shuffle=True, collate_fn=collator, generator=generator
+            sentences,
+            batch_size=args.per_device_train_batch_size,
+            shuffle=True,
+            collate_fn=collator,
+            generator=generator,
         )
         for batch in loader:
             # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
@@ -465,21 +457,19 @@ def run_demo(args: DemoArguments) -> dict:
             tokenizer, query_max_length=48, block_max_length=128, seed=args.seed
         )
         ict_args = InverseClozeTaskArguments(
-            max_steps=args.ict_steps, per_device_train_batch_size=args.batch_size, learning_rate=args.ict_learning_rate,
-            seed=args.seed, disable_tqdm=not args.show_progress, output_dir=args.output_dir,
+            max_steps=args.ict_steps, per_device_train_batch_size=args.per_device_train_batch_size,
+            learning_rate=args.ict_learning_rate, seed=args.seed, disable_tqdm=args.disable_tqdm,
+            output_dir=args.output_dir,
         )  # fmt: skip
         ict_history = train_inverse_cloze_task(model, ict_examples, ict_collator, ict_args)
     ict_seconds = time.perf_counter() - ict_began
     index = build_index(corpus, model.embedder, tokenizer, show_progress=False)
-    atomic_write_text(output_dir / ARGS_FILE, json.dumps(asdict(args), indent=2))
+    atomic_write_text(output_dir / ARGS_FILE, args.to_json_string())
     _save_warm_start(model, tokenizer, index, output_dir / WARM_START_DIR)
     collator = DataCollatorForRealmPreTraining(tokenizer, masking=args.masking, max_length=48, seed=args.seed)
-    train_args = args.training_arguments(
-        save_steps=args.max_steps, eval_steps=args.eval_steps
-    )  # one checkpoint, at the end
     before = _initial_eval(model, index, tokenizer, evaluate)
     began = time.perf_counter()
-    history = train_realm(model, tokenizer, index, sentences, collator, train_args, eval_fn=evaluate)
+    history = train_realm(model, tokenizer, index, sentences, collator, args, eval_fn=evaluate)
     report = {
         "documents": len(knowledge.documents),
         "training_sentences": len(sentences),

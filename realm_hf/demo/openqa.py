@@ -125,8 +125,7 @@ def load_world_questions(pretrained_dir: str | Path) -> tuple[datasets.Dataset, 
         raise FileNotFoundError(
             f"{path} not found: give the output directory of a `realm-hf pretrain` run (it writes {ARGS_FILE})."
         )
-    # The run's own Hub target is not this job's: it is not checked again.
-    demo_args = DemoArguments(**{**json.loads(path.read_text(encoding="utf-8")), "push_to_hub": False})
+    demo_args = DemoArguments.from_run(path)
     knowledge = make_synthetic_knowledge(
         num_people=demo_args.num_people, num_cities=demo_args.num_cities, seed=demo_args.seed
     )

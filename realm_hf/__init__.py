@@ -33,7 +33,7 @@ from .retrieval.fingerprint import compute_embedder_fingerprint
 from .retrieval.index import RealmIndex, RealmIndexConfig, build_index
 from .retrieval.legacy import load_legacy_block_emb
 from .retrieval.refresh import AsyncIndexRefresher, IndexRefresher, IndexRefreshSchedule, refresh_index
-from .retrieval.retriever import RealmRetriever
+from .retrieval.retriever import BlockRecordsRetriever, RealmRetriever
 from .retrieval.sharded import ShardedRealmIndex
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 from .training.callbacks import IndexRefreshCallback
@@ -53,6 +53,7 @@ register_realm_pipeline()
 
 __all__ = [
     "AsyncIndexRefresher",
+    "BlockRecordsRetriever",
     "CorpusArguments",
     "CorpusModelArguments",
     "DataCollatorForInverseClozeTask",

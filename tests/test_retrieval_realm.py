@@ -17,7 +17,7 @@ from realm_hf.retrieval.index import RealmIndex
 from realm_hf.retrieval.legacy import load_legacy_block_emb
 from realm_hf.retrieval.retriever import RealmRetriever, find_answer_spans
 
-from .utils import REFERENCE, make_retriever, openqa_retriever
+from .utils import PICKLE_ENDINGS, REFERENCE, make_retriever, openqa_retriever
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -352,8 +352,8 @@ def test_transformers4_constructor_and_call_give_the_original_outputs(openqa_tok
     assert sorted(concat.keys()) == expected["concat_keys"]
     for key in ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask"):
         assert concat[key].tolist() == expected[key], key
-    assert has_answers.tolist() == expected["has_answers"]
-    assert start_pos.tolist() == expected["start_pos"] and end_pos.tolist() == expected["end_pos"]
+    assert has_answers == expected["has_answers"]  # lists, as the original returned them
+    assert start_pos == expected["start_pos"] and end_pos == expected["end_pos"]
     none = retriever(np.array(expected["block_ids"]), expected["question_input_ids"], None, max_length=32)
     assert list(none[:3]) == expected["without_answers"]["first_three"] == [None, None, None]
     assert torch.equal(none[3]["input_ids"], torch.tensor(expected["input_ids"]))
@@ -363,6 +363,64 @@ def test_transformers4_constructor_and_call_give_the_original_outputs(openqa_tok
     assert concat["special_tokens_mask"].tolist() == truncated["special_tokens_mask"]
 
     with pytest.raises(TypeError, match="cannot search"):
+        retriever.retrieve(torch.zeros(1, 4), question_input_ids=expected["question_input_ids"])
+    with pytest.raises(TypeError, match="block ids"):
         retriever(torch.zeros(1, 4), question_input_ids=expected["question_input_ids"])
-    with pytest.raises(ValueError, match="no block embeddings to save"):
-        retriever.save_pretrained("unused")
+
+
+# The transformers-4 retriever test's world (`tests/models/realm/test_retrieval_realm.py` of transformers 4.46.3).
+TRANSFORMERS4_VOCAB = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "test", "question", "this", "is", "the", "first",
+                       "second", "third", "fourth", "fifth", "record", "want", "##want", "##ed", "wa", "un", "runn",
+                       "##ing", ",", "low", "lowest"]  # fmt: skip
+TRANSFORMERS4_RECORDS = np.array(
+    [b"This is the first record", b"This is the second record", b"This is the third record",
+     b"This is the fourth record", b"This is the fifth record", b"This is a longer longer longer record"],
+    dtype=object,
+)  # fmt: skip
+
+
+@pytest.fixture
+def transformers4_retriever(tmp_path):
+    (tmp_path / "vocab").mkdir()
+    (tmp_path / "vocab" / "vocab.txt").write_text("\n".join(TRANSFORMERS4_VOCAB) + "\n", encoding="utf-8")
+    return RealmRetriever(block_records=TRANSFORMERS4_RECORDS, tokenizer=RealmTokenizerFast.from_pretrained(
+        str(tmp_path / "vocab")))  # fmt: skip
+
+
+def test_transformers4_block_has_answer_returns_lists(transformers4_retriever):
+    """transformers 4's `test_block_has_answer`, as it was written: lists, -1 padded to the most answers in a block."""
+    tokenizer = transformers4_retriever.tokenizer
+    answer_ids = tokenizer(["the fourth", "longer longer"], add_special_tokens=False, return_token_type_ids=False,
+                           return_attention_mask=False).input_ids  # fmt: skip
+    has_answers, start_pos, end_pos, _ = transformers4_retriever(
+        np.array([0, 3, 5], dtype="long"), tokenizer(["Test question"]).input_ids, answer_ids=answer_ids,
+        max_length=RealmConfig().reader_seq_len, return_tensors="np",
+    )  # fmt: skip
+    assert [False, True, True] == has_answers
+    assert [[-1, -1, -1], [6, -1, -1], [6, 7, 8]] == start_pos
+    assert [[-1, -1, -1], [7, -1, -1], [7, 8, 9]] == end_pos
+
+
+def test_transformers4_retriever_saves_and_loads_its_records_without_pickle(transformers4_retriever, tmp_path):
+    """The transformers-4 `save_pretrained` / `from_pretrained` round trip, with the records kept as an Arrow dataset
+    (no pickle); the original pickled `block_records.npy` alone still loads, only with `allow_pickle=True`."""
+    transformers4_retriever.save_pretrained(tmp_path / "realm_block_records")
+    saved = sorted(p.name for p in (tmp_path / "realm_block_records").rglob("*") if p.is_file())
+    assert not [name for name in saved if name.endswith(".npy") or name.endswith(PICKLE_ENDINGS)], saved
+    retriever = transformers4_retriever.from_pretrained(tmp_path / "realm_block_records")
+    assert type(retriever).__name__ == "BlockRecordsRetriever"
+    assert retriever.block_records[0] == b"This is the first record"
+    assert list(retriever.block_records) == list(TRANSFORMERS4_RECORDS)
+    question = retriever.tokenizer(["Test question"]).input_ids
+    _, _, _, concat = retriever(np.array([0, 3]), question, answer_ids=None, max_length=10, return_tensors="np")
+    assert retriever.tokenizer.convert_ids_to_tokens(concat.input_ids[0]) == [
+        "[CLS]", "test", "question", "[SEP]", "this", "is", "the", "first", "record", "[SEP]"
+    ]  # fmt: skip
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    transformers4_retriever.tokenizer.save_pretrained(legacy)
+    np.save(legacy / "block_records.npy", TRANSFORMERS4_RECORDS, allow_pickle=True)  # what transformers 4 wrote
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        RealmRetriever.from_pretrained(legacy)
+    assert RealmRetriever.from_pretrained(legacy, allow_pickle=True).block_records[5] == TRANSFORMERS4_RECORDS[5]

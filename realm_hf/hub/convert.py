@@ -29,16 +29,10 @@ from typing import Any
 from transformers.utils import logging
 
 from ..retrieval.index import RealmIndex
-from ..retrieval.legacy import load_legacy_block_emb
+from ..retrieval.legacy import LEGACY_BLOCK_RECORDS_NAME, load_legacy_block_emb
 from ..retrieval.storage import resolve_directory
 from .model_card import RealmModelCardData
-from .publish import (
-    _IGNORED_DOWNLOADS,
-    LEGACY_BLOCK_RECORDS_NAME,
-    _load_tokenizer,
-    _model_class,
-    save_realm,
-)
+from .publish import IGNORED_DOWNLOADS, load_tokenizer_in, model_class_in, save_realm
 
 
 logger = logging.get_logger(__name__)
@@ -98,11 +92,11 @@ def convert_legacy_checkpoint(
             "arbitrary code. Pass allow_pickle=True (`--allow-pickle`) if you trust the file."
         )
     source_dir = resolve_directory(
-        source_dir_or_repo, revision=revision, token=token, ignore_patterns=_IGNORED_DOWNLOADS
+        source_dir_or_repo, revision=revision, token=token, ignore_patterns=IGNORED_DOWNLOADS
     )
-    model_class = _model_class(source_dir)
+    model_class = model_class_in(source_dir)
     model = model_class.from_pretrained(source_dir, weights_only=True)
-    tokenizer = _load_tokenizer(source_dir)
+    tokenizer = load_tokenizer_in(source_dir)
     records_path = Path(block_records) if explicit_records else source_dir / LEGACY_BLOCK_RECORDS_NAME
     index = _convert_index(source_dir, records_path, tokenizer, allow_pickle, explicit_records)
 

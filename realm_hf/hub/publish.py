@@ -53,13 +53,8 @@ from .. import modeling_realm
 from ..file_utils import atomic_directory, atomic_write_text
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
-from ..retrieval.retriever import (
-    INDEX_SUBFOLDER,
-    LEGACY_BLOCK_RECORDS_NAME,
-    PickleNotAllowedError,
-    RealmRetriever,
-    load_index_in,
-)
+from ..retrieval.legacy import LEGACY_BLOCK_RECORDS_NAME, PickleNotAllowedError
+from ..retrieval.retriever import INDEX_SUBFOLDER, RealmRetriever, load_index_in
 from ..retrieval.storage import resolve_directory
 from ..run_layout import FINAL_DIR, SUBMODELS_DIR
 from ..version import __version__
@@ -84,7 +79,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 _MODEL_REPO_OWNED_FILES = [f"{INDEX_SUBFOLDER}/**", "model*.safetensors", "model.safetensors.index.json"]
 _INDEX_REPO_OWNED_FILES = ["corpus/**", "embeddings.npy", "index.faiss"]
 # Weights of other frameworks in the legacy `google/realm-*` repositories; never needed.
-_IGNORED_DOWNLOADS = ["*.h5", "*.msgpack", "*.ckpt*", "*.onnx", "*.tflite", "*.ot", "tf_model*", "flax_model*"]
+IGNORED_DOWNLOADS = ["*.h5", "*.msgpack", "*.ckpt*", "*.onnx", "*.tflite", "*.ot", "tf_model*", "flax_model*"]
 _MISSING_TOKEN_MESSAGE = (
     "Publishing to the Hugging Face Hub needs a token with write access, but none was found. Log in with "
     "`hf auth login` (or set the HF_TOKEN environment variable), or pass `token=` explicitly."
@@ -388,14 +383,14 @@ def load_realm(
         token=token,
         cache_dir=cache_dir,
         local_files_only=local_files_only,
-        ignore_patterns=_IGNORED_DOWNLOADS,
+        ignore_patterns=IGNORED_DOWNLOADS,
     )
-    model_class = _model_class(directory)
+    model_class = model_class_in(directory)
     if _is_legacy(directory):
         logger.info(f"{repo_id_or_path} has the legacy transformers REALM layout (pytorch_model.bin).")
         model_kwargs.setdefault("weights_only", True)
     model = model_class.from_pretrained(directory, **model_kwargs)
-    tokenizer = _load_tokenizer(directory)
+    tokenizer = load_tokenizer_in(directory)
     index = _load_index(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap, source=repo_id_or_path)
     retriever = None
     if index is not None:
@@ -546,7 +541,7 @@ def _index_card(index: RealmIndex, repo_id: str) -> str:
     return str(card)
 
 
-def _model_class(directory: Path) -> type:
+def model_class_in(directory: Path) -> type:
 
     config_file = directory / CONFIG_NAME
     if not config_file.is_file():
@@ -576,7 +571,7 @@ def _is_legacy(directory: Path) -> bool:
     return not has_weights and any((directory / name).is_file() for name in _LEGACY_WEIGHTS_FILES)
 
 
-def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
+def load_tokenizer_in(directory: Path) -> PreTrainedTokenizerBase | None:
     if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
         logger.info(f"{directory} has no tokenizer files.")
         return None

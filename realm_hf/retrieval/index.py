@@ -52,7 +52,7 @@ from .index_format import (
     write_embeddings,
     write_faiss_index,
 )
-from .legacy import decode_legacy_record, load_legacy_block_records
+from .legacy import legacy_corpus, load_legacy_block_records
 from .search import (
     as_float32_matrix,
     build_faiss_index,
@@ -364,18 +364,8 @@ class RealmIndex:
             raise ValueError(
                 f"{block_records_path} holds {len(records)} blocks but `block_emb` has {num_emb} rows; they must match."
             )
-        if titles is not None and len(titles) != len(records):
-            raise ValueError(f"Got {len(titles)} titles for {len(records)} blocks.")
-        texts = [decode_legacy_record(record, i, block_records_path) for i, record in enumerate(records)]
+        corpus = legacy_corpus(records, tokenizer, titles=titles, num_proc=num_proc, source=block_records_path)
         del records
-        corpus = datasets.Dataset.from_dict(
-            {
-                "title": list(titles) if titles is not None else [""] * len(texts),
-                "text": texts,
-                "doc_id": np.arange(len(texts), dtype=np.int64),
-            }
-        )
-        corpus = tokenize_blocks(corpus, tokenizer, num_proc=num_proc)
         return cls.build(corpus, block_emb, index_factory=index_factory, **build_kwargs)
 
     # -- properties --------------------------------------------------------------------------------------------

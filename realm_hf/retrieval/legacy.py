@@ -1,24 +1,41 @@
-"""Reading the files of the original transformers REALM checkpoints (`google/realm-*`).
+"""Everything about the original transformers REALM's files (`google/realm-*`) that is not a weight.
 
-Model weights of those checkpoints load directly with `from_pretrained`; this module reads what is not a weight any
-more: the corpus embeddings `block_emb` that `RealmForOpenQA` checkpoints stored in their state dict.
+Model weights of those checkpoints load directly with `from_pretrained`; this module reads the rest: the corpus
+embeddings `block_emb` that `RealmForOpenQA` checkpoints stored in their state dict, and the blocks themselves,
+`block_records.npy`, a pickled numpy array read only with `allow_pickle=True` ([`legacy_corpus`]). It also keeps
+block records without pickle ([`save_block_records`] / [`load_block_records`]: an Arrow dataset), for the retriever
+built the transformers-4 way (`RealmRetriever(block_records, tokenizer)`).
 """
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 from safetensors import safe_open
 from transformers.utils import logging
 
+from ..file_utils import atomic_directory
+from .corpus import tokenize_blocks
 from .storage import resolve_directory
 
 
 logger = logging.get_logger(__name__)
 
 BLOCK_EMB_KEY = "block_emb"
+#: The pickled block records of a transformers-4 REALM checkpoint.
+LEGACY_BLOCK_RECORDS_NAME = "block_records.npy"
+#: Block records saved without pickle (an Arrow dataset with a `record` bytes column).
+BLOCK_RECORDS_DIR = "block_records"
+
+
+class PickleNotAllowedError(ValueError):
+    """A legacy `block_records.npy` (a pickle) was found, and reading it was not allowed."""
+
+
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -107,3 +124,59 @@ def decode_legacy_record(record: Any, row: int, path: str | os.PathLike) -> str:
     if isinstance(record, str):
         return record
     raise ValueError(f"{path}: block {row} is a {type(record).__name__}, expected UTF-8 bytes.")
+
+
+def legacy_corpus(
+    records: np.ndarray | Sequence[bytes | str],
+    tokenizer: Any,
+    titles: Sequence[str] | None = None,
+    num_proc: int | None = None,
+    source: str | os.PathLike = "block_records",
+) -> datasets.Dataset:
+    r"""
+    The blocks of the original REALM as a corpus of realm_hf: `title`, `text`, `doc_id` (the row) and their token ids
+    ([`~realm_hf.retrieval.corpus.tokenize_blocks`]).
+
+    Args:
+        records (array or list of UTF-8 `bytes` or `str`): The block records ([`load_legacy_block_records`] reads
+            them from a `block_records.npy`).
+        tokenizer: The BERT tokenizer that pre-tokenizes the blocks.
+        titles (`Sequence[str]`, *optional*): One title per block (the legacy blocks have none: empty titles).
+        num_proc (`int`, *optional*): Processes for tokenization.
+        source (`str` or `os.PathLike`, *optional*): Where the records come from, for error messages.
+    """
+    if len(records) == 0:
+        raise ValueError(f"{os.fspath(source)} holds no blocks.")
+    if titles is not None and len(titles) != len(records):
+        raise ValueError(f"Got {len(titles)} titles for {len(records)} blocks.")
+    texts = [decode_legacy_record(record, row, source) for row, record in enumerate(records)]
+    corpus = datasets.Dataset.from_dict(
+        {
+            "title": list(titles) if titles is not None else [""] * len(texts),
+            "text": texts,
+            "doc_id": np.arange(len(texts), dtype=np.int64),
+        }
+    )
+    return tokenize_blocks(corpus, tokenizer, num_proc=num_proc)
+
+
+def save_block_records(records: Sequence[bytes | str], directory: str | os.PathLike) -> Path:
+    """Saves block records without pickle, atomically: `directory/block_records/`, an Arrow dataset whose `record`
+    column holds each block's bytes as given (strings as UTF-8)."""
+    target = Path(directory) / BLOCK_RECORDS_DIR
+    rows = [record.encode("utf-8") if isinstance(record, str) else bytes(record) for record in records]
+    with atomic_directory(target) as staging:
+        datasets.Dataset.from_dict(
+            {"record": rows}, features=datasets.Features({"record": datasets.Value("binary")})
+        ).save_to_disk(staging)
+    return target
+
+
+def load_block_records(directory: str | os.PathLike) -> np.ndarray | None:
+    """The block records [`save_block_records`] saved in `directory` (an object array of `bytes`, as the original
+    `block_records` was), or `None` when there are none."""
+    path = Path(directory) / BLOCK_RECORDS_DIR
+    if not path.is_dir():
+        return None
+    records = datasets.load_from_disk(str(path))["record"]
+    return np.array(records, dtype=object)

@@ -19,11 +19,18 @@ import torch
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .corpus import tokenize_blocks
 from .formats import document_tower_inputs, longest_first_lengths_array, pad_pairs, pair, truncate_document
 from .index import RealmIndex
 from .index_format import INDEX_SUBFOLDER, is_saved_index
-from .legacy import decode_legacy_record, load_legacy_block_emb
+from .legacy import (
+    LEGACY_BLOCK_RECORDS_NAME,
+    PickleNotAllowedError,
+    legacy_corpus,
+    load_block_records,
+    load_legacy_block_emb,
+    load_legacy_block_records,
+    save_block_records,
+)
 from .loading import load_index
 from .storage import resolve_directory
 
@@ -31,9 +38,9 @@ from .storage import resolve_directory
 logger = logging.get_logger(__name__)
 
 _RECORDS_ONLY = (
-    "This retriever was built from block records alone (the transformers-4 constructor): use RealmRetriever(index, "
-    "tokenizer) over a RealmIndex with the block embeddings (RealmIndex.build, or RealmIndex.from_legacy with the "
-    "original checkpoint's block_emb)."
+    "This retriever was built from block records alone (the transformers-4 constructor) and cannot search: use "
+    "RealmRetriever(index, tokenizer) over a RealmIndex with the block embeddings (RealmIndex.build, or "
+    "RealmIndex.from_legacy with the original checkpoint's block_emb)."
 )
 
 
@@ -91,11 +98,8 @@ class RealmRetriever:
         index ([`RealmIndex`]): The knowledge index. Its corpus must have a `token_ids` column.
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]): The tokenizer that produced the corpus token ids.
         block_records (`np.ndarray`, *optional*): The transformers-4 constructor, `RealmRetriever(block_records,
-            tokenizer)` (positionally too): the blocks as UTF-8 bytes or strings, without embeddings. Such a retriever
-            keeps the original call, `retriever(block_ids, question_input_ids, answer_ids, max_length=None,
-            return_tensors="pt")` -> `(has_answers, start_pos, end_pos, concat_inputs)`, over a corpus tokenized
-            once; it cannot search, so models need a retriever over a [`RealmIndex`] with embeddings
-            ([`RealmIndex.from_legacy`] reads the original `block_records.npy` and `block_emb`).
+            tokenizer)` (positionally too), builds a [`BlockRecordsRetriever`]: the blocks as UTF-8 bytes or
+            strings, without embeddings, and the original call.
 
     Example:
 
@@ -106,32 +110,29 @@ class RealmRetriever:
     ```
     """
 
-    def __init__(
-        self,
-        index: RealmIndex | np.ndarray | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        *,
-        block_records: np.ndarray | Sequence[bytes | str] | None = None,
-    ):
+    def __new__(cls, *args, **kwargs):
+        # The transformers-4 constructor, `RealmRetriever(block_records, tokenizer)`: a retriever of block records.
+        if cls is RealmRetriever and _block_records_call(args, kwargs):
+            return super().__new__(BlockRecordsRetriever)
+        return super().__new__(cls)
+
+    def __init__(self, index: RealmIndex | None = None, tokenizer: PreTrainedTokenizerBase | None = None):
         if tokenizer is None:
             raise TypeError("RealmRetriever needs the tokenizer of the corpus (`tokenizer=`).")
-        if block_records is None and isinstance(index, (np.ndarray, list, tuple)):
-            index, block_records = None, index  # the transformers-4 positional call
-        self.records_only = block_records is not None
-        if self.records_only:
-            if index is not None:
-                raise TypeError("Pass either an index or block_records, not both.")
-            index = _records_only_index(block_records, tokenizer)
         if index is None:
             raise TypeError("RealmRetriever needs a RealmIndex (or, as in transformers 4, block_records).")
-        if "token_ids" not in index.corpus.column_names:
+        self.index = index
+        self._set_corpus(index.corpus, tokenizer)
+
+    def _set_corpus(self, corpus: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> None:
+        if "token_ids" not in corpus.column_names:
             raise ValueError(
                 "RealmRetriever needs a corpus with pre-tokenized blocks (a `token_ids` column); build it with "
                 "`realm_hf.retrieval.corpus.split_documents_into_blocks`."
             )
-        self.index = index
+        self.corpus = corpus
         self.tokenizer = tokenizer
-        self._token_ids: pa.ChunkedArray = index.corpus.data.column("token_ids")
+        self._token_ids: pa.ChunkedArray = corpus.data.column("token_ids")
         specials = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
         if any(s is None for s in specials):
             raise ValueError("RealmRetriever needs a tokenizer with [CLS], [SEP] and [PAD] tokens.")
@@ -143,8 +144,6 @@ class RealmRetriever:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Saves the tokenizer files and the index (in the `index/` subfolder)."""
-        if self.records_only:
-            raise ValueError(f"{_RECORDS_ONLY} It has no block embeddings to save.")
         os.makedirs(save_directory, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         self.index.save_pretrained(os.path.join(save_directory, INDEX_SUBFOLDER))
@@ -167,7 +166,9 @@ class RealmRetriever:
         Loads a retriever from a local directory or a Hub repository: one written by
         [`~RealmRetriever.save_pretrained`] or `realm_hf.save_realm` (tokenizer files and an `index/` folder), or a
         checkpoint of the original transformers REALM (`vocab.txt`, `block_records.npy` and the block embeddings in
-        its weights), whose `block_records.npy` is a pickle and is read only with `allow_pickle=True`.
+        its weights), whose `block_records.npy` is a pickle and is read only with `allow_pickle=True`. Block records
+        without embeddings (a [`BlockRecordsRetriever`]'s `block_records/`, or a transformers-4 retriever's
+        `block_records.npy` alone) load as a [`BlockRecordsRetriever`].
 
         Args:
             pretrained_name_or_path (`str` or `os.PathLike`): A local directory or a Hub model repository id.
@@ -189,20 +190,21 @@ class RealmRetriever:
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(directory, **tokenizer_kwargs)
         index = load_index_in(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap)
-        if index is None:
+        if index is not None:
+            return cls(index, tokenizer)
+        records = load_block_records(directory)
+        if records is None and (directory / LEGACY_BLOCK_RECORDS_NAME).is_file():  # no weights with block_emb
+            records = load_legacy_block_records(directory / LEGACY_BLOCK_RECORDS_NAME, allow_pickle=allow_pickle)
+        if records is None:
             raise ValueError(
                 f"{pretrained_name_or_path} holds no knowledge index: expected {INDEX_SUBFOLDER}/ (written by "
                 f"RealmRetriever.save_pretrained or realm_hf.save_realm) or a legacy {LEGACY_BLOCK_RECORDS_NAME}."
             )
-        return cls(index, tokenizer)
+        return BlockRecordsRetriever(records, tokenizer)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Retrieval
     # ---------------------------------------------------------------------------------------------------------------
-
-    def _check_searchable(self) -> None:
-        if self.records_only:
-            raise TypeError(f"{_RECORDS_ONLY} It has no block embeddings and cannot search.")
 
     def block_token_ids(self, block_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the given blocks as `(values, offsets)` of a flattened list array (no Python lists)."""
@@ -231,14 +233,9 @@ class RealmRetriever:
         )
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor] | tuple:
-        r"""
-        Retrieves blocks for questions and builds the reader inputs ([`~RealmRetriever.retrieve`]); a retriever built
-        with the transformers-4 constructor (`block_records`) keeps the original call instead
-        ([`~RealmRetriever.encode_retrieved`]).
-        """
-        if self.records_only:
-            return self.encode_retrieved(*args, **kwargs)
+    def __call__(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        r"""Retrieves blocks for questions and builds the reader inputs ([`~RealmRetriever.retrieve`]); a retriever
+        built the transformers-4 way ([`BlockRecordsRetriever`]) keeps the original call instead."""
         return self.retrieve(*args, **kwargs)
 
     def encode_retrieved(
@@ -261,15 +258,14 @@ class RealmRetriever:
             return_tensors (`str`, *optional*, defaults to `"pt"`): Type of the `concat_inputs` tensors.
 
         Returns:
-            `tuple`: `(has_answers, start_pos, end_pos, concat_inputs)`: `np.ndarray`s of shapes `(k,)`,
-            `(k, max_answers)` and `(k, max_answers)` (-1 padded), or `None` each without `answer_ids`; and a
-            `BatchEncoding` with `input_ids`, `attention_mask`, `token_type_ids` and `special_tokens_mask`.
+            `tuple`: `(has_answers, start_pos, end_pos, concat_inputs)`, as the original returned them: lists (`k`
+            booleans; `k` lists of `max_answers` token positions, -1 padded), or `None` each without `answer_ids`;
+            and a `BatchEncoding` with `input_ids`, `attention_mask`, `token_type_ids` and `special_tokens_mask`.
         """
         if torch.is_tensor(retrieved_block_ids):
             retrieved_block_ids = retrieved_block_ids.cpu().numpy()
         block_ids = np.asarray(retrieved_block_ids)
         if block_ids.dtype.kind not in "iu":
-            self._check_searchable()  # a model passing query embeddings: it needs a retriever that searches
             raise TypeError(f"encode_retrieved takes block ids (integers), got {block_ids.dtype}.")
         if max_length is None:
             max_length = min(int(self.tokenizer.model_max_length), 512)
@@ -293,9 +289,9 @@ class RealmRetriever:
         if answer_ids is None:
             return None, None, None, concat_inputs
         return (
-            batch["has_answers"][0].numpy(),
-            batch["start_positions"][0].numpy(),
-            batch["end_positions"][0].numpy(),
+            batch["has_answers"][0].tolist(),
+            batch["start_positions"][0].tolist(),
+            batch["end_positions"][0].tolist(),
             concat_inputs,
         )
 
@@ -334,7 +330,6 @@ class RealmRetriever:
             `end_positions` (`(batch, num_read, max_answers)`, padded with -1), and with gold documents `is_gold`
             (`(batch, k)`).
         """
-        self._check_searchable()
         queries = _as_numpy(query_embeddings)
         num_blocks = len(self.index)
         if num_retrieved > num_blocks:
@@ -456,7 +451,6 @@ class RealmRetriever:
             `joint_attention_mask`, `joint_token_type_ids` (`[CLS] x [SEP] block [SEP]`, shape `(batch, K, joint_len)`)
             and `retrieved_block_ids` (`(batch, K)`, -1 for the null document).
         """
-        self._check_searchable()
         batch_size = len(query_embeddings)
         if len(query_token_ids) != batch_size:
             raise ValueError(f"Got {len(query_token_ids)} query token lists for {batch_size} query embeddings.")
@@ -510,8 +504,8 @@ class RealmRetriever:
                 f"block_ids must have shape (batch_size, K) with batch_size={len(query_token_ids)}, got "
                 f"{block_ids.shape}."
             )
-        if block_ids.size and block_ids.max() >= len(self.index):
-            raise ValueError(f"block id {int(block_ids.max())} is out of range for {len(self.index)} blocks.")
+        if block_ids.size and block_ids.max() >= len(self.corpus):
+            raise ValueError(f"block id {int(block_ids.max())} is out of range for {len(self.corpus)} blocks.")
         batch_size, num_k = block_ids.shape
         real = block_ids[block_ids >= 0]
         values, offsets = self.block_token_ids(real)
@@ -593,7 +587,7 @@ class RealmRetriever:
             raise ValueError(f"Got gold documents for {len(gold_doc_ids)} questions but {len(block_ids)} questions.")
         if any(len(gold) == 0 for gold in gold_doc_ids):
             raise ValueError("Every question needs at least one gold doc id.")
-        block_docs = self._doc_ids[block_ids] if "doc_id" in self.index.corpus.column_names else block_ids
+        block_docs = self._doc_ids[block_ids] if "doc_id" in self.corpus.column_names else block_ids
         return np.stack(
             [np.isin(docs, np.asarray(gold, dtype=np.int64)) for docs, gold in zip(block_docs, gold_doc_ids)]
         )
@@ -601,15 +595,15 @@ class RealmRetriever:
     @property
     def _doc_ids(self) -> np.ndarray:
         if getattr(self, "_doc_ids_cache", None) is None:
-            if "doc_id" not in self.index.corpus.column_names:
+            if "doc_id" not in self.corpus.column_names:
                 raise ValueError("Excluding source documents needs a `doc_id` column in the corpus.")
-            self._doc_ids_cache = self.index.corpus.data.column("doc_id").to_numpy().astype(np.int64)
+            self._doc_ids_cache = self.corpus.data.column("doc_id").to_numpy().astype(np.int64)
         return self._doc_ids_cache
 
     @property
     def _title_ids(self) -> pa.ChunkedArray | None:
-        if "title_token_ids" in self.index.corpus.column_names:
-            return self.index.corpus.data.column("title_token_ids")
+        if "title_token_ids" in self.corpus.column_names:
+            return self.corpus.data.column("title_token_ids")
         return None
 
     @staticmethod
@@ -655,11 +649,73 @@ class RealmRetriever:
         }
 
 
-LEGACY_BLOCK_RECORDS_NAME = "block_records.npy"
+class BlockRecordsRetriever(RealmRetriever):
+    r"""
+    The retriever of transformers 4, `RealmRetriever(block_records, tokenizer)`: the blocks as records, without
+    embeddings, tokenized once, and the original call, `retriever(block_ids, question_input_ids, answer_ids,
+    max_length=None, return_tensors="pt")` -> `(has_answers, start_pos, end_pos, concat_inputs)`
+    ([`~RealmRetriever.encode_retrieved`]). It cannot search: models need a [`RealmRetriever`] over a [`RealmIndex`]
+    with the block embeddings ([`RealmIndex.from_legacy`] reads the original `block_records.npy` and `block_emb`).
+    [`~BlockRecordsRetriever.save_pretrained`] keeps the records without pickle, and
+    [`RealmRetriever.from_pretrained`] loads them back.
+
+    Args:
+        block_records (`np.ndarray` or list of `bytes` / `str`): The blocks, as UTF-8 bytes or strings.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]): The tokenizer of the reader.
+
+    Example:
+
+    ```python
+    >>> records = np.array([b"This is the first record", b"This is the second record"], dtype=object)
+    >>> retriever = RealmRetriever(records, tokenizer)
+    >>> answer_ids = tokenizer(["the second"], add_special_tokens=False).input_ids
+    >>> question_ids = tokenizer(["Test question"]).input_ids
+    >>> has_answers, start_pos, end_pos, concat_inputs = retriever(
+    ...     np.array([0, 1]), question_ids, answer_ids=answer_ids, max_length=32, return_tensors="np"
+    ... )
+    >>> has_answers
+    [False, True]
+    ```
+    """
+
+    def __init__(
+        self,
+        block_records: np.ndarray | Sequence[bytes | str] | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        index: RealmIndex | None = None,
+    ):
+        if index is not None:
+            raise TypeError("Pass either an index or block_records, not both.")
+        if block_records is None:
+            raise TypeError("BlockRecordsRetriever needs the block records (`block_records=`).")
+        if tokenizer is None:
+            raise TypeError("RealmRetriever needs the tokenizer of the corpus (`tokenizer=`).")
+        #: The blocks as given (the transformers-4 attribute).
+        self.block_records = block_records
+        self.index = None
+        self._set_corpus(legacy_corpus(block_records, tokenizer), tokenizer)
+
+    def __call__(self, *args, **kwargs) -> tuple:
+        """The transformers-4 call: [`~RealmRetriever.encode_retrieved`]."""
+        return self.encode_retrieved(*args, **kwargs)
+
+    def retrieve(self, *args, **kwargs):
+        raise TypeError(_RECORDS_ONLY)
+
+    def retrieve_for_pretraining(self, *args, **kwargs):
+        raise TypeError(_RECORDS_ONLY)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Saves the tokenizer files and the block records (`block_records/`, an Arrow dataset: no pickle)."""
+        os.makedirs(save_directory, exist_ok=True)
+        self.tokenizer.save_pretrained(save_directory)
+        save_block_records(self.block_records, save_directory)
 
 
-class PickleNotAllowedError(ValueError):
-    """A legacy `block_records.npy` (a pickle) was found, and reading it was not allowed."""
+def _block_records_call(args: tuple, kwargs: dict) -> bool:
+    """Whether `RealmRetriever(*args, **kwargs)` is the transformers-4 call, with block records."""
+    return kwargs.get("block_records") is not None or bool(args and isinstance(args[0], (np.ndarray, list, tuple)))
 
 
 def load_index_in(
@@ -696,18 +752,11 @@ def load_index_in(
     if tokenizer is None:
         raise ValueError(f"{directory} has a {LEGACY_BLOCK_RECORDS_NAME} but no tokenizer to tokenize its blocks.")
 
-    block_emb = load_legacy_block_emb(directory)
+    try:
+        block_emb = load_legacy_block_emb(directory)
+    except FileNotFoundError:
+        return None  # block records without weights: no index (a transformers-4 retriever's own save)
     return RealmIndex.from_legacy(block_records, block_emb, tokenizer, allow_pickle=True, show_progress=False)
-
-
-def _records_only_index(block_records: np.ndarray | Sequence[bytes | str], tokenizer) -> RealmIndex:
-    """An index over block records without embeddings (the transformers-4 `RealmRetriever(block_records, tokenizer)`):
-    the blocks tokenized once; its placeholder embeddings are never searched (`records_only`)."""
-    texts = [decode_legacy_record(record, row, "block_records") for row, record in enumerate(block_records)]
-    if not texts:
-        raise ValueError("block_records is empty.")
-    corpus = tokenize_blocks(datasets.Dataset.from_dict({"text": texts}), tokenizer, title_column=None)
-    return RealmIndex.build(corpus, np.zeros((len(texts), 1), dtype=np.float32), show_progress=False)
 
 
 def _as_numpy(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:

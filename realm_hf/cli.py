@@ -29,9 +29,8 @@ from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .file_utils import atomic_write_text
 from .hub.convert import add_convert_arguments
 from .hub.model_card import RealmModelCardData, pretraining_card_data, update_card_from_metrics
-from .hub.publish import load_realm, publish_realm
+from .hub.publish import load_document_embedder, load_realm, publish_realm
 from .inference import answer_questions
-from .retrieval.embedding import load_document_embedder
 from .retrieval.index import build_index
 from .retrieval.search import check_index_factory
 from .training.corpus_pretraining import CorpusArguments, corpus_pretraining_parser, load_corpus, pretrain_on_corpus

@@ -50,6 +50,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .. import modeling_realm
+from ..configuration_realm import RealmConfig
 from ..file_utils import atomic_directory, atomic_write_text
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
@@ -404,6 +405,37 @@ def load_realm(
             if hasattr(model, "set_retriever"):
                 model.set_retriever(retriever)
     return model, tokenizer, retriever
+
+
+_DOCUMENT_TOWER_OWNERS = {
+    cls.__name__: cls
+    for cls in (modeling_realm.RealmEmbedder, modeling_realm.RealmForPreTraining, modeling_realm.RealmForOpenQA)
+}
+
+
+def load_document_embedder(name_or_path: str | os.PathLike, **kwargs) -> modeling_realm.RealmEmbedder:
+    """The document tower of a REALM checkpoint, to embed a corpus with.
+
+    A `RealmEmbedder` checkpoint is the tower itself; of a `RealmForPreTraining` or `RealmForOpenQA` checkpoint the
+    `embedder` is taken (for pre-training, the document tower the index was built with).
+
+    Args:
+        name_or_path (`str` or `os.PathLike`): A local directory or a Hub model id.
+        kwargs: Passed to `from_pretrained` (`revision`, `token`, ...).
+
+    Raises:
+        `ValueError`: if the checkpoint is of a REALM class without a document embedder.
+    """
+    config = RealmConfig.from_pretrained(name_or_path, **kwargs)
+    architecture = (config.architectures or ["RealmEmbedder"])[0]
+    model_class = _DOCUMENT_TOWER_OWNERS.get(architecture)
+    if model_class is None:
+        raise ValueError(
+            f"{name_or_path} is a {architecture} checkpoint; a corpus is embedded by a RealmEmbedder, or the embedder "
+            "of a RealmForPreTraining or RealmForOpenQA checkpoint."
+        )
+    model = model_class.from_pretrained(name_or_path, **kwargs)
+    return (model if model_class is modeling_realm.RealmEmbedder else model.embedder).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

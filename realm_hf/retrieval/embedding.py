@@ -18,9 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..configuration_realm import RealmConfig
 from ..file_utils import atomic_open
-from ..modeling_realm import RealmEmbedder, RealmForOpenQA, RealmForPreTraining
 from .formats import document_tower_inputs
 
 
@@ -167,31 +165,3 @@ def _gather_chunks(local, chunks, world, accelerator) -> np.ndarray:
     per_rank = {r: iter(np.split(gathered[r][: rows_per_rank[r]], np.cumsum([e - s for s, e in chunks[r::world]])[:-1]))
                 for r in range(world)}  # fmt: skip
     return np.concatenate([next(per_rank[i % world]) for i in range(len(chunks))], axis=0)
-
-
-_DOCUMENT_TOWER_OWNERS = {cls.__name__: cls for cls in (RealmEmbedder, RealmForPreTraining, RealmForOpenQA)}
-
-
-def load_document_embedder(name_or_path: str | os.PathLike, **kwargs) -> torch.nn.Module:
-    """The document tower of a REALM checkpoint, to embed a corpus with.
-
-    A `RealmEmbedder` checkpoint is the tower itself; of a `RealmForPreTraining` or `RealmForOpenQA` checkpoint the
-    `embedder` is taken (for pre-training, the document tower the index was built with).
-
-    Args:
-        name_or_path (`str` or `os.PathLike`): A local directory or a Hub model id.
-        kwargs: Passed to `from_pretrained` (`revision`, `token`, ...).
-
-    Raises:
-        `ValueError`: if the checkpoint is of a REALM class without a document embedder.
-    """
-    config = RealmConfig.from_pretrained(name_or_path, **kwargs)
-    architecture = (config.architectures or ["RealmEmbedder"])[0]
-    model_class = _DOCUMENT_TOWER_OWNERS.get(architecture)
-    if model_class is None:
-        raise ValueError(
-            f"{name_or_path} is a {architecture} checkpoint; a corpus is embedded by a RealmEmbedder, or the embedder "
-            "of a RealmForPreTraining or RealmForOpenQA checkpoint."
-        )
-    model = model_class.from_pretrained(name_or_path, **kwargs)
-    return (model if model_class is RealmEmbedder else model.embedder).eval()

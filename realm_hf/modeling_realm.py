@@ -9,10 +9,15 @@ transformers implementation, so its checkpoints load key for key.
 import copy
 import os
 import pickle
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import CommitInfo, HfApi
 from safetensors import SafetensorError
 from torch import nn
 from transformers import BertModel, PreTrainedModel
@@ -20,10 +25,12 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredictionHead, BertOnlyMLMHead
 from transformers.utils import ModelOutput, logging
+from transformers.utils.hub import create_and_tag_model_card
 
 from .configuration_realm import RealmConfig
 from .file_utils import atomic_directory
 from .ops import evidence_span_logits, use_realm_gelu_tanh
+from .retrieval.index_format import INDEX_SUBFOLDER
 from .retrieval.protocols import Retriever
 
 
@@ -286,6 +293,7 @@ class RealmPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _keys_to_ignore_on_load_unexpected = _LEGACY_BUFFER_KEYS
+    _save_retriever = True
 
     def post_init(self) -> None:
         super().post_init()
@@ -308,10 +316,25 @@ class RealmPreTrainedModel(PreTrainedModel):
         `allow_missing_weights=True`: then those weights are newly initialised and listed in a warning, as
         transformers does when it adds a head (and as the original REALM did).
 
+        A model that retrieves ([`RealmForOpenQA`], [`RealmForPreTraining`]) comes back with its retriever when the
+        directory or Hub repository holds one (`index/` and tokenizer files, as `save_pretrained` and `push_to_hub`
+        of a model with a retriever write them; only those files are downloaded), unless one is passed as
+        `retriever=` or `load_retriever=False`.
+
         Args:
             allow_missing_weights (`bool`, *optional*, defaults to `False`):
                 Load a checkpoint of another REALM class, initialising the weights it lacks.
+            load_retriever (`bool`, *optional*, defaults to `True`):
+                Attach the retriever saved with the model ([`~realm_hf.retrieval.retriever.load_retriever_for`]).
+            allow_stale_index (`bool`, *optional*, defaults to `False`):
+                For [`RealmForPreTraining`]: load an index that another document tower embedded, with a warning,
+                instead of refusing it.
+            allow_pickle (`bool`, *optional*, defaults to `False`):
+                Build the retriever of a legacy checkpoint from its `block_records.npy` (a pickle: only for files
+                you trust).
         """
+        retriever_options = {key: kwargs.pop(key) for key in ("allow_stale_index", "allow_pickle") if key in kwargs}
+        load_retriever = kwargs.pop("load_retriever", True) and kwargs.get("retriever") is None
         allow_missing_weights = kwargs.pop("allow_missing_weights", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
@@ -357,7 +380,73 @@ class RealmPreTrainedModel(PreTrainedModel):
                 f"{pretrained_model_name_or_path!r} and are newly initialised: {missing}. Train the model before "
                 "using it for predictions."
             )
+        if load_retriever and hasattr(model, "set_retriever"):
+            from .retrieval.retriever import load_retriever_for
+
+            hub_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+            model.set_retriever(
+                load_retriever_for(model, pretrained_model_name_or_path, **retriever_options, **hub_kwargs)
+            )
         return (model, info) if output_loading_info else model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_retriever: bool = True, **kwargs) -> None:
+        """Saves the model as [`~transformers.PreTrainedModel.save_pretrained`] does, and with it its retriever, if
+        it has one (the tokenizer files and `index/`), so that `from_pretrained` of the directory and `push_to_hub`
+        (one commit) carry the index too; `save_retriever=False` writes the model alone."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        retriever = getattr(self, "retriever", None)
+        if save_retriever and self._save_retriever and retriever is not None and kwargs.get("is_main_process", True):
+            if not hasattr(retriever, "save_pretrained"):
+                logger.warning(f"The model's {type(retriever).__name__} has no save_pretrained: it is not saved.")
+            else:
+                retriever.save_pretrained(save_directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+        save_retriever: bool = True,
+    ) -> CommitInfo:
+        """Uploads the model as [`~transformers.PreTrainedModel.push_to_hub`] does (same arguments), with its
+        retriever (tokenizer files and `index/`, replacing the repository's previous `index/`) in the same commit, so
+        that `from_pretrained(repo_id)` and `pipeline("realm-open-qa", model=repo_id)` come back with it;
+        `save_retriever=False` uploads the model alone."""
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        card = create_and_tag_model_card(repo_id, tags, token=token)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size, save_retriever=save_retriever)
+            card.save(os.path.join(folder, "README.md"))
+            with_index = os.path.isdir(os.path.join(folder, INDEX_SUBFOLDER))
+            with warnings.catch_warnings():  # the index's Arrow files belong in the model repository
+                warnings.filterwarnings("ignore", message="It seems that you are about to commit a data file")
+                return api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    commit_message=commit_message or f"Upload {type(self).__name__}",
+                    commit_description=commit_description,
+                    revision=revision,
+                    create_pr=create_pr,
+                    delete_patterns=[f"{INDEX_SUBFOLDER}/**"] if with_index else None,
+                )
+
+    @contextmanager
+    def retriever_not_saved(self) -> Iterator[None]:
+        """Within the block `save_pretrained` writes the model alone, whoever calls it (training checkpoints: the
+        index they were trained with is the one the run started from)."""
+        self._save_retriever, previous = False, self._save_retriever
+        try:
+            yield
+        finally:
+            self._save_retriever = previous
 
     @staticmethod
     def _trunk_kwargs(kwargs: dict) -> dict:

@@ -4,9 +4,10 @@ Importing `realm_hf` registers the task (`register_realm_pipeline`). For each qu
 answer span, its score (reader logit plus the block's retrieval logit) and the evidence block with its title, like
 [`~realm_hf.answer_questions`]; `batch_size=` batches questions through one forward pass of [`RealmForOpenQA`].
 
-The knowledge index is data, not weights, so the model needs its retriever: pass a model that has one (for example
-from [`~realm_hf.load_realm`]), pass `retriever=RealmRetriever(...)`, or give the path of a directory written by
-[`~realm_hf.save_realm`] (whose `index/` subfolder is loaded).
+The knowledge index is data, not weights, so the model needs its retriever: `model=` a local directory or Hub
+repository that holds one (`save_pretrained` / `push_to_hub` of a model with a retriever, or
+[`~realm_hf.save_realm`]: its `index/` is loaded with the model), a model that has one, or
+`retriever=RealmRetriever(...)`.
 
 Example:
 
@@ -21,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -31,7 +31,7 @@ from transformers.utils import logging
 
 from .inference import block_texts, split_open_qa_output
 from .modeling_realm import RealmForOpenQA
-from .retrieval.retriever import RealmRetriever
+from .retrieval.retriever import load_retriever_for
 
 
 logger = logging.get_logger(__name__)
@@ -112,24 +112,20 @@ class RealmOpenQAPipeline(Pipeline):
 
 
 def _retriever_next_to(model: RealmForOpenQA, tokenizer):
-    """The [`RealmRetriever`] saved next to a model loaded from a local directory (`index/`, or a legacy
-    `block_records.npy`, which stays refused: the pipeline never unpickles)."""
+    """The [`RealmRetriever`] saved with a model that was loaded without one (its local directory or Hub repository:
+    `index/`; a legacy `block_records.npy` stays refused: the pipeline never unpickles)."""
 
     if tokenizer is None:
         raise ValueError(f"The {TASK} pipeline needs the question tokenizer.")
-    directory = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
-    if directory and os.path.isdir(directory):
-        try:
-            logger.info(f"Loading the knowledge index from {directory}.")
-            return RealmRetriever.from_pretrained(directory, tokenizer=tokenizer)
-        except ValueError as err:
-            reason = str(err)
-    else:
-        reason = f"{directory!r} is not a local directory"
-    raise ValueError(
-        f"The {TASK} pipeline needs a knowledge index: load the model with realm_hf.load_realm, pass "
-        f"retriever=RealmRetriever(index, tokenizer), or give a directory written by realm_hf.save_realm ({reason})."
-    )
+    source = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
+    retriever = load_retriever_for(model, source, tokenizer=tokenizer) if source else None
+    if retriever is None:
+        raise ValueError(
+            f"The {TASK} pipeline needs a knowledge index: {source or 'the model'} has none. Pass a model with a "
+            "retriever (from_pretrained of a directory or Hub repository holding `index/`, or realm_hf.load_realm), "
+            "or retriever=RealmRetriever(index, tokenizer)."
+        )
+    return retriever
 
 
 def register_realm_pipeline() -> None:

@@ -19,7 +19,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from realm_hf import RealmConfig, RealmForOpenQA
+from realm_hf import RealmConfig, RealmForOpenQA, answer_questions
 from realm_hf.hub.model_card import RealmModelCardData, update_card_from_metrics
 from realm_hf.hub.publish import _index_card, load_realm, publish_realm, push_index_to_hub
 from realm_hf.retrieval.corpus import tokenize_blocks
@@ -172,6 +172,69 @@ def test_publish_then_load_in_fresh_process_and_offline(hub_server, tiny_realm, 
     hub_server.stop()
     offline = _run_load_script(_subprocess_env(hub_server, hf_home, offline=True), tmp_path / "offline.json")
     _assert_same_predictions(offline, expected)
+
+
+_HUB_ID_SCRIPT = """
+import json, subprocess, sys
+from transformers import pipeline
+from realm_hf import RealmForOpenQA
+
+repo_id, out, questions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = RealmForOpenQA.from_pretrained(repo_id)
+qa = pipeline("realm-open-qa", model=repo_id)
+asked = subprocess.run([sys.executable, "-m", "realm_hf.cli", "ask", repo_id, *questions], capture_output=True,
+                       text=True, check=True).stdout.splitlines()
+with open(out, "w") as f:
+    json.dump({"retriever": type(model.retriever).__name__, "blocks": len(model.retriever.index),
+               "pipeline": [{k: a[k] for k in ("answer", "block_id", "evidence")} for a in qa(questions)],
+               "ask": [json.loads(line) for line in asked]}, f)
+"""
+
+
+def test_model_push_to_hub_carries_its_index_and_a_hub_id_answers_everywhere(hub_server, tiny_realm, tmp_path):
+    """`model.push_to_hub` of a model with a retriever publishes the index with the weights in one commit; in a fresh
+    process, `RealmForOpenQA.from_pretrained(repo_id)` comes back with its retriever, `pipeline("realm-open-qa",
+    model=repo_id)` answers with evidence, and `realm-hf ask repo_id` prints the same answers."""
+    model, tokenizer, retriever = tiny_realm
+    repo_id = "tester/pushed-with-index"
+    model.push_to_hub(repo_id)
+    files = set(hub_server.list_files(repo_id))
+    assert {
+        "model.safetensors",
+        "config.json",
+        "vocab.txt",
+        "index/index_config.json",
+        "index/embeddings.npy",
+    } <= files
+    assert len(HfApi().list_repo_commits(repo_id)) == 2  # the push, and the repo's initial commit
+
+    result = subprocess.run(
+        [sys.executable, "-c", _HUB_ID_SCRIPT, repo_id, str(tmp_path / "out.json"), json.dumps(QUESTIONS)],
+        cwd=REPO_ROOT, env=_subprocess_env(hub_server, tmp_path / "hf_home"), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    loaded = json.loads((tmp_path / "out.json").read_text())
+    assert loaded["retriever"] == "RealmRetriever" and loaded["blocks"] == len(BLOCKS)
+    expected = [{"answer": a.answer, "block_id": a.block_id, "evidence": a.evidence}
+                for a in answer_questions(model, tokenizer, QUESTIONS)]  # fmt: skip
+    assert loaded["pipeline"] == expected
+    assert [{k: a[k] for k in ("answer", "block_id", "evidence")} for a in loaded["ask"]] == expected
+    assert all(a["evidence"] for a in expected)
+
+
+def test_from_pretrained_attaches_the_saved_retriever_unless_told_not_to(tiny_realm, tmp_path):
+    model, tokenizer, retriever = tiny_realm
+    model.save_pretrained(tmp_path / "saved")  # weights, config, tokenizer files and index/
+    loaded = RealmForOpenQA.from_pretrained(tmp_path / "saved")
+    assert list(loaded.retriever.index.corpus["text"]) == list(retriever.index.corpus["text"])
+    assert RealmForOpenQA.from_pretrained(tmp_path / "saved", load_retriever=False).retriever is None
+    model.save_pretrained(tmp_path / "alone", save_retriever=False)
+    assert not (tmp_path / "alone" / "index").exists()
+    assert RealmForOpenQA.from_pretrained(tmp_path / "alone").retriever is None
+    with model.retriever_not_saved():
+        model.save_pretrained(tmp_path / "checkpoint")
+    assert not (tmp_path / "checkpoint" / "index").exists()
 
 
 def test_republishing_unchanged_model_creates_no_commit(hub_server, tiny_realm):

@@ -54,8 +54,7 @@ from ..configuration_realm import RealmConfig
 from ..file_utils import atomic_directory, atomic_write_text
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
-from ..retrieval.legacy import LEGACY_BLOCK_RECORDS_NAME, PickleNotAllowedError
-from ..retrieval.retriever import INDEX_SUBFOLDER, RealmRetriever, load_index_in
+from ..retrieval.retriever import INDEX_SUBFOLDER, RealmRetriever, load_retriever_for
 from ..retrieval.storage import resolve_directory
 from ..run_layout import FINAL_DIR, SUBMODELS_DIR
 from ..version import __version__
@@ -133,7 +132,7 @@ def save_realm(
         return save_directory
     index, tokenizer = _resolve_index_and_tokenizer(model, tokenizer, retriever_or_index)
     save_directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(save_directory, save_original_format=False)
+    model.save_pretrained(save_directory, save_original_format=False, save_retriever=False)  # the index: below
     if tokenizer is not None:
         tokenizer.save_pretrained(save_directory)
     else:
@@ -390,20 +389,18 @@ def load_realm(
     if _is_legacy(directory):
         logger.info(f"{repo_id_or_path} has the legacy transformers REALM layout (pytorch_model.bin).")
         model_kwargs.setdefault("weights_only", True)
-    model = model_class.from_pretrained(directory, **model_kwargs)
+    model = model_class.from_pretrained(directory, load_retriever=False, **model_kwargs)
     tokenizer = load_tokenizer_in(directory)
-    index = _load_index(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap, source=repo_id_or_path)
-    retriever = None
-    if index is not None:
-        if tokenizer is None:
-            logger.warning(f"{repo_id_or_path} has an index but no tokenizer files: no retriever is created.")
-        else:
-            document_tower = getattr(model, "embedder", None) if hasattr(model, "query_embedder") else None
-            if document_tower is not None:  # RealmForPreTraining: its index must be its document tower's
-                index.require_embedder(document_tower, f"The index of {repo_id_or_path}", allow_stale_index)
-            retriever = RealmRetriever(index, tokenizer)
-            if hasattr(model, "set_retriever"):
-                model.set_retriever(retriever)
+    retriever = load_retriever_for(
+        model,
+        directory,
+        tokenizer=tokenizer,
+        allow_pickle=allow_pickle,
+        allow_stale_index=allow_stale_index,
+        mmap=mmap,
+    )
+    if retriever is not None and hasattr(model, "set_retriever"):
+        model.set_retriever(retriever)
     return model, tokenizer, retriever
 
 
@@ -608,22 +605,3 @@ def load_tokenizer_in(directory: Path) -> PreTrainedTokenizerBase | None:
         logger.info(f"{directory} has no tokenizer files.")
         return None
     return AutoTokenizer.from_pretrained(directory)
-
-
-def _load_index(
-    directory: Path,
-    tokenizer: PreTrainedTokenizerBase | None,
-    allow_pickle: bool,
-    mmap: bool,
-    source: str | os.PathLike,
-) -> RealmIndex | None:
-    """[`load_index_in`], with a warning and no index where the legacy one cannot be read (`load_realm` still returns
-    the model)."""
-    if tokenizer is None and (directory / LEGACY_BLOCK_RECORDS_NAME).is_file() and allow_pickle:
-        logger.warning(f"{source} has a {LEGACY_BLOCK_RECORDS_NAME} but no tokenizer files: the index is skipped.")
-        return None
-    try:
-        return load_index_in(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap)
-    except PickleNotAllowedError as err:
-        logger.warning(f"{err} The retriever is None.")
-        return None

@@ -713,6 +713,61 @@ class BlockRecordsRetriever(RealmRetriever):
         save_block_records(self.block_records, save_directory)
 
 
+#: The files a saved retriever adds to a model directory or repository (what `load_retriever_for` downloads).
+RETRIEVER_FILES = (f"{INDEX_SUBFOLDER}/*", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "added_tokens.json", LEGACY_BLOCK_RECORDS_NAME)  # fmt: skip
+
+
+def load_retriever_for(
+    model: torch.nn.Module,
+    pretrained_name_or_path: str | os.PathLike,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    allow_pickle: bool = False,
+    allow_stale_index: bool = False,
+    mmap: bool = True,
+    **hub_kwargs,
+) -> RealmRetriever | None:
+    r"""
+    The retriever saved with a model: the `index/` folder and tokenizer files of its local directory or Hub repository
+    (only those are downloaded), as `model.save_pretrained`, `push_to_hub` and `realm_hf.save_realm` write them; or a
+    legacy checkpoint's `block_records.npy` with the `block_emb` of its weights (read only with `allow_pickle=True`).
+
+    For a model with a document tower that trains ([`RealmForPreTraining`]) the index must be the one that tower
+    builds: another tower's index (a different embedder fingerprint) is refused, or with `allow_stale_index=True`
+    loaded with a warning.
+
+    Args:
+        model (`torch.nn.Module`): The model the retriever is for.
+        pretrained_name_or_path (`str` or `os.PathLike`): The model's directory or Hub repository id.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): The tokenizer of the corpus (default: the one saved there).
+        allow_pickle, allow_stale_index, mmap: See above; `mmap` memory-maps the index files.
+        hub_kwargs: `revision`, `token`, `cache_dir`, `local_files_only`.
+
+    Returns:
+        [`RealmRetriever`], or `None` when there is no index there (or only a legacy one and `allow_pickle` is not
+        set, or no tokenizer: both with a warning).
+    """
+    directory = resolve_directory(pretrained_name_or_path, allow_patterns=list(RETRIEVER_FILES), **hub_kwargs)
+    if tokenizer is None and any((directory / name).is_file() for name in ("tokenizer_config.json", "vocab.txt")):
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    has_index = is_saved_index(directory / INDEX_SUBFOLDER) or (directory / LEGACY_BLOCK_RECORDS_NAME).is_file()
+    if has_index and tokenizer is None:
+        logger.warning(f"{pretrained_name_or_path} has an index but no tokenizer files: no retriever is created.")
+        return None
+    try:
+        index = load_index_in(directory, tokenizer, allow_pickle=allow_pickle, mmap=mmap)
+    except PickleNotAllowedError as err:
+        logger.warning(f"{err} The model has no retriever.")
+        return None
+    if index is None:
+        return None
+    if hasattr(model, "query_embedder"):  # a document tower that trains: the index must be its own
+        index.require_embedder(model.embedder, f"The index of {pretrained_name_or_path}", allow_stale_index)
+    logger.info(f"Loaded the knowledge index of {pretrained_name_or_path} ({len(index)} blocks).")
+    return RealmRetriever(index, tokenizer)
+
+
 def _block_records_call(args: tuple, kwargs: dict) -> bool:
     """Whether `RealmRetriever(*args, **kwargs)` is the transformers-4 call, with block records."""
     return kwargs.get("block_records") is not None or bool(args and isinstance(args[0], (np.ndarray, list, tuple)))

@@ -7,6 +7,7 @@ the retrieved blocks contributes zero loss.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,13 @@ class RealmTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Saves as the `Trainer` does, with the training arguments as JSON (not the `Trainer`'s pickled
-        `training_args.bin`), and the model card of [`RealmModelCardCallback`] as `README.md`."""
-        super()._save(output_dir, state_dict=state_dict)
+        `training_args.bin`), and the model card of [`RealmModelCardCallback`] as `README.md`. `save_model` writes the
+        model's retriever too (its index: the directory loads with `from_pretrained`); checkpoints do not (the
+        index does not change while the model fine-tunes)."""
+        model = self.accelerator.unwrap_model(self.model)
+        checkpoint = self._checkpoint_staging_dir is not None and hasattr(model, "retriever_not_saved")
+        with model.retriever_not_saved() if checkpoint else contextlib.nullcontext():
+            super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             directory = Path(output_dir or self.args.output_dir)
             (directory / TRAINING_ARGS_NAME).unlink(missing_ok=True)

@@ -10,7 +10,6 @@ import copy
 import os
 import pickle
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .file_utils import atomic_directory
 from .ops import evidence_span_logits, use_realm_gelu_tanh
 from .retrieval.index_format import INDEX_SUBFOLDER
 from .retrieval.protocols import Retriever
+from .retrieval.storage import check_upload_target, upload_folder
 
 
 logger = logging.get_logger(__name__)
@@ -419,24 +419,18 @@ class RealmPreTrainedModel(PreTrainedModel):
         retriever (tokenizer files and `index/`, replacing the repository's previous `index/`) in the same commit, so
         that `from_pretrained(repo_id)` and `pipeline("realm-open-qa", model=repo_id)` come back with it;
         `save_retriever=False` uploads the model alone."""
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        repo_id, token = check_upload_target(repo_id, revision, create_pr, token)
+        repo_id = HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id  # its card is read
         card = create_and_tag_model_card(repo_id, tags, token=token)
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size, save_retriever=save_retriever)
             card.save(os.path.join(folder, "README.md"))
             with_index = os.path.isdir(os.path.join(folder, INDEX_SUBFOLDER))
-            with warnings.catch_warnings():  # the index's Arrow files belong in the model repository
-                warnings.filterwarnings("ignore", message="It seems that you are about to commit a data file")
-                return api.upload_folder(
-                    repo_id=repo_id,
-                    folder_path=folder,
-                    commit_message=commit_message or f"Upload {type(self).__name__}",
-                    commit_description=commit_description,
-                    revision=revision,
-                    create_pr=create_pr,
-                    delete_patterns=[f"{INDEX_SUBFOLDER}/**"] if with_index else None,
-                )
+            return upload_folder(
+                folder, repo_id, repo_type="model", delete_patterns=[f"{INDEX_SUBFOLDER}/**"] if with_index else None,
+                commit_message=commit_message or f"Upload {type(self).__name__}", commit_description=commit_description,
+                revision=revision, create_pr=create_pr, private=private, token=token,
+            )  # fmt: skip
 
     @contextmanager
     def retriever_not_saved(self) -> Iterator[None]:

@@ -362,6 +362,24 @@ def test_push_index_to_hub_round_trip(hub_server, tiny_realm, tmp_path):
     assert again.oid == commit.oid  # unchanged: no new commit
 
 
+def test_index_and_retriever_push_to_hub_in_the_usual_form(hub_server, tiny_realm, tmp_path):
+    """`RealmIndex.push_to_hub` (a dataset repository by default) and `RealmRetriever.push_to_hub` (a model
+    repository: tokenizer files and index/) round-trip through `from_pretrained` by repo id."""
+    _, tokenizer, retriever = tiny_realm
+    retriever.index.push_to_hub("tester/index-alone")
+    assert "embeddings.npy" in hub_server.list_files("tester/index-alone", repo_type="dataset")
+    loaded = RealmIndex.from_pretrained("tester/index-alone", cache_dir=tmp_path)
+    np.testing.assert_array_equal(np.asarray(loaded.embeddings), np.asarray(retriever.index.embeddings))
+
+    retriever.push_to_hub("tester/retriever-alone")
+    assert {"vocab.txt", "index/index_config.json"} <= set(hub_server.list_files("tester/retriever-alone"))
+    again = RealmRetriever.from_pretrained("tester/retriever-alone", cache_dir=tmp_path)
+    assert list(again.index.corpus["text"]) == list(retriever.index.corpus["text"])
+    assert again.tokenizer.get_vocab() == tokenizer.get_vocab()
+    with pytest.raises(ValueError, match="Invalid Hub repo id"):
+        retriever.push_to_hub("a/b/c")
+
+
 def test_legacy_block_emb_from_a_repo_id_downloads_only_the_weights(hub_server):
     """`load_legacy_block_emb("owner/name")` goes through the one local-or-Hub resolver and fetches the weights file
     alone (a legacy repository also holds the multi-gigabyte pickled `block_records.npy`)."""

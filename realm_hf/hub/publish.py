@@ -39,13 +39,10 @@ import copy
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, HfApi, ModelCard
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
-from huggingface_hub.utils import get_token, validate_repo_id
+from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, ModelCard
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging
 
@@ -55,9 +52,8 @@ from ..file_utils import atomic_directory, atomic_write_text
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
 from ..retrieval.retriever import INDEX_SUBFOLDER, RealmRetriever, load_retriever_for
-from ..retrieval.storage import resolve_directory
+from ..retrieval.storage import check_upload_target, resolve_directory, upload_folder
 from ..run_layout import FINAL_DIR, SUBMODELS_DIR
-from ..version import __version__
 from .model_card import RealmModelCardData, generate_model_card
 
 
@@ -77,13 +73,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 # Remote files a publish owns: stale ones (an index.faiss after switching to "Flat", old weight shards) are deleted
 # in the same commit. Files a publish writes again are not deleted, they are updated (or skipped when unchanged).
 _MODEL_REPO_OWNED_FILES = [f"{INDEX_SUBFOLDER}/**", "model*.safetensors", "model.safetensors.index.json"]
-_INDEX_REPO_OWNED_FILES = ["corpus/**", "embeddings.npy", "index.faiss"]
 # Weights of other frameworks in the legacy `google/realm-*` repositories; never needed.
 IGNORED_DOWNLOADS = ["*.h5", "*.msgpack", "*.ckpt*", "*.onnx", "*.tflite", "*.ot", "tf_model*", "flax_model*"]
-_MISSING_TOKEN_MESSAGE = (
-    "Publishing to the Hugging Face Hub needs a token with write access, but none was found. Log in with "
-    "`hf auth login` (or set the HF_TOKEN environment variable), or pass `token=` explicitly."
-)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -241,23 +232,20 @@ def publish_realm(
     >>> model, tokenizer, retriever = load_realm("me/realm-nq")
     ```
     """
-    repo_id = _check_repo_id(repo_id)
-    _check_revision(revision, create_pr)
-    token = _require_token(token)
-    api = HfApi(token=token, library_name="realm_hf", library_version=__version__)
+    repo_id, token = check_upload_target(repo_id, revision, create_pr, token)  # before the model is written out
     with tempfile.TemporaryDirectory(prefix="realm_hf-publish-") as tmp:
         folder = save_realm(tmp, model, tokenizer, retriever_or_index, card=card, repo_id=repo_id)
-        return _upload(
-            api,
+        return upload_folder(
             folder,
-            repo_id=repo_id,
+            repo_id,
             repo_type="model",
-            owned_files=_MODEL_REPO_OWNED_FILES,
+            delete_patterns=_MODEL_REPO_OWNED_FILES,
             commit_message=commit_message,
             commit_description=commit_description,
             revision=revision,
             create_pr=create_pr,
             private=private,
+            token=token,
         )
 
 
@@ -291,34 +279,15 @@ def push_index_to_hub(
     Returns:
         `huggingface_hub.CommitInfo`
     """
-    repo_id = _check_repo_id(repo_id)
-    _check_revision(revision, create_pr)
-    token = _require_token(token)
     if isinstance(index, RealmRetriever):
         index = index.index
-    api = HfApi(token=token, library_name="realm_hf", library_version=__version__)
-    with tempfile.TemporaryDirectory(prefix="realm_hf-index-") as tmp:
-        folder = Path(tmp) / "index"
-        index.save_pretrained(folder)
-        if isinstance(card, DatasetCard):
-            content = card.content
-        elif isinstance(card, str):
-            content = card
-        else:
-            content = _index_card(index, repo_id)
-        (folder / README_NAME).write_text(content, encoding="utf-8")
-        return _upload(
-            api,
-            folder,
-            repo_id=repo_id,
-            repo_type="dataset",
-            owned_files=_INDEX_REPO_OWNED_FILES,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            revision=revision,
-            create_pr=create_pr,
-            private=private,
-        )
+    if isinstance(card, DatasetCard):
+        card = card.content
+    return index.push_to_hub(
+        repo_id, repo_type="dataset", card=card if card is not None else _index_card(index, repo_id),
+        commit_message=commit_message, commit_description=commit_description, revision=revision,
+        create_pr=create_pr, private=private, token=token,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -438,82 +407,6 @@ def load_document_embedder(name_or_path: str | os.PathLike, **kwargs) -> modelin
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _check_repo_id(repo_id: str) -> str:
-    """Validates a repo id, re-raising huggingface_hub's error as a `ValueError` that names the id."""
-    if not isinstance(repo_id, str):
-        raise ValueError(f"`repo_id` must be a string like 'namespace/name', got {repo_id!r}.")
-    try:
-        validate_repo_id(repo_id)
-    except ValueError as err:  # HFValidationError
-        raise ValueError(f"Invalid Hub repo id {repo_id!r}: {err}") from err
-    return repo_id
-
-
-def _check_revision(revision: str | None, create_pr: bool) -> None:
-    if create_pr and revision not in (None, "main"):
-        raise ValueError(
-            f"`create_pr=True` opens a pull request against `main`; it cannot be combined with revision={revision!r}."
-        )
-
-
-def _require_token(token: str | bool | None) -> str:
-    if token is False or (token is None and get_token() is None):
-        raise LocalTokenNotFoundError(_MISSING_TOKEN_MESSAGE)
-    return token if isinstance(token, str) else get_token()
-
-
-def _upload(
-    api: HfApi,
-    folder: Path,
-    *,
-    repo_id: str,
-    repo_type: str,
-    owned_files: list[str],
-    commit_message: str,
-    commit_description: str | None,
-    revision: str | None,
-    create_pr: bool,
-    private: bool | None,
-) -> CommitInfo:
-    step = "creating the repository"
-    try:
-        repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
-        if revision is not None and revision != "main" and not revision.startswith("refs/"):
-            step = f"creating the branch {revision!r}"
-            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
-        step = "uploading the files"
-        with warnings.catch_warnings():
-            # The index's Arrow corpus in a model repository is intended (see the module docstring).
-            warnings.filterwarnings("ignore", message="It seems that you are about to commit a data file")
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                repo_type=repo_type,
-                folder_path=folder,
-                commit_message=commit_message,
-                commit_description=commit_description,
-                revision=revision,
-                create_pr=create_pr,
-                delete_patterns=owned_files,
-            )
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else None
-        hint = (
-            " Check that the token is valid and has write access to this namespace (`hf auth login`)."
-            if status in (401, 403)
-            else " A failed commit changes nothing on the Hub: call the function again to retry (LFS files that "
-            "already reached the server are not uploaded again)."
-        )
-        err.append_to_message(
-            f"\n\nrealm_hf: publishing to {repo_type} repository {repo_id!r} failed while {step}.{hint}"
-        )
-        raise
-    if commit.pr_url:
-        logger.info(f"Opened a pull request on {repo_id}: {commit.pr_url}")
-    else:
-        logger.info(f"Published {repo_type} repository {repo_id} at commit {commit.oid}.")
-    return commit
 
 
 def _resolve_index_and_tokenizer(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from huggingface_hub import CommitInfo
 
 from ..file_utils import atomic_directory
 from ..version import __version__
@@ -38,6 +40,7 @@ from .fingerprint import compute_embedder_fingerprint
 from .index_format import (
     FAISS_INDEX_NAME,
     INDEX_CONFIG_NAME,
+    INDEX_FILE_PATTERNS,
     SHARDED_INDEX_MANIFEST,
     RealmIndexConfig,
     check_file_sizes,
@@ -65,7 +68,7 @@ from .search import (
     is_flat,
     set_search_parameters,
 )
-from .storage import resolve_directory
+from .storage import check_upload_target, resolve_directory, upload_folder
 
 
 logger = logging.getLogger(__name__)
@@ -664,6 +667,45 @@ class RealmIndex:
         with atomic_directory(target) as tmp:
             self._write_files(tmp)
         logger.info("Saved %r to %s.", self, target)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        repo_type: str = "dataset",
+        card: str | None = None,
+        commit_message: str = "Upload REALM index with realm_hf",
+        commit_description: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        private: bool | None = None,
+        token: str | bool | None = None,
+    ) -> CommitInfo:
+        r"""
+        Uploads the index ([`save_pretrained`]'s files, at the repository root) in one commit, replacing a previous
+        index's files; `RealmIndex.from_pretrained(repo_id)` loads it back.
+
+        Args:
+            repo_id (`str`): `"namespace/name"`.
+            repo_type (`str`, *optional*, defaults to `"dataset"`): The repository type (`from_pretrained`'s default).
+            card (`str`, *optional*): The README.md text (`realm_hf.hub.publish.push_index_to_hub` writes one).
+            commit_message, commit_description, revision, create_pr, private, token: As for
+                [`~realm_hf.retrieval.storage.upload_folder`].
+
+        Returns:
+            `huggingface_hub.CommitInfo`
+        """
+        repo_id, token = check_upload_target(repo_id, revision, create_pr, token)
+        with tempfile.TemporaryDirectory(prefix="realm_hf-index-") as tmp:
+            folder = Path(tmp) / "index"
+            self.save_pretrained(folder)
+            if card is not None:
+                (folder / "README.md").write_text(card, encoding="utf-8")
+            return upload_folder(
+                folder, repo_id, repo_type=repo_type, delete_patterns=INDEX_FILE_PATTERNS,
+                commit_message=commit_message, commit_description=commit_description, revision=revision,
+                create_pr=create_pr, private=private, token=token,
+            )  # fmt: skip
 
     def _write_files(self, directory: Path) -> None:
         config = dataclasses.replace(self.config, file_sizes={}, realm_hf_version=__version__)

@@ -33,6 +33,8 @@ INDEX_CONFIG_NAME = "index_config.json"
 CORPUS_DIR_NAME = "corpus"
 EMBEDDINGS_NAME = "embeddings.npy"
 FAISS_INDEX_NAME = "index.faiss"
+#: The files a saved `RealmIndex` owns in a folder (what replacing an index deletes of the previous one).
+INDEX_FILE_PATTERNS = [f"{CORPUS_DIR_NAME}/**", EMBEDDINGS_NAME, FAISS_INDEX_NAME, INDEX_CONFIG_NAME]
 INDEX_FORMAT_VERSION = 1
 #: The folder of a saved model (`save_realm`, `RealmRetriever.save_pretrained`) that holds its index.
 INDEX_SUBFOLDER = "index"

@@ -9,6 +9,7 @@ answer spans are found with vectorised matching over all retrieved blocks at onc
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
+from huggingface_hub import CommitInfo
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from transformers.utils import logging
 
@@ -32,7 +34,7 @@ from .legacy import (
     save_block_records,
 )
 from .loading import load_index
-from .storage import resolve_directory
+from .storage import check_upload_target, resolve_directory, upload_folder
 
 
 logger = logging.get_logger(__name__)
@@ -147,6 +149,31 @@ class RealmRetriever:
         os.makedirs(save_directory, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         self.index.save_pretrained(os.path.join(save_directory, INDEX_SUBFOLDER))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload REALM retriever with realm_hf",
+        commit_description: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        private: bool | None = None,
+        token: str | bool | None = None,
+    ) -> CommitInfo:
+        r"""
+        Uploads what [`save_pretrained`] writes (tokenizer files and `index/`, replacing a previous `index/`) to a
+        model repository in one commit; `RealmRetriever.from_pretrained(repo_id)` loads it back. Arguments as for
+        [`~realm_hf.retrieval.storage.upload_folder`].
+        """
+        repo_id, token = check_upload_target(repo_id, revision, create_pr, token)
+        with tempfile.TemporaryDirectory(prefix="realm_hf-retriever-") as folder:
+            self.save_pretrained(folder)
+            return upload_folder(
+                folder, repo_id, repo_type="model", delete_patterns=[f"{INDEX_SUBFOLDER}/**"],
+                commit_message=commit_message, commit_description=commit_description, revision=revision,
+                create_pr=create_pr, private=private, token=token,
+            )  # fmt: skip
 
     @classmethod
     def from_pretrained(

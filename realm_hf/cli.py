@@ -31,10 +31,12 @@ from .hub.convert import add_convert_arguments
 from .hub.model_card import RealmModelCardData, pretraining_card_data, update_card_from_metrics
 from .hub.publish import load_document_embedder, load_realm, publish_realm
 from .inference import answer_questions
+from .modeling_realm import RealmForOpenQA
 from .retrieval.index import build_index
 from .retrieval.search import check_index_factory
 from .training.corpus_pretraining import CorpusArguments, corpus_pretraining_parser, load_corpus, pretrain_on_corpus
 from .training.index_builder import run_index_builder
+from .version import __version__
 
 
 def _dataclass_from(args: argparse.Namespace, cls: type):
@@ -168,13 +170,28 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _add_ask_arguments(subparsers) -> None:
-    parser = subparsers.add_parser("ask", help="Answer questions with a REALM open-QA model (local dir or repo id).")
-    parser.add_argument("model", help="A directory or Hub repository saved with realm_hf.save_realm / publish_realm.")
+    parser = subparsers.add_parser(
+        "ask",
+        help="Answer questions with a REALM open-QA model (local dir or repo id).",
+        description="Answers questions with a RealmForOpenQA and the index saved with it (a local directory or a Hub "
+        "repository written by save_pretrained / push_to_hub / save_realm): one JSON line per question with the "
+        "answer, its score and the evidence block.",
+    )
+    parser.add_argument("model", help="A directory or Hub repository holding a RealmForOpenQA and its index/.")
     parser.add_argument("questions", nargs="*", help="Questions (or use --questions-file).")
     parser.add_argument("--questions-file", default=None, help="A text file with one question per line.")
+    parser.add_argument("--output", default=None, help="Write the JSON lines to this file instead of the screen.")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="Blocks retrieved per question (default: the model's searcher_beam_size).",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="Questions per forward pass.")
+    parser.add_argument("--device", default=None, help="Device to answer on, e.g. 'cuda' (default: the CPU).")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the model.")
     parser.add_argument("--allow-pickle", action="store_true", help="Read a legacy pickled block_records.npy.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
     parser.set_defaults(func=_run_ask)
 
 
@@ -185,15 +202,28 @@ def _run_ask(args: argparse.Namespace) -> int:
         with open(args.questions_file, encoding="utf-8") as handle:
             questions.extend(line.rstrip("\n") for line in handle)
     if not questions:
-        print("realm-hf ask: give questions as arguments or with --questions-file.", file=sys.stderr)
-        return 2
+        raise ValueError("give questions as arguments or with --questions-file.")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}.")
     model, tokenizer, retriever = load_realm(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
+    if not isinstance(model, RealmForOpenQA):
+        raise ValueError(f"{args.model} holds a {type(model).__name__}; answering needs a RealmForOpenQA checkpoint.")
     if retriever is None or tokenizer is None:
-        print(f"realm-hf ask: {args.model} has no index or tokenizer to answer from.", file=sys.stderr)
-        return 2
+        raise ValueError(f"{args.model} has no index or no tokenizer to answer from (expected index/ and vocab.txt).")
     model.set_retriever(retriever)
-    for answer in answer_questions(model, tokenizer, questions, batch_size=args.batch_size):
-        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+    if args.top_k is not None:
+        model.config.searcher_beam_size = args.top_k
+        model.config.reader_beam_size = min(model.config.reader_beam_size, args.top_k)
+    if args.device is not None:
+        model.to(args.device)
+    answers = answer_questions(
+        model, tokenizer, questions, batch_size=args.batch_size, show_progress=not args.no_progress
+    )
+    lines = [json.dumps(answer.to_dict(), ensure_ascii=False) for answer in answers]
+    if args.output:
+        atomic_write_text(args.output, "".join(f"{line}\n" for line in lines))
+    else:
+        print("\n".join(lines))
     return 0
 
 
@@ -291,21 +321,68 @@ def _run_index_builder(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="realm-hf", description="REALM for transformers 5.")
-    subparsers = parser.add_subparsers(dest="command", parser_class=HfArgumentParser)
+def build_parser() -> argparse.ArgumentParser:
+    """The `realm-hf` parser with every sub-command; options of the plain sub-commands take both spellings
+    (`--batch-size` and `--batch_size`), as the dataclass-backed ones (`pretrain`, `finetune`) do."""
+    parser = argparse.ArgumentParser(
+        prog="realm-hf",
+        description="REALM for transformers 5: pre-train, fine-tune, index, convert and ask. `realm-hf pretrain` runs "
+        "the embedded demo; `realm-hf <command> --help` lists a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"realm-hf {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="Show the full traceback of an error (default: one line, exit code 2)."
+    )
+    subparsers = parser.add_subparsers(dest="command", parser_class=HfArgumentParser, metavar="COMMAND")
     _add_pretrain_arguments(subparsers)
     _add_finetune_arguments(subparsers)
     add_convert_arguments(subparsers)
     _add_ask_arguments(subparsers)
     _add_index_arguments(subparsers)
     _add_index_builder_arguments(subparsers)
-    if argv and argv[0] == "pretrain" and _names_corpus(argv[1:]):
-        return _run_pretrain_on_corpus(argv[1:])
-    args = parser.parse_args(argv or ["pretrain"])
-    return args.func(args)
+    for name, subparser in subparsers.choices.items():
+        subparser.prog = f"realm-hf {name}"
+        _accept_both_spellings(subparser)
+    return parser
+
+
+def _accept_both_spellings(parser: argparse.ArgumentParser) -> None:
+    """Every `--long-option` also as `--long_option` and the reverse (what `HfArgumentParser` does for fields)."""
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            name = option[2:]
+            if not option.startswith("--") or ("-" not in name and "_" not in name):
+                continue
+            other = "--" + (name.replace("-", "_") if "-" in name else name.replace("_", "-"))
+            if other not in parser._option_string_actions:
+                action.option_strings.append(other)
+                parser._option_string_actions[other] = action
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `realm-hf` command. Errors are one line, `realm-hf <command>: error: <message>`, with exit code 2 (the
+    traceback with `--debug`); a bare `realm-hf` prints the help."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    command = argv[0]
+    try:
+        if command == "pretrain" and _names_corpus(argv[1:]):
+            return _run_pretrain_on_corpus(argv[1:])
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        kind = "" if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: "
+        print(f"realm-hf {command}: error: {kind}{err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers.utils import logging
 
 
@@ -48,7 +49,12 @@ _ANSWERING_ERRORS = (RuntimeError, ValueError)
 
 @torch.no_grad()
 def answer_questions(
-    model, tokenizer, questions: list[str], batch_size: int = 16, max_question_length: int = 64
+    model,
+    tokenizer,
+    questions: list[str],
+    batch_size: int = 16,
+    max_question_length: int = 64,
+    show_progress: bool = False,
 ) -> list[RealmAnswer]:
     r"""
     Answers questions with an open-domain QA model; bad questions get an answer with `error` set instead of stopping
@@ -66,6 +72,7 @@ def answer_questions(
         batch_size (`int`): Questions per forward pass.
         max_question_length (`int`): Longer questions are truncated (with a warning); at most
             `model.config.max_position_embeddings`.
+        show_progress (`bool`, *optional*, defaults to `False`): A progress bar over the batches.
 
     Returns:
         `list[RealmAnswer]`, one per question, in order.
@@ -92,8 +99,9 @@ def answer_questions(
             answers[i] = _failed(question, "empty question")
         else:
             valid.append(i)
+    starts = range(0, len(valid), batch_size)
     try:
-        for start in range(0, len(valid), batch_size):
+        for start in tqdm(starts, desc="Answering", unit="batch", disable=not show_progress or len(starts) < 2):
             rows = valid[start : start + batch_size]
             _warn_long_questions(tokenizer, questions, rows, max_question_length)
             try:

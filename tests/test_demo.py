@@ -147,8 +147,8 @@ def test_cli_pretrain_pushes_the_trained_model_to_the_hub(tmp_path, hub_server, 
     args = ["pretrain", "--max_steps", "2", "--ict_steps", "0", "--reading_steps", "0", "--num_people", "4",
             "--num_cities", "2", "--per_device_train_batch_size", "4", "--eval_steps", "2", "--hidden_size", "32",
             "--num_eval_facts", "8", "--disable_tqdm", "True"]  # fmt: skip
-    with pytest.raises(ValueError, match="Repo id"):
-        main([*args, "--output_dir", str(tmp_path / "bad"), "--push_to_hub", "--hub_model_id", "a/b/c"])
+    assert main([*args, "--output_dir", str(tmp_path / "bad"), "--push_to_hub", "--hub_model_id", "a/b/c"]) == 2
+    assert "Repo id" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     assert main([*args, "--output_dir", str(tmp_path / "run"), "--push_to_hub", "--hub_model_id", "tester/demo"]) == 0
     files = set(HfApi().list_repo_files("tester/demo"))
@@ -179,3 +179,35 @@ def test_every_command_prints_its_help(command, capsys):
         main(command)
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_cli_conventions(tmp_path, capsys):
+    """A bare `realm-hf` prints the help (it starts nothing), `--version`, both spellings of every option on every
+    sub-command, and errors as one `realm-hf <command>: error: ...` line with exit code 2 (`--debug`: the
+    traceback)."""
+    from realm_hf import __version__
+    from realm_hf.cli import build_parser
+
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out and not (tmp_path / "realm-demo").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"realm-hf {__version__}"
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"pretrain", "finetune", "convert", "ask", "index", "index-builder"}
+    for name, subparser in commands.items():
+        options = set(subparser._option_string_actions)
+        for option in (o for o in options if o.startswith("--") and ("-" in o[2:] or "_" in o[2:])):
+            other = "--" + (option[2:].replace("-", "_") if "-" in option[2:] else option[2:].replace("_", "-"))
+            assert other in options, (name, option)
+
+    missing = str(tmp_path / "nowhere")
+    assert main(["ask", missing, "a question?"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("realm-hf ask: error: ") and "nowhere" in err and "Traceback" not in err
+    assert main(["index", missing, missing, str(tmp_path / "out"), "--batch_size", "4"]) == 2  # underscore spelling
+    assert capsys.readouterr().err.startswith("realm-hf index: error: ")
+    with pytest.raises(ValueError, match="nowhere"):
+        main(["--debug", "ask", missing, "a question?"])

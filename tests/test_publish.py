@@ -398,3 +398,24 @@ def test_legacy_block_emb_from_a_repo_id_downloads_only_the_weights(hub_server):
     with pytest.raises(FileNotFoundError, match="neither model.safetensors nor pytorch_model.bin"):
         api.create_repo("tester/empty")
         load_legacy_block_emb("tester/empty")
+
+
+def test_cli_ask_writes_an_output_file_at_a_chosen_depth_and_names_the_class_it_needs(tiny_realm, tmp_path, capsys):
+    from realm_hf import RealmEmbedder
+    from realm_hf.cli import main
+
+    model, tokenizer, _ = tiny_realm
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "answers.jsonl"
+    assert (
+        main(["ask", str(tmp_path / "model"), *QUESTIONS, "--top_k", "2", "--output", str(out), "--no-progress"]) == 0
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["question"] for row in rows] == QUESTIONS
+    assert all(len(row["retrieved_block_ids"]) == 2 for row in rows)  # --top-k: blocks retrieved per question
+    assert capsys.readouterr().out == ""
+
+    RealmEmbedder(model.config).save_pretrained(tmp_path / "embedder")
+    tokenizer.save_pretrained(tmp_path / "embedder")
+    assert main(["ask", str(tmp_path / "embedder"), "a question?"]) == 2
+    assert "holds a RealmEmbedder; answering needs a RealmForOpenQA" in capsys.readouterr().err

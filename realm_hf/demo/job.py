@@ -67,7 +67,12 @@ from ..retrieval.fingerprint import compute_embedder_fingerprint
 from ..retrieval.index import RealmIndex, build_index
 from ..retrieval.retriever import RealmRetriever
 from ..tokenization_realm import RealmTokenizerFast
-from ..training.collators import DataCollatorForInverseClozeTask, DataCollatorForRealmPreTraining, prepare_ict_examples
+from ..training.collators import (
+    MASKING_MODES,
+    DataCollatorForInverseClozeTask,
+    DataCollatorForRealmPreTraining,
+    prepare_ict_examples,
+)
 from ..training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from ..training.masking import tag_salient_spans
 from ..training.optimization import parameter_groups
@@ -150,7 +155,9 @@ class DemoArguments(RealmPreTrainingArguments):
     ict_steps: int = option(
         30, "ICT warm-start steps of the retriever (kept weak: 16.4 percent top-1 with the default seed; 0: none)."
     )
-    masking: str = option("salient_span", "'salient_span', 'random_token' or 'random_span'.")
+    masking: str = option(
+        "salient_span", "What is masked: salient spans (the paper's), random tokens or random spans.", MASKING_MODES
+    )
     use_null_document: bool = option(True, "Put the null (empty) document first among the candidates.")
     hidden_size: int = option(128, "Hidden size of the three towers.")
     num_hidden_layers: int = option(4, "Transformer layers of each tower (reading needs more than 2).")

@@ -5,6 +5,7 @@ so `AutoConfig`, `AutoModel` and `AutoTokenizer` load REALM checkpoints without 
 `"realm-open-qa"` task with `transformers.pipeline` (the only effects of the import).
 """
 
+from . import logging
 from .auto_registration import register_auto_classes
 from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
@@ -102,6 +103,7 @@ __all__ = [
     "init_from_bert",
     "load_legacy_block_emb",
     "load_realm",
+    "logging",
     "make_accelerator",
     "make_tagger",
     "prepare_ict_examples",

@@ -7,13 +7,13 @@ import os
 
 import torch
 from transformers import AutoConfig, BertForMaskedLM, BertModel
-from transformers.utils import logging
 
 from .configuration_realm import RealmConfig
+from .logging import get_logger
 from .modeling_realm import RealmEmbedder
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 _SHARED_FIELDS = (
     "vocab_size",

@@ -31,6 +31,7 @@ from .hub.convert import add_convert_arguments
 from .hub.model_card import RealmModelCardData, pretraining_card_data, update_card_from_metrics
 from .hub.publish import load_document_embedder, load_realm, publish_realm
 from .inference import answer_questions
+from .logging import disable_progress_bars
 from .modeling_realm import RealmForOpenQA
 from .retrieval.index import build_index
 from .retrieval.search import check_index_factory
@@ -78,7 +79,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     demo_args = _dataclass_from(args, DemoArguments)
     corpus_only = _given(args, CorpusArguments, [f.name for f in dataclasses.fields(CorpusArguments)])
     if corpus_only:
-        print(f"realm-hf pretrain: {', '.join(corpus_only)} only apply with --corpus.", file=sys.stderr)
+        print(f"realm-hf pretrain: error: {', '.join(corpus_only)} only apply with --corpus.", file=sys.stderr)
         return 2
     report = run_demo(demo_args)
     summary = {
@@ -96,11 +97,13 @@ def _run_pretrain_on_corpus(argv: list[str]) -> int:
     )
     if unknown:
         print(
-            f"realm-hf pretrain --corpus: {' '.join(unknown)}: not options of pre-training on a corpus (the demo's "
+            f"realm-hf pretrain: error: {' '.join(unknown)}: not options of pre-training on a corpus (the demo's "
             "world options describe the generated world); see `realm-hf pretrain --corpus CORPUS --help`.",
             file=sys.stderr,
         )
         return 2
+    if train_args.disable_tqdm:
+        disable_progress_bars()
     repo_id = train_args.hub_model_id or Path(train_args.output_dir).resolve().name
     if train_args.push_to_hub:
         check_hub_target(repo_id)  # before minutes of training, not after
@@ -374,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "pretrain" and _names_corpus(argv[1:]):
             return _run_pretrain_on_corpus(argv[1:])
         args = parser.parse_args(argv)
+        if (
+            getattr(args, "no_progress", False)
+            or getattr(args, "disable_tqdm", False)
+            or not getattr(args, "show_progress", True)
+        ):
+            disable_progress_bars()  # one switch for every bar the command shows, datasets' and transformers' too
         return args.func(args)
     except (KeyboardInterrupt, SystemExit):
         raise

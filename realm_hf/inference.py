@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import logging
+
+from .logging import get_logger
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass

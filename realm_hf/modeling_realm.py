@@ -23,18 +23,19 @@ from transformers import BertModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredictionHead, BertOnlyMLMHead
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 from transformers.utils.hub import create_and_tag_model_card
 
 from .configuration_realm import RealmConfig
 from .file_utils import atomic_directory
+from .logging import get_logger
 from .ops import evidence_span_logits, use_realm_gelu_tanh
 from .retrieval.index_format import INDEX_SUBFOLDER
 from .retrieval.protocols import Retriever
 from .retrieval.storage import check_upload_target, upload_folder
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 # Keys that the published (transformers 4.16) checkpoints carry and that are buffers now.
 _LEGACY_BUFFER_KEYS = [r"embeddings\.position_ids"]

@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
-from transformers.utils import logging
 
 from .inference import block_texts, split_open_qa_output
+from .logging import get_logger
 from .modeling_realm import RealmForOpenQA
 from .retrieval.retriever import load_retriever_for
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 TASK = "realm-open-qa"
 

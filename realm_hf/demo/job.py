@@ -55,12 +55,12 @@ import torch
 from huggingface_hub.utils import get_token, validate_repo_id
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers.utils import logging
 
 from ..configuration_realm import RealmConfig
 from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import publish_realm, save_realm
+from ..logging import get_logger
 from ..modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
 from ..retrieval.corpus import tokenize_blocks
 from ..retrieval.fingerprint import compute_embedder_fingerprint
@@ -80,7 +80,7 @@ from ..training.pretraining import RealmPreTrainingArguments, train_realm
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 READER_DIR = "reading-warm-start"

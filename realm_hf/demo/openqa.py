@@ -30,13 +30,13 @@ import datasets
 import torch
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
-from transformers.utils import logging
 
 from ..configuration_realm import RealmConfig
 from ..evaluation.open_qa import evaluate_open_qa, gold_passage_recall
 from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import load_realm, publish_realm, save_realm
+from ..logging import get_logger
 from ..modeling_realm import RealmForOpenQA
 from ..retrieval.index import build_index
 from ..retrieval.retriever import RealmRetriever
@@ -47,7 +47,7 @@ from .job import ARGS_FILE, WARM_START_DIR, DemoArguments, check_hub_target, hel
 from .synthetic import make_synthetic_knowledge
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 INITS = ("realm", "warm_start", "random")
 SUPERVISIONS = ("answer", "gold_document")

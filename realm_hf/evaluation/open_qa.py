@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-from transformers.utils import logging
 
 from ..inference import answer_questions, block_texts
+from ..logging import get_logger
 from .metrics import warn_invalid_patterns
 from .metrics.open_qa.open_qa import ANSWER_TYPES, compile_answer_regex, normalize_answer, question_scores
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def _answer_in_text(normalised_answers: list[str], normalised_text: str) -> bool:

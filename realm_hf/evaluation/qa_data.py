@@ -30,7 +30,6 @@ import ast
 import csv
 import io
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -39,11 +38,12 @@ from typing import Any
 
 import datasets
 
+from ..logging import get_logger
 from .metrics import warn_invalid_patterns
 from .metrics.open_qa.open_qa import ANSWER_TYPES
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 FILE_FORMATS = ("jsonl", "json", "qa_tsv", "curated_tsv")
 

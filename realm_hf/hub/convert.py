@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers.utils import logging
-
+from ..logging import get_logger
 from ..retrieval.index import RealmIndex
 from ..retrieval.legacy import LEGACY_BLOCK_RECORDS_NAME, load_legacy_block_emb
 from ..retrieval.storage import resolve_directory
@@ -35,7 +34,7 @@ from .model_card import RealmModelCardData
 from .publish import IGNORED_DOWNLOADS, load_tokenizer_in, model_class_in, save_realm
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def convert_legacy_checkpoint(

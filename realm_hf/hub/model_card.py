@@ -27,14 +27,14 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.utils import logging
 
 from ..file_utils import atomic_write_text
+from ..logging import get_logger
 from ..retrieval.retriever import RealmRetriever
 from ..version import __version__
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 LIBRARY_NAME = "realm_hf"

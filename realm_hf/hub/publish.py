@@ -44,11 +44,11 @@ from typing import Any
 
 from huggingface_hub import CommitInfo, DatasetCard, DatasetCardData, ModelCard
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging
 
 from .. import modeling_realm
 from ..configuration_realm import RealmConfig
 from ..file_utils import atomic_directory, atomic_write_text
+from ..logging import get_logger
 from ..modeling_realm import RealmPreTrainedModel
 from ..retrieval.index import RealmIndex
 from ..retrieval.retriever import INDEX_SUBFOLDER, RealmRetriever, load_retriever_for
@@ -60,7 +60,7 @@ from .model_card import RealmModelCardData, generate_model_card
 INDEX_CARD_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "index_card.md"
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 CONFIG_NAME = "config.json"
 README_NAME = "README.md"

@@ -9,7 +9,6 @@ ever re-tokenizes block text (re-tokenizing a decoded block is not guaranteed to
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Sequence
@@ -19,8 +18,10 @@ from typing import Any
 import datasets
 import numpy as np
 
+from ..logging import get_logger
 
-logger = logging.getLogger(__name__)
+
+logger = get_logger(__name__)
 
 #: Number of special tokens around a block in the retriever input `[CLS] title [SEP] block [SEP]`.
 NUM_BLOCK_SPECIAL_TOKENS = 3

@@ -16,13 +16,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import logging
 
 from ..file_utils import atomic_open
+from ..logging import get_logger
 from .formats import document_tower_inputs
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def _column_lists(corpus: datasets.Dataset, name: str, start: int, end: int) -> list[list[int]]:

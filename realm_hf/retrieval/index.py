@@ -20,7 +20,6 @@ Design notes (the measurements behind them are in `benchmarks/README.md`, "Desig
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ import torch
 from huggingface_hub import CommitInfo
 
 from ..file_utils import atomic_directory
+from ..logging import get_logger
 from ..version import __version__
 from .corpus import tokenize_blocks
 from .embedding import embed_corpus
@@ -71,7 +71,7 @@ from .search import (
 from .storage import check_upload_target, resolve_directory, upload_folder
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------

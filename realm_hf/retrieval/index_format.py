@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,12 @@ from typing import Any
 import datasets
 import numpy as np
 
+from ..logging import get_logger
 from ..version import __version__
 from .search import check_faiss_index, faiss_error, import_faiss
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 INDEX_CONFIG_NAME = "index_config.json"
 CORPUS_DIR_NAME = "corpus"

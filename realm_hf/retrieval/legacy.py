@@ -16,14 +16,14 @@ import datasets
 import numpy as np
 import torch
 from safetensors import safe_open
-from transformers.utils import logging
 
 from ..file_utils import atomic_directory
+from ..logging import get_logger
 from .corpus import tokenize_blocks
 from .storage import resolve_directory
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 BLOCK_EMB_KEY = "block_emb"
 #: The pickled block records of a transformers-4 REALM checkpoint.

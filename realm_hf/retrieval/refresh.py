@@ -31,16 +31,16 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast
-from transformers.utils import logging
 
 from ..file_utils import atomic_directory
+from ..logging import get_logger
 from ..run_layout import EXPORTS_DIR, numbered_dirs, step_dir
 from .index_format import is_saved_index
 from .loading import load_index
 from .protocols import RefreshableIndex
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass

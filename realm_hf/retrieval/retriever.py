@@ -19,8 +19,8 @@ import pyarrow as pa
 import torch
 from huggingface_hub import CommitInfo
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
-from transformers.utils import logging
 
+from ..logging import get_logger
 from .formats import document_tower_inputs, longest_first_lengths_array, pad_pairs, pair, truncate_document
 from .index import RealmIndex
 from .index_format import INDEX_SUBFOLDER, is_saved_index
@@ -37,7 +37,7 @@ from .loading import load_index
 from .storage import check_upload_target, resolve_directory, upload_folder
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 _RECORDS_ONLY = (
     "This retriever was built from block records alone (the transformers-4 constructor) and cannot search: use "

@@ -17,7 +17,6 @@ same code. The measurements behind the choices are in `benchmarks/README.md` ("D
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from typing import Any
@@ -26,8 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..logging import get_logger
 
-logger = logging.getLogger(__name__)
+
+logger = get_logger(__name__)
 
 DEFAULT_HNSW_EF_SEARCH = 128
 #: Floats in one `[queries, blocks]` score chunk of brute-force search (256 MB).

@@ -29,15 +29,15 @@ import datasets
 import numpy as np
 import torch
 import torch.distributed as dist
-from transformers.utils import logging
 
 from ..file_utils import atomic_directory, atomic_write_text
+from ..logging import get_logger
 from .index import RealmIndex, build_index, read_shards
 from .index_format import SHARDED_INDEX_FORMAT, SHARDED_INDEX_MANIFEST, check_replaceable
 from .search import as_float32_matrix
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def shard_range(num_blocks: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -11,12 +11,12 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.utils import get_token, validate_repo_id
-from transformers.utils import logging
 
+from ..logging import get_logger
 from ..version import __version__
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 _MISSING_TOKEN_MESSAGE = (
     "Publishing to the Hugging Face Hub needs a token with write access, but none was found. Log in with "

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
-from transformers.utils import logging
 
 from ..file_utils import atomic_write_text, replace_directory
+from ..logging import get_logger
 from ..run_layout import CHECKPOINT_PREFIX, numbered_dirs, step_dir
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 #: Written last into a checkpoint: a checkpoint directory without it is not complete.
 STATE_FILE = "trainer_state.json"

@@ -22,13 +22,13 @@ import datasets
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
-from transformers.utils import logging
 
+from ..logging import get_logger
 from ..retrieval.corpus import split_sentences
 from ..retrieval.formats import pad_pairs, pair, truncate_document
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 _IGNORE_INDEX = -100
 MASKING_MODES = ("salient_span", "random_token", "random_span")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from accelerate import Accelerator
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
-from transformers.utils import logging
 
 from ..bert_init import init_from_bert
 from ..configuration_realm import RealmConfig
+from ..logging import get_logger
 from ..modeling_realm import RealmForPreTraining
 from ..retrieval.corpus import load_documents, split_documents_into_blocks
 from ..retrieval.index import build_index
@@ -36,7 +36,7 @@ from .pretraining import RealmPreTrainingArguments, make_accelerator, train_real
 from .taggers import TAGGERS, make_tagger
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass

@@ -16,12 +16,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import TrainingArguments
-from transformers.utils import logging
 
+from ..logging import get_logger
 from .optimization import make_accelerator, make_optimizer, make_scheduler, step_period
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def inverse_cloze_loss(query_embedder, block_embedder, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:

@@ -21,15 +21,15 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from transformers import AutoTokenizer
-from transformers.utils import logging
 
+from ..logging import get_logger
 from ..modeling_realm import RealmEmbedder
 from ..retrieval.loading import load_index
 from ..retrieval.refresh import export_steps, published_index_steps
 from ..run_layout import EXPORTS_DIR, FINAL_DIR, INDEX_DIR, step_dir
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def build_index_from_export(

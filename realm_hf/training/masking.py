@@ -23,11 +23,12 @@ import numpy as np
 import pyarrow.compute as pc
 from transformers.utils import logging
 
+from ..logging import get_logger
 from ..retrieval.corpus import as_text, split_sentences
 from .taggers import CharSpan, RuleBasedTagger, SalientSpanTagger
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def salient_span_features() -> datasets.Features:

@@ -19,10 +19,10 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import rotate_checkpoints
-from transformers.utils import logging
 
 from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardCallback, RealmModelCardData, save_model_card, training_logs_from_history
+from ..logging import get_logger
 from .checkpointing import (
     OPTIMIZER_NAME,
     RNG_STATE_NAME,
@@ -38,7 +38,7 @@ from .checkpointing import (
 )
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 #: The training arguments saved with a model, as JSON (`TrainingArguments.to_json_string`).
 TRAINING_ARGS_JSON = "training_args.json"

@@ -19,10 +19,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import TrainingArguments
-from transformers.utils import logging as hf_logging
 
 from ..hub.model_card import pretraining_card_data
 from ..hub.publish import save_final_model
+from ..logging import get_logger
 from ..retrieval.index import RealmIndex
 from ..retrieval.loading import load_index
 from ..retrieval.refresh import IndexRefresher, IndexRefreshSchedule
@@ -40,7 +40,7 @@ from .optimization import make_accelerator, make_optimizer, make_scheduler, step
 from .retrieval_strategy import INDEX_SEARCH, RETRIEVER_TRAINING, apply_retrieval_strategy, check_retrieval_strategy
 
 
-logger = hf_logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 _REFRESH_MODES = ("sync", "async", "external")

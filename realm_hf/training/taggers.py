@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from transformers import Pipeline, pipeline
-from transformers.utils import logging
 
+from ..logging import get_logger
 from ..retrieval.corpus import ABBREVIATIONS, split_sentences
 
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 #: A tagged character span: `(start, end, label)` with `text[start:end]` the span.
 CharSpan = tuple[int, int, str]

@@ -19,13 +19,13 @@ into `$HF_HOME/modules/evaluate_modules` (evaluate's `HF_MODULES_CACHE`) and imp
 returns is a different Python class from [`OpenQA`], with identical behaviour.
 """
 
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import evaluate
 
+from ...logging import get_logger
 from .open_qa.open_qa import (
     ANSWER_TYPES,
     OpenQA,
@@ -41,7 +41,7 @@ from .open_qa.open_qa import (
 
 OPEN_QA_METRIC_PATH = Path(__file__).resolve().parent / "open_qa" / "open_qa.py"
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def warn_invalid_patterns(patterns: Iterable[tuple[str, str]], source: str) -> int:

@@ -18,7 +18,6 @@ access needed) or imported directly (`from realm_hf.evaluation.metrics import Op
 one import per line, because `evaluate` parses the imports of a metric script before loading it.
 """
 
-import logging
 import re
 import string
 import unicodedata
@@ -29,8 +28,10 @@ from collections.abc import Sequence
 import datasets
 import evaluate
 
+from ....logging import get_logger
 
-logger = logging.getLogger(__name__)
+
+logger = get_logger(__name__)
 
 _CITATION = """\
 @inproceedings{guu2020realm,

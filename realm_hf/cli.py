@@ -37,6 +37,8 @@ from .retrieval.index import build_index
 from .retrieval.search import check_index_factory
 from .training.corpus_pretraining import CorpusArguments, corpus_pretraining_parser, load_corpus, pretrain_on_corpus
 from .training.index_builder import run_index_builder
+from .training.question_finetuning import REPORT_FILE as FINETUNE_REPORT_FILE
+from .training.question_finetuning import finetune_on_questions, question_finetuning_parser
 from .version import __version__
 
 
@@ -130,6 +132,29 @@ def _run_pretrain_on_corpus(argv: list[str]) -> int:
     return 0
 
 
+def _run_finetune_on_questions(argv: list[str]) -> int:
+    """`realm-hf finetune MODEL --train_file Q.jsonl [--eval_file Q2.jsonl] [TrainingArguments options]`."""
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model_name_or_path", *argv]  # MODEL, positionally
+    parser = question_finetuning_parser(prog="realm-hf finetune MODEL --train_file QUESTIONS")
+    args, train_args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if unknown:
+        print(
+            f"realm-hf finetune: error: {' '.join(unknown)}: not options of fine-tuning on your questions (the demo's "
+            "options describe its world); see `realm-hf finetune MODEL --train_file QUESTIONS --help`.",
+            file=sys.stderr,
+        )
+        return 2
+    if train_args.disable_tqdm:
+        disable_progress_bars()
+    report = finetune_on_questions(args, train_args)
+    print(json.dumps({k: report[k] for k in ("num_train_questions", "global_step", "before", "after")}, indent=2))
+    print(
+        f"Model, tokenizer and index saved to {train_args.output_dir}; report: {train_args.output_dir}/{FINETUNE_REPORT_FILE}."
+    )
+    return 0
+
+
 def _hub_id(name: str | None) -> str | None:
     """`name` when it names a Hub repository (not a local path): what a card's `base_model` / `datasets` take."""
     return None if name is None or Path(name).exists() else name
@@ -157,7 +182,13 @@ def _add_finetune_arguments(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
         dataclass_types=FinetuneArguments,
-        help="Open-domain QA fine-tuning of a `realm-hf pretrain` run (its world's questions; held-out evaluation).",
+        help="Open-domain QA fine-tuning: any REALM checkpoint on your questions, or a `realm-hf pretrain` run.",
+        description="Open-domain QA fine-tuning. With --train_file: `realm-hf finetune MODEL --train_file Q.jsonl "
+        "[--eval_file Q2.jsonl]` fine-tunes MODEL (a RealmForOpenQA with its index, or a RealmForPreTraining "
+        "checkpoint; a directory or Hub id) on your questions (JSON lines / JSON / CSV / Parquet, a datasets directory "
+        "or a Hub dataset id, with question and answers or answer) with every TrainingArguments option; "
+        "`realm-hf finetune MODEL --train_file Q --help` lists them. Without: the demo's fine-tuning of a "
+        "`realm-hf pretrain` run on its world's questions (held-out evaluation), with the options below.",
     )
     parser.set_defaults(func=_run_finetune)
 
@@ -376,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "pretrain" and _names_corpus(argv[1:]):
             return _run_pretrain_on_corpus(argv[1:])
+        if command == "finetune" and any(a.split("=")[0] in ("--train_file", "--train-file") for a in argv[1:]):
+            return _run_finetune_on_questions(argv[1:])
         args = parser.parse_args(argv)
         if (
             getattr(args, "no_progress", False)

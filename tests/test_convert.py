@@ -132,3 +132,35 @@ def test_command_line(tmp_path, capsys):
     args = parser.parse_args(["convert", str(READER), str(tmp_path / "cli"), "--overwrite"])
     assert args.func(args) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["architectures"] == ["RealmReader"]
+
+
+def test_finetune_a_converted_checkpoint_on_your_own_question_files(converted_openqa, tmp_path, capsys):
+    """`realm-hf finetune MODEL --train_file Q.jsonl --eval_file Q2.jsonl` fine-tunes a converted legacy checkpoint
+    with TrainingArguments options, evaluates before and after, and saves a model that loads with its index."""
+    from realm_hf.cli import main
+
+    train = [{"question": "what is the capital of france?", "answers": ["paris"]},
+             {"question": "what is the capital of germany?", "answer": "berlin"},
+             {"question": "what is the capital of england?", "answers": ["london"]},
+             {"question": "who was a computer scientist?", "answers": ["alan mathison turing", "turing"]}]  # fmt: skip
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in train))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"question": "what is the longest river?", "answer": ["nile"]}))
+    output = tmp_path / "finetuned"
+    code = main(["finetune", str(converted_openqa), "--train_file", str(tmp_path / "train.jsonl"),
+                 "--eval-file", str(tmp_path / "eval.jsonl"), "--output_dir", str(output), "--max_steps", "3",
+                 "--per_device_train_batch_size", "2", "--learning_rate", "1e-4", "--save_steps", "2",
+                 "--report_to", "none", "--disable_tqdm", "True"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((output / "finetune_report.json").read_text())
+    assert report["global_step"] == 3 and report["num_train_questions"] == 4 and report["num_eval_questions"] == 1
+    assert set(report["before"]) == set(report["after"]) and "exact_match" in report["after"]
+    assert (output / "checkpoint-2").is_dir() and not (output / "checkpoint-2" / "index").exists()
+    loaded = RealmForOpenQA.from_pretrained(output)
+    assert len(loaded.retriever.index) == 8  # the converted checkpoint's index came along
+    before = RealmForOpenQA.from_pretrained(converted_openqa)
+    changed = [n for n, p in loaded.reader.named_parameters() if not torch.equal(p, before.reader.get_parameter(n))]
+    assert changed  # it trained
+
+    assert main(["finetune", str(converted_openqa), "--train_file", str(tmp_path / "train.jsonl"),
+                 "--question_column", "query", "--output_dir", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "has no 'query' column" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -39,6 +39,7 @@ from typing import Any
 import datasets
 
 from ..logging import get_logger
+from ..retrieval.corpus import load_rows
 from .metrics import warn_invalid_patterns
 from .metrics.open_qa.open_qa import ANSWER_TYPES
 
@@ -333,6 +334,70 @@ def load_qa_file(path: str | PathLike, answer_type: str = "text", file_format: s
     return datasets.Dataset.from_dict(columns, features=_question_features(with_id))
 
 
+def load_questions(
+    path_or_id: str | PathLike,
+    split: str = "train",
+    question_column: str = "question",
+    answers_column: str | None = None,
+    gold_doc_ids_column: str | None = None,
+) -> datasets.Dataset:
+    r"""
+    Questions with their answers from a JSON lines, JSON, CSV or Parquet file, a `save_to_disk` directory or a Hub
+    dataset id (for example `nq_open`, whose column is `answer`), in the layout the fine-tuning collator and
+    [`~realm_hf.evaluation.evaluate_open_qa`] read: `question`, `answers` (`list[str]`, a single answer becoming a
+    list of one), and `gold_doc_ids` (`list[int]`) when `gold_doc_ids_column` is given.
+
+    Args:
+        path_or_id (`str` or `os.PathLike`): The file, directory or Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`): The split of a Hub dataset or `DatasetDict` directory.
+        question_column (`str`, *optional*, defaults to `"question"`): The question column.
+        answers_column (`str`, *optional*): The answers column; by default `answers`, else `answer`.
+        gold_doc_ids_column (`str`, *optional*): A column of corpus `doc_id`s (one or a list) that answer each
+            question, to supervise the retriever with.
+
+    Raises:
+        `ValueError`: naming a missing column, or the row whose question or answers are not text.
+    """
+    rows = load_rows(path_or_id, split)
+    columns = rows.column_names
+    # Either spelling, row by row: a JSON lines file may mix them.
+    answer_columns = [answers_column] if answers_column else [c for c in ("answers", "answer") if c in columns]
+    for kind, column in (
+        ("question", question_column),
+        ("gold", gold_doc_ids_column),
+        *(("answers", c) for c in (answer_columns or ["answers"])),
+    ):
+        if column is not None and column not in columns:
+            raise ValueError(f"{path_or_id} has no {column!r} column for the {kind} (it has {columns}).")
+
+    def normalise(row: dict, index: int) -> dict:
+        question = row[question_column]
+        answers = next((row[c] for c in answer_columns if row[c] is not None), None)
+        answers = [answers] if isinstance(answers, str) else answers
+        if (
+            not isinstance(question, str)
+            or not isinstance(answers, list)
+            or not all(isinstance(a, str) for a in answers)
+        ):
+            raise ValueError(
+                f"{path_or_id}, row {index}: expected a text question and text answers, got {question!r} / "
+                f"{answers!r}."
+            )
+        out = {"question": question, "answers": answers}
+        if gold_doc_ids_column is not None:
+            gold = row[gold_doc_ids_column]
+            out["gold_doc_ids"] = [int(g) for g in (gold if isinstance(gold, list) else [gold])]
+        return out
+
+    features = {"question": datasets.Value("string"), "answers": datasets.Sequence(datasets.Value("string"))}
+    if gold_doc_ids_column is not None:
+        features["gold_doc_ids"] = datasets.Sequence(datasets.Value("int64"))
+    return rows.map(
+        normalise, with_indices=True, remove_columns=columns, features=datasets.Features(features),
+        desc="Reading questions",
+    )  # fmt: skip
+
+
 def load_nq_open(path: str | PathLike, file_format: str | None = None) -> datasets.Dataset:
     """
     Loads a NaturalQuestions-Open question file.
@@ -513,6 +578,7 @@ __all__ = [
     "load_curatedtrec",
     "load_nq_open",
     "load_qa_file",
+    "load_questions",
     "load_squad_open",
     "load_webquestions",
 ]

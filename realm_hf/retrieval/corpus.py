@@ -122,11 +122,37 @@ def sentence_boundaries(text: str) -> np.ndarray:
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+def load_rows(path_or_id: str | os.PathLike, split: str = "train") -> datasets.Dataset:
+    """The rows of a JSON lines, JSON, CSV or Parquet file, of a directory written by `Dataset.save_to_disk`, or of a
+    Hub dataset id (its `split`; also the split of a `DatasetDict` directory).
+
+    Raises:
+        `ValueError`: naming the unknown file type or the missing split.
+    """
+    path = Path(os.fspath(path_or_id)).expanduser()
+    if path.is_file():
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"{path}: unknown document file type {path.suffix!r}; expected one of {sorted(_FILE_BUILDERS)}."
+            )
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train")
+    elif path.is_dir():
+        rows = datasets.load_from_disk(str(path))
+    else:
+        rows = datasets.load_dataset(os.fspath(path_or_id), split=split)
+    if isinstance(rows, datasets.DatasetDict):
+        if split not in rows:
+            raise ValueError(f"{path_or_id} has no split {split!r} (it has {sorted(rows)}).")
+        rows = rows[split]
+    return rows
+
+
 def load_documents(
     path_or_id: str | os.PathLike, split: str = "train", text_column: str = "text", title_column: str = "title"
 ) -> datasets.Dataset:
-    """Documents to build a corpus from, wherever they are: a JSON lines, JSON, CSV or Parquet file, a directory
-    written by `Dataset.save_to_disk`, or a Hub dataset id.
+    """Documents to build a corpus from, wherever they are ([`load_rows`]): a JSON lines, JSON, CSV or Parquet file,
+    a directory written by `Dataset.save_to_disk`, or a Hub dataset id.
 
     Args:
         path_or_id (`str` or `os.PathLike`):
@@ -144,22 +170,7 @@ def load_documents(
     Raises:
         `ValueError`: naming the file type, the missing split or the missing text column.
     """
-    path = Path(os.fspath(path_or_id)).expanduser()
-    if path.is_file():
-        builder = _FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"{path}: unknown document file type {path.suffix!r}; expected one of {sorted(_FILE_BUILDERS)}."
-            )
-        documents = datasets.load_dataset(builder, data_files=str(path), split="train")
-    elif path.is_dir():
-        documents = datasets.load_from_disk(str(path))
-    else:
-        documents = datasets.load_dataset(os.fspath(path_or_id), split=split)
-    if isinstance(documents, datasets.DatasetDict):
-        if split not in documents:
-            raise ValueError(f"{path_or_id} has no split {split!r} (it has {sorted(documents)}).")
-        documents = documents[split]
+    documents = load_rows(path_or_id, split)
     if text_column not in documents.column_names:
         raise ValueError(
             f"{path_or_id} has no {text_column!r} column (it has {documents.column_names}); the documents need a "

@@ -174,6 +174,8 @@ class RealmTrainer(Trainer):
                 "RealmTrainer: setting remove_unused_columns=False (DataCollatorForRealmOpenQA picks its columns)."
             )
             self.args.remove_unused_columns = False
+        if self.args.dataloader_pin_memory and not torch.cuda.is_available():
+            self.args.dataloader_pin_memory = False  # nothing to pin for: only torch's warning
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Saves as the `Trainer` does, with the training arguments as JSON (not the `Trainer`'s pickled

@@ -293,13 +293,34 @@ def _add_index_arguments(subparsers) -> None:
         help="FAISS index_factory string: 'Flat' (exact search), or e.g. 'IVF4096,SQ8', 'HNSW32' for large corpora.",
     )
     parser.add_argument("--num-proc", type=int, default=None, help="Processes for splitting and tokenizing.")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="Device of the document tower, e.g. 'cuda' (default: the CPU; under `accelerate launch` / torchrun each "
+        "process embeds a share of the blocks on its own device).",
+    )
     parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
     parser.set_defaults(func=_run_index)
 
 
+def _distributed_accelerator():
+    """An `Accelerator` when the command runs in several processes (`accelerate launch`, torchrun), else `None`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())  # CPU processes: gloo (MULTI_CPU), not one process each
+
+
 def _run_index(args: argparse.Namespace) -> int:
+    accelerator = _distributed_accelerator()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     embedder = load_document_embedder(args.model)
+    if accelerator is not None:
+        embedder.to(accelerator.device)
+    elif args.device is not None:
+        embedder.to(args.device)
     check_index_factory(args.index_factory, embedder.config.retriever_proj_size)  # before the corpus is read
     corpus_args = CorpusArguments(
         corpus=args.corpus, tokenizer_name=args.model, split=args.split, text_column=args.text_column,
@@ -310,11 +331,18 @@ def _run_index(args: argparse.Namespace) -> int:
     )
     show_progress = not args.no_progress
     index = build_index(
-        blocks, embedder, tokenizer, args.index_factory, batch_size=args.batch_size, show_progress=show_progress
-    )
-    index.save_pretrained(args.output)
-    summary = {"documents": len(documents), "blocks": len(index), "dim": index.embedding_dim, "output": args.output}
-    print(json.dumps(summary, indent=2))
+        blocks, embedder, tokenizer, args.index_factory, batch_size=args.batch_size, accelerator=accelerator,
+        show_progress=show_progress,
+    )  # fmt: skip
+    if accelerator is None or accelerator.is_main_process:
+        index.save_pretrained(args.output)
+        summary = {
+            "documents": len(documents),
+            "blocks": len(index),
+            "dim": index.embedding_dim,
+            "output": args.output,
+        }
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -337,11 +365,7 @@ def _add_index_builder_arguments(subparsers) -> None:
 
 
 def _run_index_builder(args: argparse.Namespace) -> int:
-    accelerator = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched with torchrun / accelerate launch: split the embedding
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()
+    accelerator = _distributed_accelerator()  # several processes: each embeds a share of the blocks
     built = run_index_builder(
         args.watch,
         poll_seconds=args.poll_seconds,

@@ -1,12 +1,17 @@
 """answer_questions and `realm-hf ask` on the reference open-QA fixture."""
 
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from realm_hf import RealmForOpenQA, save_realm
 from realm_hf.cli import main
 from realm_hf.inference import answer_questions
 
-from .utils import REFERENCE, openqa_retriever
+from .utils import REFERENCE, REPO_ROOT, openqa_retriever
 
 
 def _model(openqa_tokenizer, blocks):
@@ -71,3 +76,26 @@ def test_cli_index_builds_the_index_a_model_searches(tmp_path, openqa_tokenizer,
     (tmp_path / "docs.txt").write_text(blocks[0])
     assert main(["index", str(model_dir), str(tmp_path / "docs.txt"), str(tmp_path / "never"), "--no-progress"]) == 2
     assert "realm-hf index: error: " in (err := capsys.readouterr().err) and "unknown document file type '.txt'" in err
+
+
+@pytest.mark.distributed
+def test_cli_index_over_two_processes_builds_the_single_process_index(tmp_path, blocks):
+    """`torchrun --nproc_per_node 2 -m realm_hf.cli index ...`: each process embeds a share of the blocks, the main
+    one saves; the index equals the one a single process builds."""
+    import numpy as np
+
+    from realm_hf import RealmIndex
+
+    model_dir = REFERENCE / "openqa" / "safetensors"
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": text}) for text in blocks) + "\n")
+    assert main(["index", str(model_dir), str(jsonl), str(tmp_path / "one"), "--no-progress"]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "realm_hf.cli", "index",
+               str(model_dir), str(jsonl), str(tmp_path / "two"), "--no-progress"]  # fmt: skip
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count('"blocks"') == 1  # one process reports and saves
+    one, two = RealmIndex.from_pretrained(tmp_path / "one"), RealmIndex.from_pretrained(tmp_path / "two")
+    np.testing.assert_allclose(np.asarray(two.embeddings), np.asarray(one.embeddings), atol=1e-5)
+    assert list(two.corpus["text"]) == list(one.corpus["text"])

@@ -7,6 +7,7 @@ transformers implementation, so its checkpoints load key for key.
 """
 
 import copy
+import logging
 import os
 import pickle
 import tempfile
@@ -339,14 +340,16 @@ class RealmPreTrainedModel(PreTrainedModel):
         allow_missing_weights = kwargs.pop("allow_missing_weights", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        held = _HeldLoadReports()  # transformers' report, shown only when the load is not refused below
         try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path,
-                *model_args,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,
-                **kwargs,
-            )
+            with held:
+                model, info = super().from_pretrained(
+                    pretrained_model_name_or_path,
+                    *model_args,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,
+                    **kwargs,
+                )
         except pickle.UnpicklingError as err:
             raise ValueError(
                 f"Refusing the weights at {pretrained_model_name_or_path!r}: the pickle in its pytorch_model.bin holds "
@@ -367,6 +370,11 @@ class RealmPreTrainedModel(PreTrainedModel):
                 "sizes, or pass ignore_mismatched_sizes=True to re-initialise those weights."
             )
         architectures = getattr(model.config, "architectures", None) or []
+        refused = bool(info["mismatched_keys"] and not ignore_mismatched_sizes) or bool(
+            info["missing_keys"] and architectures and cls.__name__ not in architectures and not allow_missing_weights
+        )
+        if not refused:
+            held.release()
         if info["missing_keys"] and architectures and cls.__name__ not in architectures:
             missing = sorted(info["missing_keys"])
             if not allow_missing_weights:
@@ -789,6 +797,35 @@ def _weighted_marginal_nll(
     """
     marginal = (prior + gold).logsumexp(-1)
     return -torch.nansum((marginal * weights).sum() / weights.sum()), marginal
+
+
+class _HeldLoadReports(logging.Filter):
+    """Holds back the LOAD REPORT that transformers logs while weights load, to show it (`release`) only when
+    `from_pretrained` does not refuse the checkpoint with its own one-line reason instead."""
+
+    _logger = logging.getLogger("transformers.modeling_utils")
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.records.append(record)
+            return False
+        return True
+
+    def __enter__(self) -> "_HeldLoadReports":
+        self._logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._logger.removeFilter(self)
+
+    def release(self) -> None:
+        for record in self.records:
+            self._logger.handle(record)
+        self.records.clear()
 
 
 def _checked_retriever(retriever: Retriever | None, owner: str) -> Retriever | None:

@@ -437,15 +437,25 @@ def test_bad_inputs_get_clear_errors(tiny_config):
 
 
 def test_checkpoint_of_another_realm_class_is_refused_unless_asked(tmp_path, tiny_config, caplog):
-    """Refused by default; `allow_missing_weights=True` loads the shared weights, initialises the others and lists
-    them in a warning."""
+    """Refused by default, in one line (without transformers' LOAD REPORT before it); `allow_missing_weights=True`
+    loads the shared weights, initialises the others and lists them in a warning (the report shown then)."""
     torch.manual_seed(0)
     encoder = RealmKnowledgeAugEncoder(tiny_config)
     encoder.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="saved from RealmKnowledgeAugEncoder.*allow_missing_weights=True"):
-        RealmReader.from_pretrained(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="realm_hf.modeling_realm"):
-        reader = RealmReader.from_pretrained(tmp_path, allow_missing_weights=True)
+    reports = []
+    collect = logging.Handler()
+    collect.emit = lambda record: reports.append(record.getMessage())
+    transformers_loading = logging.getLogger("transformers.modeling_utils")
+    transformers_loading.addHandler(collect)
+    try:
+        with pytest.raises(ValueError, match="saved from RealmKnowledgeAugEncoder.*allow_missing_weights=True"):
+            RealmReader.from_pretrained(tmp_path)
+        assert not [r for r in reports if "LOAD REPORT" in r]
+        with caplog.at_level(logging.WARNING, logger="realm_hf.modeling_realm"):
+            reader = RealmReader.from_pretrained(tmp_path, allow_missing_weights=True)
+        assert [r for r in reports if "LOAD REPORT" in r]
+    finally:
+        transformers_loading.removeHandler(collect)
     assert "newly initialised" in caplog.text and "qa_outputs.dense_output.weight" in caplog.text
     shared = encoder.state_dict()["realm.encoder.layer.0.attention.self.query.weight"]
     torch.testing.assert_close(reader.state_dict()["realm.encoder.layer.0.attention.self.query.weight"], shared)

@@ -18,6 +18,7 @@ access needed) or imported directly (`from realm_hf.evaluation.metrics import Op
 one import per line, because `evaluate` parses the imports of a metric script before loading it.
 """
 
+import logging
 import re
 import string
 import unicodedata
@@ -28,10 +29,8 @@ from collections.abc import Sequence
 import datasets
 import evaluate
 
-from ....logging import get_logger
 
-
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)  # a metric script loads outside the package: no relative imports
 
 _CITATION = """\
 @inproceedings{guu2020realm,

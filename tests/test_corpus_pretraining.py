@@ -144,7 +144,9 @@ def test_pretrain_refuses_options_that_do_not_apply(tmp_path, documents, capsys)
     assert main(["pretrain", "--init_from", str(tmp_path), "--output_dir", str(tmp_path / "x"),
                  "--disable_tqdm", "True"]) == 2  # fmt: skip
     assert "only apply with --corpus" in capsys.readouterr().err
-    assert main(["pretrain", "--corpus", str(path), "--output_dir", str(tmp_path / "x"), "--disable_tqdm", "True"]) == 2
+    assert (
+        main(["pretrain", "--corpus", str(path), "--output_dir", str(tmp_path / "x"), "--disable_tqdm", "True"]) == 2
+    )
     assert "realm-hf pretrain: error:" in (err := capsys.readouterr().err) and "needs a tokenizer" in err
     assert not (tmp_path / "x").exists()
 

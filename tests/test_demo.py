@@ -211,3 +211,13 @@ def test_cli_conventions(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("realm-hf index: error: ")
     with pytest.raises(ValueError, match="nowhere"):
         main(["--debug", "ask", missing, "a question?"])
+
+
+def test_cli_refuses_bad_arguments_before_any_work(tmp_path, capsys):
+    """A negative step count or candidate count is refused with exit code 2 before anything is written (the demo used
+    to find a negative --max_steps after minutes of warm starts)."""
+    out = tmp_path / "never"
+    assert main(["pretrain", "--max_steps", "-1", "--output_dir", str(out)]) == 2
+    assert "max_steps" in capsys.readouterr().err and not out.exists()
+    assert main(["pretrain", "--rerank_candidates", "-3", "--output_dir", str(out)]) == 2
+    assert "rerank_candidates" in capsys.readouterr().err and not out.exists()

@@ -48,7 +48,7 @@ import argparse
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from _common import Stopwatch, command_line, machine_info, write_results
@@ -180,10 +180,25 @@ def _result(base: DemoArguments, seeds: list[int], report: dict, rows: list[dict
         "machine": machine_info(),
         "command": command_line(),
         "seeds": seeds,
-        "settings": {k: v for k, v in asdict(base).items() if k not in ("output_dir", "show_progress", "seed")},
+        "settings": recipe_settings(base),
         "chance_retrieval_accuracy": report["chance_retrieval_accuracy"],
         "variants": rows,
     }
+
+
+#: The recipe a result records (the names results have always used: `batch_size` is per_device_train_batch_size).
+RECIPE_SETTINGS = ("max_steps", "batch_size", "learning_rate", "retriever_learning_rate", "reading_steps",
+                   "reading_learning_rate", "reading_in_target_places", "ict_learning_rate", "num_people", "num_cities",
+                   "held_out_fraction", "ict_steps", "index_refresh_steps", "index_refresh_mode", "retriever_training",
+                   "index_search", "rerank_candidates", "masking", "use_null_document", "hidden_size",
+                   "num_hidden_layers", "num_candidates", "eval_steps", "num_eval_facts", "reader_from", "push_to_hub",
+                   "hub_model_id")  # fmt: skip
+
+
+def recipe_settings(args: DemoArguments) -> dict:
+    """The settings of the demo recipe `args` describes, comparable across runs of this script (`--merge`)."""
+    renamed = {"batch_size": "per_device_train_batch_size"}
+    return {key: getattr(args, renamed.get(key, key)) for key in RECIPE_SETTINGS}
 
 
 def _add_gain_ratios(rows: list[dict]) -> None:

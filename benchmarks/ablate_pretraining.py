@@ -231,7 +231,7 @@ def merge_results(results: list[dict]) -> dict:
     _add_gain_ratios(rows)
     return {
         "machine": first["machine"],
-        "commands": [command for result in results for command in result.get("commands", [result["command"]])],
+        "commands": [command for result in results for command in result.get("commands") or [result["command"]]],
         "seeds": sorted({row["seed"] for row in rows}),
         "settings": first["settings"],
         "chance_retrieval_accuracy": first["chance_retrieval_accuracy"],

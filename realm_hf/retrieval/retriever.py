@@ -742,7 +742,7 @@ class BlockRecordsRetriever(RealmRetriever):
 
 #: The files a saved retriever adds to a model directory or repository (what `load_retriever_for` downloads).
 RETRIEVER_FILES = (f"{INDEX_SUBFOLDER}/*", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt", "added_tokens.json", LEGACY_BLOCK_RECORDS_NAME)  # fmt: skip
+                   "vocab.txt", "added_tokens.json")  # fmt: skip
 
 
 def load_retriever_for(
@@ -775,7 +775,9 @@ def load_retriever_for(
         [`RealmRetriever`], or `None` when there is no index there (or only a legacy one and `allow_pickle` is not
         set, or no tokenizer: both with a warning).
     """
-    directory = resolve_directory(pretrained_name_or_path, allow_patterns=list(RETRIEVER_FILES), **hub_kwargs)
+    # A legacy block_records.npy (gigabytes for the published checkpoints) is fetched only when it may be read.
+    patterns = [*RETRIEVER_FILES, *([LEGACY_BLOCK_RECORDS_NAME] if allow_pickle else [])]
+    directory = resolve_directory(pretrained_name_or_path, allow_patterns=patterns, **hub_kwargs)
     if tokenizer is None and any((directory / name).is_file() for name in ("tokenizer_config.json", "vocab.txt")):
         tokenizer = AutoTokenizer.from_pretrained(directory)
     has_index = is_saved_index(directory / INDEX_SUBFOLDER) or (directory / LEGACY_BLOCK_RECORDS_NAME).is_file()

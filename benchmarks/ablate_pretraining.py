@@ -20,7 +20,8 @@ pre-training, and the retrieval gain `after - before`:
 * `retriever_at_encoder_lr`: the embedders train at the encoder's learning rate;
 * `stale_live`, `stale_query_side`, `stale_snapshot`, `stale_rerank`: the index is never refreshed, and the live
   query tower searches it, or the retriever trains the query side only (document tower frozen), or searches with the
-  query-tower snapshot of the index, or re-ranks 64 over-retrieved blocks with the live towers; `refresh_{20,100}_{snapshot,rerank}`: the same searches with a refresh.
+  query-tower snapshot of the index, or re-ranks 64 over-retrieved blocks with the live towers;
+  `refresh_{20,100}_{live,snapshot,rerank}`: the same searches with a refresh (query-side training needs none).
 
 With a stale index, retrieval is reported twice: through the index in service as training sees it
 (`retrieval_accuracy`), and against the corpus re-embedded by the final document tower, searched by the live query
@@ -75,6 +76,8 @@ VARIANTS = {
     "stale_query_side": {"index_refresh_steps": 0, "retriever_training": "query_side"},
     "stale_snapshot": {"index_refresh_steps": 0, "index_search": "snapshot"},
     "stale_rerank": {"index_refresh_steps": 0, "rerank_candidates": 64},
+    "refresh_20_live": {"index_refresh_steps": 20, "index_search": "live"},
+    "refresh_100_live": {"index_refresh_steps": 100, "index_search": "live"},
     "refresh_20_snapshot": {"index_refresh_steps": 20, "index_search": "snapshot"},
     "refresh_100_snapshot": {"index_refresh_steps": 100, "index_search": "snapshot"},
     "refresh_20_rerank": {"index_refresh_steps": 20, "rerank_candidates": 64},

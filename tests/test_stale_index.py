@@ -288,3 +288,15 @@ def test_the_snapshot_is_the_query_tower_of_the_step_whose_weights_embedded_the_
     assert refresher.index_step == 2 and record is not None and record.step == 2
     torch.testing.assert_close(retriever.search_query_tower.state_dict(), states[2])
     assert any(not torch.equal(v, states[3][k]) for k, v in retriever.search_query_tower.state_dict().items())
+
+
+def test_rerank_candidates_default_follows_the_index_staleness():
+    """By default a stale index is re-ranked (64), an index that never goes stale is not, and a set value wins."""
+    assert RealmPreTrainingArguments(output_dir="x").rerank_candidates == 64  # refreshed every 500 steps
+    assert RealmPreTrainingArguments(output_dir="x", index_refresh_steps=0).rerank_candidates == 64
+    assert RealmPreTrainingArguments(output_dir="x", index_refresh_steps=1).rerank_candidates == 0
+    assert RealmPreTrainingArguments(output_dir="x", retriever_training="query_side").rerank_candidates == 0
+    assert RealmPreTrainingArguments(output_dir="x", rerank_candidates=0).rerank_candidates == 0
+    assert RealmPreTrainingArguments(output_dir="x", index_refresh_steps=1, rerank_candidates=8).rerank_candidates == 8
+    with pytest.raises(ValueError, match="nothing to correct"):
+        RealmPreTrainingArguments(output_dir="x", retriever_training="query_side", rerank_candidates=64)

@@ -83,7 +83,7 @@ class StaleIndexRetriever(RealmRetriever):
         """
         live = _as_tensor(query_embeddings)
         search = live if self.search_query_tower is None else self.snapshot_query_embeddings(query_token_ids)
-        pool = max(num_retrieve, self.rerank_candidates)
+        pool = max(num_retrieve, min(self.rerank_candidates, len(self.index)))  # a small corpus holds fewer
         block_ids = self.search_excluding(_as_numpy(search), pool, exclude_doc_ids)
         if self.rerank_candidates and block_ids.shape[1] > num_retrieve:
             block_ids = self.rerank(live, block_ids, num_retrieve, max_block_length)

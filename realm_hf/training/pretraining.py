@@ -37,7 +37,14 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .optimization import make_accelerator, make_optimizer, make_scheduler, step_period
-from .retrieval_strategy import INDEX_SEARCH, RETRIEVER_TRAINING, apply_retrieval_strategy, check_retrieval_strategy
+from .retrieval_strategy import (
+    DEFAULT_RERANK_CANDIDATES,
+    INDEX_SEARCH,
+    RETRIEVER_TRAINING,
+    apply_retrieval_strategy,
+    check_retrieval_strategy,
+    resolve_rerank_candidates,
+)
 
 
 logger = get_logger(__name__)
@@ -132,12 +139,15 @@ class RealmPreTrainingArguments(TrainingArguments):
             "choices": list(INDEX_SEARCH),
         },
     )
-    rerank_candidates: int = field(
-        default=0,
+    rerank_candidates: int | None = field(
+        default=None,
         metadata={
             "help": "Over-retrieve this many blocks per sentence from the index, re-embed them with the live "
             "document tower (no gradient) and keep the best (Atlas' re-rank); 0: no re-ranking. Costs one "
-            "document-tower pass over the distinct blocks of each batch."
+            "document-tower pass over the distinct blocks of each batch (1.6-1.9x the step time measured). Default: "
+            f"{DEFAULT_RERANK_CANDIDATES} when both towers train and the index is refreshed less often than every "
+            "step (at a million documents, never refreshed, re-ranking 64 learned 44.9 percent top-1 where snapshot search "
+            "alone learned 8.2 percent), else 0."
         },
     )
     final_index_refresh: bool = field(
@@ -163,6 +173,9 @@ class RealmPreTrainingArguments(TrainingArguments):
             raise ValueError("max_steps, per_device_train_batch_size and gradient_accumulation_steps must be >= 1.")
         if self.index_refresh_steps < 0:
             raise ValueError(f"index_refresh_steps must be >= 0, got {self.index_refresh_steps}.")
+        self.rerank_candidates = resolve_rerank_candidates(
+            self.retriever_training, self.index_refresh_steps, self.rerank_candidates
+        )
         check_retrieval_strategy(self.retriever_training, self.index_search, self.rerank_candidates)
         super().__post_init__()
         optim = getattr(self.optim, "value", self.optim)

@@ -23,6 +23,9 @@ from ..retrieval.stale_index import StaleIndexRetriever
 
 RETRIEVER_TRAINING = ("both", "query_side")
 INDEX_SEARCH = ("auto", "snapshot", "live")
+# Over-retrieved candidates re-ranked by default where the index goes stale: at a million documents re-ranking 64 is
+# what learns retrieval with an index refreshed every few hundred steps or never (benchmarks/README.md).
+DEFAULT_RERANK_CANDIDATES = 64
 
 
 def resolve_index_search(retriever_training: str, index_search: str) -> str:
@@ -31,6 +34,17 @@ def resolve_index_search(retriever_training: str, index_search: str) -> str:
     if index_search != "auto":
         return index_search
     return "live" if retriever_training == "query_side" else "snapshot"
+
+
+def resolve_rerank_candidates(retriever_training: str, index_refresh_steps: int, rerank_candidates: int | None) -> int:
+    """`rerank_candidates=None` (auto): [`DEFAULT_RERANK_CANDIDATES`] when both towers train and the index goes stale
+    (refreshed less often than every step, or never); 0 with query-side training (the index is never stale) or an
+    index re-embedded after every step (nothing to correct)."""
+    if rerank_candidates is not None:
+        return rerank_candidates
+    if retriever_training == "query_side" or index_refresh_steps == 1:
+        return 0
+    return DEFAULT_RERANK_CANDIDATES
 
 
 def check_retrieval_strategy(retriever_training: str, index_search: str, rerank_candidates: int) -> None:
@@ -105,10 +119,12 @@ def apply_retrieval_strategy(
 
 
 __all__ = [
+    "DEFAULT_RERANK_CANDIDATES",
     "INDEX_SEARCH",
     "RETRIEVER_TRAINING",
     "RetrievalStrategy",
     "apply_retrieval_strategy",
     "check_retrieval_strategy",
     "resolve_index_search",
+    "resolve_rerank_candidates",
 ]

@@ -9,7 +9,8 @@ from . import logging
 from .auto_registration import register_auto_classes
 from .bert_init import init_from_bert, realm_config_from_bert
 from .configuration_realm import RealmConfig
-from .evaluation.open_qa import evaluate_open_qa, gold_passage_recall
+from .evaluation.open_qa import evaluate_open_qa, gold_passage_recall, zero_shot_recall
+from .evaluation.reading import make_reading_evaluator, masked_lm_reading
 from .hub.model_card import RealmModelCardCallback, RealmModelCardData, generate_model_card, update_card_from_metrics
 from .hub.publish import load_realm, publish_realm, push_index_to_hub, save_final_model, save_realm
 from .inference import RealmAnswer, answer_questions
@@ -42,6 +43,7 @@ from .training.collators import DataCollatorForInverseClozeTask, DataCollatorFor
 from .training.corpus_pretraining import CorpusArguments, CorpusModelArguments, pretrain_on_corpus
 from .training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from .training.masking import tag_salient_spans
+from .training.mlm_head import MaskedLMHeadFitting, fit_masked_lm_head
 from .training.openqa import DataCollatorForRealmOpenQA, RealmTrainer
 from .training.optimization import make_accelerator
 from .training.pretraining import RealmPreTrainingArguments, train_realm
@@ -64,6 +66,7 @@ __all__ = [
     "IndexRefreshSchedule",
     "IndexRefresher",
     "InverseClozeTaskArguments",
+    "MaskedLMHeadFitting",
     "RealmAnswer",
     "RealmConfig",
     "RealmEmbedder",
@@ -98,6 +101,7 @@ __all__ = [
     "compute_embedder_fingerprint",
     "embed_corpus",
     "evaluate_open_qa",
+    "fit_masked_lm_head",
     "generate_model_card",
     "gold_passage_recall",
     "init_from_bert",
@@ -105,7 +109,9 @@ __all__ = [
     "load_realm",
     "logging",
     "make_accelerator",
+    "make_reading_evaluator",
     "make_tagger",
+    "masked_lm_reading",
     "prepare_ict_examples",
     "pretrain_on_corpus",
     "publish_realm",
@@ -121,4 +127,5 @@ __all__ = [
     "train_inverse_cloze_task",
     "train_realm",
     "update_card_from_metrics",
+    "zero_shot_recall",
 ]

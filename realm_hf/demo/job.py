@@ -57,11 +57,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_realm import RealmConfig
+from ..evaluation.reading import read_with_documents
 from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import publish_realm, save_realm
 from ..logging import get_logger
-from ..modeling_realm import RealmForPreTraining, RealmForPreTrainingOutput, RealmKnowledgeAugEncoder
+from ..modeling_realm import RealmForPreTraining, RealmKnowledgeAugEncoder
 from ..retrieval.corpus import tokenize_blocks
 from ..retrieval.fingerprint import compute_embedder_fingerprint
 from ..retrieval.index import RealmIndex, build_index
@@ -263,7 +264,7 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         in_candidates += float(is_evidence.any(-1).sum())
         evidence_prior += float((out.relevance_score.softmax(-1) * is_evidence).sum())
         evidence_posterior += float((out.retrieval_posterior * is_evidence).sum())
-        read = read_with_evidence(model, model.retriever, part, row_of_doc[evidence.numpy()])
+        read = read_with_documents(model, model.retriever, part, row_of_doc[evidence.numpy()])
         reading_tokens += int(read.masked_lm_correct.sum())
     found = max(in_candidates, 1.0)
     return {
@@ -274,18 +275,6 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         "evidence_prior": evidence_prior / found,
         "evidence_posterior": evidence_posterior / found,
     }
-
-
-def read_with_evidence(model, retriever, batch: dict, evidence_rows) -> RealmForPreTrainingOutput:
-    """The masked-LM forward of `batch` with one candidate per sentence, its evidence document (corpus rows of
-    `retriever`'s index): the encoder reading, with no retrieval (the reading warm start and `reading_accuracy`)."""
-    inputs = retriever.pretraining_inputs(
-        np.asarray(evidence_rows).reshape(-1, 1),
-        retriever.question_token_ids(batch["input_ids"], batch["attention_mask"]),
-        model.config.block_seq_len,
-    )
-    inputs.pop("retrieved_block_ids")
-    return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **inputs)
 
 
 def make_fact_evaluator(
@@ -386,7 +375,7 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
         )
         for batch in loader:
             # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
-            out = read_with_evidence(model, retriever, batch, [row_of_doc[int(doc) ^ 1] for doc in batch["doc_ids"]])
+            out = read_with_documents(model, retriever, batch, [row_of_doc[int(doc) ^ 1] for doc in batch["doc_ids"]])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()

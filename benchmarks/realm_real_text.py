@@ -324,6 +324,31 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+def markdown_table(runs: list[dict]) -> str:
+    """Zero-shot recall and fine-tuned answers of each start and arm, one row per seed and stage."""
+    lines = [
+        "| seed | stage | recall@1 | recall@5 | recall@20 | masked-LM: no doc / own passage / retrieved | "
+        "utility | dev EM / F1 | steps | seconds |",
+        "|---:|---|---:|---:|---:|---|---:|---|---:|---:|",
+    ]
+    for run in runs:
+        stages = [("start", run["start"]), ("after ICT warm start", run["after_ict"]), ("ICT arm", run["ict"]),
+                  ("REALM arm", run["realm"])]  # fmt: skip
+        for name, stage in stages:
+            recall, reading = stage["zero_shot"], stage["reading"]
+            tuned = stage.get("finetuned")
+            answers = f"{tuned['exact_match']:.1f} / {tuned['f1']:.1f}" if tuned else ""
+            steps = stage.get("extra_steps", stage.get("steps", ""))
+            seconds = f"{stage['seconds']:.0f}" if "seconds" in stage else ""
+            lines.append(
+                f"| {run['seed']} | {name} | {recall['gold_recall_at_1']:.1%} | {recall['gold_recall_at_5']:.1%} | "
+                f"{recall['gold_recall_at_20']:.1%} | {reading['masked_lm_accuracy_no_document']:.1%} / "
+                f"{reading['masked_lm_accuracy_own_document']:.1%} / {reading['masked_lm_accuracy_retrieved']:.1%} | "
+                f"{reading['retrieval_utility']:.3f} | {answers} | {steps} | {seconds} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     threads = set_threads(args.threads)
@@ -348,6 +373,7 @@ def main(argv=None) -> dict:
         "runs": runs,
         "seconds": clock.elapsed,
     }
+    print(markdown_table(runs))
     print(json.dumps({k: result[k] for k in ("ict", "realm")}, indent=2))
     if args.output is not None:
         result = write_results(

@@ -76,7 +76,7 @@ def test_pretrain_finetune_ask(pretrained_run, tmp_path):
     output = tmp_path / "openqa"
     code = main(["finetune", "--pretrained_dir", str(pretrained_run), "--output_dir", str(output), "--max_steps", "3",
                  "--per_device_train_batch_size", "4", "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "1",
-                 "--save_steps", "2", "--disable_tqdm"])  # fmt: skip
+                 "--save_steps", "2", "--disable_tqdm", "True"])  # fmt: skip
     assert code == 0
     report = json.loads((output / "openqa_report.json").read_text())
     assert report["num_eval_questions"] == 6 and report["init"] == "realm"
@@ -105,7 +105,7 @@ def test_finetune_from_the_baselines(pretrained_run, tmp_path, init):
     )
     code = main(["finetune", "--pretrained_dir", str(pretrained_run), "--init", init, "--output_dir",
                  str(tmp_path / init), "--max_steps", "2", "--per_device_train_batch_size", "4", "--searcher_beam_size", "4",
-                 "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0", "--disable_tqdm"])  # fmt: skip
+                 "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0", "--disable_tqdm", "True"])  # fmt: skip
     assert code == 0
     assert json.loads((tmp_path / init / "openqa_report.json").read_text())["init"] == init
 
@@ -187,7 +187,7 @@ def test_finetune_pushes_the_model_to_the_hub(pretrained_run, tmp_path, hub_serv
 
     args = ["finetune", "--pretrained_dir", str(pretrained_run), "--max_steps", "1", "--per_device_train_batch_size", "4",
             "--searcher_beam_size", "4", "--reader_beam_size", "2", "--warmup_steps", "0", "--save_steps", "0",
-            "--disable_tqdm", "--push_to_hub"]  # fmt: skip
+            "--disable_tqdm", "True", "--push_to_hub"]  # fmt: skip
     assert main([*args, "--output_dir", str(tmp_path / "bad"), "--hub_model_id", "a/b/c"]) == 2
     assert "Repo id" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

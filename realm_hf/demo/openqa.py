@@ -102,7 +102,7 @@ class FinetuneArguments(TrainingArguments):
     save_total_limit: int | None = option(1, "Checkpoints kept (demo default: 1).")
     logging_steps: float = option(0.1, "Log every N steps, or a fraction of max_steps below 1 (demo default: 0.1).")
     seed: int = option(0, "Random seed: data order, new weights (demo default: 0).")
-    report_to: str | list[str] | None = option("none", "Integrations to report to (demo default: 'none').")
+    report_to: None | str | list[str] = option("none", "Integrations to report to (demo default: 'none').")
     remove_unused_columns: bool = option(
         False, "Drop dataset columns the model does not take (demo default: False: `answer_ids` is passed through)."
     )

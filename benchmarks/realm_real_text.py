@@ -107,7 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--refresh_steps", type=int, default=10, help="Re-embed the corpus every N REALM steps.")
     add("--eval_sentences", type=int, default=256, help="Held-out dev-article sentences for masked-LM reading.")
     add("--eval_steps", type=int, default=100, help="Measure reading every N REALM steps.")
-    add("--finetune_steps", type=int, default=300, help="Open-QA fine-tuning steps per arm.")
+    add("--arms", nargs="+", choices=("realm", "ict"), default=["realm", "ict"],
+        help="Arms to run (the ICT arm runs for as long as the REALM arm took, or --arm_seconds without it).")  # fmt: skip
+    add("--finetune_steps", type=int, default=300, help="Open-QA fine-tuning steps per arm (0: no fine-tuning).")
     add("--finetune_batch_size", type=int, default=16, help="Questions per fine-tuning step.")
     add("--finetune_learning_rate", type=float, default=1e-4, help="Fine-tuning learning rate (reader).")
     add("--searcher_beam_size", type=int, default=16, help="Blocks retrieved per question in fine-tuning.")
@@ -293,35 +295,42 @@ def run_seed(args, data, seed: int) -> dict:
 
     with tempfile.TemporaryDirectory() as workdir:
         workdir = Path(workdir)
-        realm = run_realm(model, data, args, seed, workdir, batches)
-        result["realm"] = {"steps": realm["steps"], "seconds": realm["seconds"], "history": realm["history"],
-                           "zero_shot": recall(model, data), "reading": reading(model, data, batches)}  # fmt: skip
-        result["realm"]["finetuned"] = finetune(model, data, args, seed, workdir, "realm")
-
-        model.load_state_dict(warm)
-        model.set_retriever(None)
-        more = run_ict(model, data, args, seed + 1, seconds=realm["seconds"])
-        result["ict"] = {"extra_steps": more["steps"], "seconds": more["seconds"], "history": more["history"],
-                         "zero_shot": recall(model, data), "reading": reading(model, data, batches)}  # fmt: skip
-        result["ict"]["finetuned"] = finetune(model, data, args, seed, workdir, "ict")
+        seconds = args.arm_seconds
+        if "realm" in args.arms:
+            realm = run_realm(model, data, args, seed, workdir, batches)
+            seconds = realm["seconds"]
+            result["realm"] = {"steps": realm["steps"], "seconds": realm["seconds"], "history": realm["history"],
+                               "zero_shot": recall(model, data), "reading": reading(model, data, batches)}  # fmt: skip
+            if args.finetune_steps:
+                result["realm"]["finetuned"] = finetune(model, data, args, seed, workdir, "realm")
+        if "ict" in args.arms:
+            model.load_state_dict(warm)
+            model.set_retriever(None)
+            more = run_ict(model, data, args, seed + 1, seconds=seconds)
+            result["ict"] = {"extra_steps": more["steps"], "seconds": more["seconds"], "history": more["history"],
+                             "zero_shot": recall(model, data), "reading": reading(model, data, batches)}  # fmt: skip
+            if args.finetune_steps:
+                result["ict"]["finetuned"] = finetune(model, data, args, seed, workdir, "ict")
     return result
 
 
 def summarise(runs: list[dict]) -> dict:
-    def per_seed(arm: str, get):
-        values = [get(run[arm]) for run in runs]
+    """Per arm: zero-shot recall and fine-tuned answers (a number for one seed, a list over seeds)."""
+
+    def per_seed(values: list):
         return values[0] if len(values) == 1 else values
 
-    return {
-        arm: {
-            "zero_shot_recall_at_1": per_seed(arm, lambda r: r["zero_shot"]["gold_recall_at_1"]),
-            "zero_shot_recall_at_5": per_seed(arm, lambda r: r["zero_shot"]["gold_recall_at_5"]),
-            "zero_shot_recall_at_20": per_seed(arm, lambda r: r["zero_shot"]["gold_recall_at_20"]),
-            "finetuned_exact_match": per_seed(arm, lambda r: r["finetuned"]["exact_match"]),
-            "finetuned_f1": per_seed(arm, lambda r: r["finetuned"]["f1"]),
-        }
-        for arm in ("ict", "realm")
-    }
+    summary = {}
+    for arm in ("ict", "realm"):
+        stages = [run[arm] for run in runs if arm in run]
+        if not stages:
+            continue
+        summary[arm] = {f"zero_shot_recall_at_{k}": per_seed([s["zero_shot"][f"gold_recall_at_{k}"] for s in stages])
+                        for k in (1, 5, 20)}  # fmt: skip
+        if all("finetuned" in s for s in stages):
+            summary[arm]["finetuned_exact_match"] = per_seed([s["finetuned"]["exact_match"] for s in stages])
+            summary[arm]["finetuned_f1"] = per_seed([s["finetuned"]["f1"] for s in stages])
+    return summary
 
 
 def markdown_table(runs: list[dict]) -> str:
@@ -332,9 +341,11 @@ def markdown_table(runs: list[dict]) -> str:
         "|---:|---|---:|---:|---:|---|---:|---|---:|---:|",
     ]
     for run in runs:
-        stages = [("start", run["start"]), ("after ICT warm start", run["after_ict"]), ("ICT arm", run["ict"]),
-                  ("REALM arm", run["realm"])]  # fmt: skip
+        stages = [("start", run["start"]), ("after ICT warm start", run["after_ict"]), ("ICT arm", run.get("ict")),
+                  ("REALM arm", run.get("realm"))]  # fmt: skip
         for name, stage in stages:
+            if stage is None:
+                continue
             recall, reading = stage["zero_shot"], stage["reading"]
             tuned = stage.get("finetuned")
             answers = f"{tuned['exact_match']:.1f} / {tuned['f1']:.1f}" if tuned else ""
@@ -374,7 +385,7 @@ def main(argv=None) -> dict:
         "seconds": clock.elapsed,
     }
     print(markdown_table(runs))
-    print(json.dumps({k: result[k] for k in ("ict", "realm")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("ict", "realm") if k in result}, indent=2))
     if args.output is not None:
         result = write_results(
             args.output, result, {str(args.data_dir): "<squad_open>", str(args.init_from): "<bert>"}

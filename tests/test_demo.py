@@ -98,8 +98,9 @@ def test_realm_pretraining_doubles_retrieval_in_twenty_steps(tmp_path):
 
 def test_realm_pretraining_doubles_retrieval_with_an_index_never_refreshed(tmp_path):
     """The stale-index regime of a real corpus, fast (about 50 s on 2 CPU cores): as the test above, but the index
-    built after the warm starts is never refreshed during the twenty steps, and the library's default search (the
-    index's own query-tower snapshot finds the candidates, the live towers score them) carries the masked-LM signal.
+    built after the warm starts is never refreshed during the twenty steps, and the library's default strategy for a
+    stale index (the index's own query-tower snapshot over-retrieves 64 blocks, the live towers re-embed them and keep
+    the best, and score them) carries the masked-LM signal.
     What the towers learned, measured against the corpus re-embedded by the final document tower and searched by the
     final query tower, is at least twice the warm start's top-1 retrieval on training and held-out sentences; the
     control (retriever learning rate 0) stays where the warm start put it."""
@@ -109,7 +110,8 @@ def test_realm_pretraining_doubles_retrieval_with_an_index_never_refreshed(tmp_p
             output_dir=str(tmp_path / name), reader_from=str(READING_FIXTURE), max_steps=20, eval_steps=20,
             index_refresh_steps=0, retriever_learning_rate=retriever_learning_rate, disable_tqdm=True,
         )  # fmt: skip
-        assert args.index_search == "auto" and args.retriever_training == "both"  # the defaults: snapshot search
+        assert args.index_search == "auto" and args.retriever_training == "both"  # the defaults: snapshot search,
+        assert args.rerank_candidates == 64  # and re-ranking wherever the index goes stale
         results[name] = run_demo(args)
     realm, before = results["realm"], results["realm"]["before"]
     assert not any("index_refresh_seconds" in record for record in realm["history"])

@@ -10,7 +10,7 @@ from transformers import AutoConfig, BertForMaskedLM, BertModel
 
 from .configuration_realm import RealmConfig
 from .logging import get_logger
-from .modeling_realm import RealmEmbedder
+from .modeling_realm import RealmEmbedder, _HeldLoadReports
 
 
 logger = get_logger(__name__)
@@ -88,7 +88,10 @@ def init_from_bert(
             "positive value."
         )
     model = model_class(config)
-    trunk = BertModel.from_pretrained(bert_name_or_path).state_dict()
+    # transformers' load report would list the masked-LM head (copied below) and the pooler as unexpected / missing;
+    # what matters, a trunk weight the checkpoint lacks, is refused below with its own message.
+    with _HeldLoadReports():
+        trunk = BertModel.from_pretrained(bert_name_or_path).state_dict()
     architectures = getattr(AutoConfig.from_pretrained(bert_name_or_path), "architectures", None) or []
     mlm_head = None
     if any(name in ("BertForMaskedLM", "BertForPreTraining") for name in architectures):

@@ -476,6 +476,36 @@ def test_open_qa_without_retriever_is_refused(tiny_config):
         model(random_inputs(tiny_config, 1, 6))
 
 
+def test_init_from_bert_from_a_masked_lm_checkpoint_copies_its_head_quietly(tmp_path):
+    """A `BertForMaskedLM` checkpoint: the trunks and the encoder's masked-LM head come from it, and transformers'
+    load report (which would call the head's weights unexpected for the trunk) is not printed (a fresh process, as a
+    user sees it)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=37, max_position_embeddings=64))  # fmt: skip
+    bert.save_pretrained(tmp_path)
+    code = (
+        "import sys\n"
+        "from safetensors.torch import save_file\n"
+        "from realm_hf import RealmForPreTraining, init_from_bert\n"
+        "model = init_from_bert(RealmForPreTraining, sys.argv[1])\n"
+        "save_file({k: v.clone() for k, v in model.encoder.cls.state_dict().items()}, sys.argv[2])\n"
+    )
+    head_file = tmp_path / "head.safetensors"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(head_file)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "LOAD REPORT" not in done.stderr + done.stdout
+    head = load_file(head_file)
+    assert torch.equal(head["predictions.transform.dense.weight"], bert.cls.predictions.transform.dense.weight)
+    assert torch.equal(head["predictions.bias"], bert.cls.predictions.bias)
+
+
 def test_init_from_bert_copies_every_trunk(tmp_path):
     from realm_hf import RealmForOpenQA, RealmForPreTraining, init_from_bert
 

@@ -15,7 +15,7 @@ about 8 of them), from a real pre-trained `BertForMaskedLM`, with both arms give
      steps (what `benchmarks/README.md` recommends for an index that can be re-embedded every few steps: snapshot
      search with a frequent refresh);
    - `ict`: more ICT steps for the same wall clock;
-5. **zero-shot** gold-passage recall@1/5/20 of the dev questions (`zero_shot_recall`: the corpus re-embedded by the
+5. **zero-shot** gold-passage recall@1/5/20 of the dev questions (as `zero_shot_recall`: the corpus re-embedded by the
    arm's document tower), for the start, after ICT and after each arm;
 6. **fine-tuning** of each arm on the train questions (`realm-hf finetune`'s `finetune_on_questions`, the same
    settings), evaluated on the dev questions (exact match, F1).
@@ -55,6 +55,7 @@ from realm_hf import (
     RealmRetriever,
     build_index,
     fit_masked_lm_head,
+    gold_passage_recall,
     init_from_bert,
     make_reading_evaluator,
     masked_lm_reading,
@@ -63,7 +64,6 @@ from realm_hf import (
     tag_salient_spans,
     train_inverse_cloze_task,
     train_realm,
-    zero_shot_recall,
 )
 from realm_hf.evaluation.qa_data import gold_doc_ids, load_squad_open
 from realm_hf.retrieval.corpus import split_documents_into_blocks
@@ -165,13 +165,17 @@ def load_data(args):
     }
 
 
-def recall(model, data) -> dict:
-    return zero_shot_recall(model, data["blocks"], data["tokenizer"], data["dev"]["question"], data["dev_gold"])
-
-
-def reading(model, data, batches) -> dict:
-    index = build_index(data["blocks"], model.embedder, data["tokenizer"], show_progress=False)
-    return masked_lm_reading(model, batches, RealmRetriever(index, data["tokenizer"]))
+def measure(model, data, batches, recall: bool = True) -> dict:
+    """Zero-shot gold-passage recall of the dev questions and masked-LM reading, both against one index of the corpus
+    embedded by the model's current document tower."""
+    tokenizer = data["tokenizer"]
+    index = build_index(data["blocks"], model.embedder, tokenizer, show_progress=False)
+    result = {"reading": masked_lm_reading(model, batches, RealmRetriever(index, tokenizer))}
+    if recall:
+        result["zero_shot"] = gold_passage_recall(
+            model.query_embedder, index, tokenizer, data["dev"]["question"], data["dev_gold"]
+        )
+    return result
 
 
 def run_ict(model, data, args, seed: int, max_steps: int | None = None, seconds: float | None = None) -> dict:
@@ -239,10 +243,10 @@ def finetune(model, data, args, seed: int, workdir: Path, name: str) -> dict:
     files = {}
     for split in ("train", "dev"):
         path = workdir / f"{split}.jsonl"
-        rows = data[split]
-        with path.open("w") as handle:
-            for question, answers in zip(rows["question"], rows["answers"]):
-                handle.write(json.dumps({"question": question, "answers": answers}) + "\n")
+        if not path.is_file():  # written once per seed, read by both arms
+            rows = data[split]
+            path.write_text("".join(json.dumps({"question": q, "answers": a}) + "\n"
+                                    for q, a in zip(rows["question"], rows["answers"])))  # fmt: skip
         files[split] = str(path)
     question_args = QuestionFinetuningArguments(
         model_name_or_path=str(pretrained), train_file=files["train"], eval_file=files["dev"],
@@ -275,7 +279,7 @@ def run_seed(args, data, seed: int) -> dict:
         collator = DataCollatorForRealmPreTraining(tokenizer, max_length=64, seed=10_000 + seed)
         batches = [collator([data["eval_sentences"][i] for i in range(s, min(s + 32, len(data["eval_sentences"])))])
                    for s in range(0, len(data["eval_sentences"]), 32)]  # fmt: skip
-        result["start"] = {"zero_shot": recall(model, data), "reading": reading(model, data, batches)}
+        result["start"] = measure(model, data, batches)
     with Stopwatch(timings, "reading_warm_start_s"):
         if args.reading_steps:
             index = build_index(data["blocks"], model.embedder, tokenizer, show_progress=False)
@@ -286,11 +290,10 @@ def run_seed(args, data, seed: int) -> dict:
                                     learning_rate=args.reading_learning_rate, train_encoder=args.reading_body,
                                     seed=seed, disable_tqdm=True),
             )  # fmt: skip
-    result["after_reading"] = {"reading": reading(model, data, batches)}
+    result["after_reading"] = measure(model, data, batches, recall=False)
     ict = run_ict(model, data, args, seed, max_steps=args.ict_steps)
     timings["ict_warm_start_s"] = ict["seconds"]
-    result["after_ict"] = {"zero_shot": recall(model, data), "reading": reading(model, data, batches),
-                           "ict_history": ict["history"]}  # fmt: skip
+    result["after_ict"] = {**measure(model, data, batches), "ict_history": ict["history"]}
     warm = copy.deepcopy(model.state_dict())
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -300,7 +303,7 @@ def run_seed(args, data, seed: int) -> dict:
             realm = run_realm(model, data, args, seed, workdir, batches)
             seconds = realm["seconds"]
             result["realm"] = {"steps": realm["steps"], "seconds": realm["seconds"], "history": realm["history"],
-                               "zero_shot": recall(model, data), "reading": reading(model, data, batches)}  # fmt: skip
+                               **measure(model, data, batches)}  # fmt: skip
             if args.finetune_steps:
                 result["realm"]["finetuned"] = finetune(model, data, args, seed, workdir, "realm")
         if "ict" in args.arms:
@@ -308,7 +311,7 @@ def run_seed(args, data, seed: int) -> dict:
             model.set_retriever(None)
             more = run_ict(model, data, args, seed + 1, seconds=seconds)
             result["ict"] = {"extra_steps": more["steps"], "seconds": more["seconds"], "history": more["history"],
-                             "zero_shot": recall(model, data), "reading": reading(model, data, batches)}  # fmt: skip
+                             **measure(model, data, batches)}  # fmt: skip
             if args.finetune_steps:
                 result["ict"]["finetuned"] = finetune(model, data, args, seed, workdir, "ict")
     return result

@@ -16,7 +16,7 @@ from realm_hf import (
     masked_lm_reading,
     zero_shot_recall,
 )
-from realm_hf.evaluation.reading import first_block_of_documents
+from realm_hf.evaluation.reading import first_blocks, rows_of_documents
 from realm_hf.modeling_realm import RealmForPreTraining
 from realm_hf.retrieval.retriever import RealmRetriever
 from realm_hf.training.masking import tag_salient_spans
@@ -53,13 +53,13 @@ def test_masked_lm_reading_scores_three_readings_and_restores_the_model(setup):
         masked_lm_reading(model, batches)
 
 
-def test_first_block_of_documents(setup):
-    _, retriever, _, _ = setup
-    block_doc = np.asarray(retriever.index.corpus["doc_id"])
-    rows = first_block_of_documents(retriever, [3, 0, 3])
-    assert block_doc[rows].tolist() == [3, 0, 3] and rows[0] == np.flatnonzero(block_doc == 3)[0]
-    with pytest.raises(ValueError, match="no block in the corpus"):
-        first_block_of_documents(retriever, [10_000])
+def test_first_blocks_of_documents():
+    """The first block of each document, looked up from a corpus where documents span several blocks."""
+    row_of_doc = first_blocks([0, 0, 3, 3, 3, 1])
+    assert rows_of_documents(row_of_doc, [3, 0, 1, 3]).tolist() == [2, 0, 5, 2]
+    for absent in ([2], [10_000], [-1]):
+        with pytest.raises(ValueError, match="no block in the corpus"):
+            rows_of_documents(row_of_doc, absent)
 
 
 def test_head_fit_trains_only_the_head_and_learns(setup):

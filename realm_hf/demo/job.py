@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_realm import RealmConfig
-from ..evaluation.reading import read_with_documents
+from ..evaluation.reading import first_blocks, read_with_documents, rows_of_documents
 from ..file_utils import atomic_write_text
 from ..hub.model_card import RealmModelCardData
 from ..hub.publish import publish_realm, save_realm
@@ -247,8 +247,7 @@ def masked_facts(tokenizer, facts) -> dict[str, torch.Tensor]:
 
 def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarray, batch_size: int) -> dict:
     count = data["labels"].size(0)
-    row_of_doc = np.full(int(block_doc_ids.max()) + 1, -1, dtype=np.int64)
-    row_of_doc[block_doc_ids] = np.arange(len(block_doc_ids))
+    row_of_doc = first_blocks(block_doc_ids)  # one block per document in the demo's world
     correct_top1 = correct_tokens = total_tokens = reading_tokens = 0
     in_candidates = evidence_prior = evidence_posterior = 0.0
     for start in range(0, count, batch_size):
@@ -264,7 +263,7 @@ def _fact_metrics(model, data: dict[str, torch.Tensor], block_doc_ids: np.ndarra
         in_candidates += float(is_evidence.any(-1).sum())
         evidence_prior += float((out.relevance_score.softmax(-1) * is_evidence).sum())
         evidence_posterior += float((out.retrieval_posterior * is_evidence).sum())
-        read = read_with_documents(model, model.retriever, part, row_of_doc[evidence.numpy()])
+        read = read_with_documents(model, model.retriever, part, rows_of_documents(row_of_doc, evidence.tolist()))
         reading_tokens += int(read.masked_lm_correct.sum())
     found = max(in_candidates, 1.0)
     return {
@@ -365,7 +364,7 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
         # Served through a retriever for its input formats; the placeholder index is never searched.
         placeholder = RealmIndex.build(corpus, np.zeros((len(corpus), config.retriever_proj_size), np.float32))
         retriever = RealmRetriever(placeholder, tokenizer)
-        row_of_doc = {int(doc): row for row, doc in enumerate(corpus["doc_id"])}
+        row_of_doc = first_blocks(corpus["doc_id"])
         loader = DataLoader(
             sentences,
             batch_size=args.per_device_train_batch_size,
@@ -375,7 +374,8 @@ def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> l
         )
         for batch in loader:
             # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
-            out = read_with_documents(model, retriever, batch, [row_of_doc[int(doc) ^ 1] for doc in batch["doc_ids"]])
+            evidence = rows_of_documents(row_of_doc, [int(doc) ^ 1 for doc in batch["doc_ids"]])
+            out = read_with_documents(model, retriever, batch, evidence)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()

@@ -38,20 +38,29 @@ def read_with_documents(model, retriever, batch: dict, block_rows) -> object:
     return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}, **inputs)
 
 
-def first_block_of_documents(retriever, doc_ids: Sequence[int]) -> np.ndarray:
-    """The corpus row of the first block of each document in `doc_ids` (the corpus' `doc_id` column).
+def first_blocks(block_doc_ids) -> np.ndarray:
+    """`row_of_doc`: for each document id, the corpus row of its first block (-1 for an id with no block), from the
+    corpus' `doc_id` column; index it with [`rows_of_documents`]. Computed once per corpus, not per batch."""
+    block_doc = np.asarray(block_doc_ids, dtype=np.int64)
+    docs, first = np.unique(block_doc, return_index=True)
+    row_of_doc = np.full(int(docs.max()) + 1 if len(docs) else 0, -1, dtype=np.int64)
+    row_of_doc[docs] = first
+    return row_of_doc
+
+
+def rows_of_documents(row_of_doc: np.ndarray, doc_ids: Sequence[int]) -> np.ndarray:
+    """The corpus row of the first block of each document in `doc_ids` ([`first_blocks`]'s lookup).
 
     Raises:
-        `ValueError`: If a document has no block in the retriever's corpus.
+        `ValueError`: If a document has no block in the corpus.
     """
-    block_doc = np.asarray(retriever.index.corpus["doc_id"], dtype=np.int64)
-    first = {}
-    for row, doc in enumerate(block_doc.tolist()):
-        first.setdefault(doc, row)
-    missing = sorted({int(d) for d in doc_ids if int(d) not in first})
+    ids = np.asarray(doc_ids, dtype=np.int64)
+    known = (ids >= 0) & (ids < len(row_of_doc))
+    rows = np.where(known, row_of_doc[np.where(known, ids, 0)], -1)
+    missing = sorted(set(ids[rows < 0].tolist()))
     if missing:
         raise ValueError(f"{len(missing)} documents have no block in the corpus, for example {missing[:3]}.")
-    return np.asarray([first[int(d)] for d in doc_ids], dtype=np.int64)
+    return rows
 
 
 @torch.no_grad()
@@ -86,6 +95,7 @@ def masked_lm_reading(model, batches: Sequence[dict], retriever=None) -> dict[st
     model.set_retriever(retriever)
     was_training = model.training
     model.eval()
+    row_of_doc = first_blocks(retriever.index.corpus["doc_id"])
     correct = {"no_document": 0, "own_document": 0, "retrieved": 0}
     total = 0
     utility, utility_count = 0.0, 0
@@ -94,7 +104,7 @@ def masked_lm_reading(model, batches: Sequence[dict], retriever=None) -> dict[st
             doc_ids = batch["doc_ids"]
             rows = batch["input_ids"].size(0)
             alone = read_with_documents(model, retriever, batch, np.full(rows, -1))
-            own = read_with_documents(model, retriever, batch, first_block_of_documents(retriever, doc_ids.tolist()))
+            own = read_with_documents(model, retriever, batch, rows_of_documents(row_of_doc, doc_ids.tolist()))
             retrieved = model(
                 **{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels", "doc_ids")}
             )
@@ -124,4 +134,4 @@ def make_reading_evaluator(batches: Sequence[dict], prefix: str = "") -> Callabl
     return evaluate
 
 
-__all__ = ["first_block_of_documents", "make_reading_evaluator", "masked_lm_reading", "read_with_documents"]
+__all__ = ["first_blocks", "make_reading_evaluator", "masked_lm_reading", "read_with_documents", "rows_of_documents"]

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..evaluation.reading import first_block_of_documents, read_with_documents
+from ..evaluation.reading import first_blocks, read_with_documents, rows_of_documents
 from ..logging import get_logger
 
 
@@ -66,11 +66,12 @@ def masked_lm_head_parameters(model) -> list[torch.nn.Parameter]:
 
 def fit_masked_lm_head(model, retriever, sentences, collator, settings: MaskedLMHeadFitting) -> list[dict]:
     r"""
-    Trains the masked-LM head of a [`RealmForPreTraining`]'s encoder with everything else frozen (in place).
+    Trains the masked-LM head of a [`RealmForPreTraining`]'s encoder with everything else frozen (in place), or,
+    with `settings.train_encoder`, the encoder's body too (a reading warm start).
 
     Args:
-        model ([`RealmForPreTraining`]): Only `masked_lm_head_parameters(model)` change; the others keep their
-            `requires_grad` flags.
+        model ([`RealmForPreTraining`]): Only `masked_lm_head_parameters(model)` change (and the encoder's body with
+            `train_encoder`); every parameter keeps its `requires_grad` flag.
         retriever ([`RealmRetriever`]): Supplies the documents' tokens (its corpus has the sentences' `doc_id`s).
         sentences (`datasets.Dataset` or list): Tagged sentences, as [`DataCollatorForRealmPreTraining`] takes them.
         collator ([`DataCollatorForRealmPreTraining`]): Masks them.
@@ -79,14 +80,15 @@ def fit_masked_lm_head(model, retriever, sentences, collator, settings: MaskedLM
     Returns:
         `list[dict]`: `loss` and `masked_lm_accuracy` every 10 steps and at the end.
     """
-    head = masked_lm_head_parameters(model)
+    trained = masked_lm_head_parameters(model)
     if settings.train_encoder:
-        head = head + [p for p in model.encoder.realm.parameters()]
+        trained += list(model.encoder.realm.parameters())
     flags = {id(p): p.requires_grad for p in model.parameters()}
     model.requires_grad_(False)
-    for parameter in head:
+    for parameter in trained:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(head, lr=settings.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=0.0)
+    row_of_doc = first_blocks(retriever.index.corpus["doc_id"]) if settings.document == "own" else None
     loader = DataLoader(
         sentences,
         batch_size=settings.batch_size,
@@ -101,11 +103,10 @@ def fit_masked_lm_head(model, retriever, sentences, collator, settings: MaskedLM
     try:
         while step < settings.max_steps:
             for batch in loader:
-                rows = batch["input_ids"].size(0)
-                if settings.document == "own":
-                    blocks = first_block_of_documents(retriever, batch["doc_ids"].tolist())
+                if row_of_doc is not None:
+                    blocks = rows_of_documents(row_of_doc, batch["doc_ids"].tolist())
                 else:
-                    blocks = np.full(rows, -1)
+                    blocks = np.full(batch["input_ids"].size(0), -1)
                 out = read_with_documents(model, retriever, batch, blocks)
                 out.loss.backward()
                 optimizer.step()

@@ -313,6 +313,14 @@ def _distributed_accelerator():
     return Accelerator(cpu=not torch.cuda.is_available())  # CPU processes: gloo (MULTI_CPU), not one process each
 
 
+def _end_distributed(accelerator) -> None:
+    """Every process waits for the others (the main one may still be writing), then the process group is destroyed,
+    so that no process exits while the others' collectives are still live."""
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+
+
 def _run_index(args: argparse.Namespace) -> int:
     accelerator = _distributed_accelerator()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -343,6 +351,7 @@ def _run_index(args: argparse.Namespace) -> int:
             "output": args.output,
         }
         print(json.dumps(summary, indent=2))
+    _end_distributed(accelerator)
     return 0
 
 
@@ -376,6 +385,7 @@ def _run_index_builder(args: argparse.Namespace) -> int:
     )
     if accelerator is None or accelerator.is_main_process:
         print(json.dumps({"built": built}))
+    _end_distributed(accelerator)
     return 0
 
 

@@ -15,6 +15,8 @@ about 8 of them), from a real pre-trained `BertForMaskedLM`, with both arms give
      steps (what `benchmarks/README.md` recommends for an index that can be re-embedded every few steps: snapshot
      search with a frequent refresh);
    - `ict`: more ICT steps for the same wall clock;
+   - with both arms, ICT is also run for exactly the REALM arm's step count (`ict_step_matched`): whether REALM
+     trails for its slower steps (compute) or for what each step teaches the retriever (signal);
 5. **zero-shot** gold-passage recall@1/5/20 of the dev questions (as `zero_shot_recall`: the corpus re-embedded by the
    arm's document tower), for the start, after ICT and after each arm;
 6. **fine-tuning** of each arm on the train questions (`realm-hf finetune`'s `finetune_on_questions`, the same
@@ -306,6 +308,13 @@ def run_seed(args, data, seed: int) -> dict:
                                **measure(model, data, batches)}  # fmt: skip
             if args.finetune_steps:
                 result["realm"]["finetuned"] = finetune(model, data, args, seed, workdir, "realm")
+        if "ict" in args.arms and "realm" in args.arms:
+            # Compute or signal? ICT for exactly as many retriever updates as the REALM arm made.
+            model.load_state_dict(warm)
+            model.set_retriever(None)
+            matched = run_ict(model, data, args, seed + 1, max_steps=result["realm"]["steps"])
+            result["ict_step_matched"] = {"extra_steps": matched["steps"], "seconds": matched["seconds"],
+                                          **measure(model, data, batches)}  # fmt: skip
         if "ict" in args.arms:
             model.load_state_dict(warm)
             model.set_retriever(None)
@@ -345,7 +354,7 @@ def markdown_table(runs: list[dict]) -> str:
     ]
     for run in runs:
         stages = [("start", run["start"]), ("after ICT warm start", run["after_ict"]), ("ICT arm", run.get("ict")),
-                  ("REALM arm", run.get("realm"))]  # fmt: skip
+                  ("ICT, REALM's step count", run.get("ict_step_matched")), ("REALM arm", run.get("realm"))]  # fmt: skip
         for name, stage in stages:
             if stage is None:
                 continue

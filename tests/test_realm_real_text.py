@@ -45,6 +45,8 @@ def test_real_text_pipeline_runs_end_to_end(tmp_path):
     run = result["runs"][0]
     assert run["realm"]["steps"] >= 2 and run["ict"]["extra_steps"] >= 20  # both arms trained, ICT for as long
     assert run["ict"]["seconds"] >= run["realm"]["seconds"]
+    assert run["ict_step_matched"]["extra_steps"] == run["realm"]["steps"]  # ICT for REALM's update count
+    assert 0.0 <= run["ict_step_matched"]["zero_shot"]["gold_recall_at_5"] <= 1.0
     readings = [r for r in run["realm"]["history"] if "masked_lm_accuracy_no_document" in r]
     assert readings and {"masked_lm_accuracy_own_document", "masked_lm_accuracy_retrieved"} <= set(readings[0])
     assert {"masked_lm_accuracy_no_document", "retrieval_utility"} <= set(run["realm"]["reading"])

@@ -5,6 +5,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_realm import RealmConfig
 from .modeling_realm import RealmEmbedder, RealmForPreTraining, RealmKnowledgeAugEncoder
+from .pipeline_realm import register_realm_pipeline
 from .tokenization_realm import RealmTokenizer, RealmTokenizerFast
 
 
@@ -28,3 +29,10 @@ def register_auto_classes() -> None:
     AutoTokenizer.register(
         RealmConfig, slow_tokenizer_class=RealmTokenizer, fast_tokenizer_class=RealmTokenizerFast, exist_ok=True
     )
+
+
+def register_realm() -> None:
+    """What importing `realm_hf` registers: the Auto classes (`register_auto_classes`) and the `"realm-open-qa"`
+    pipeline task (`register_realm_pipeline`). Idempotent."""
+    register_auto_classes()
+    register_realm_pipeline()

@@ -20,26 +20,28 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import AutoTokenizer, HfArgumentParser
-
-from .demo.job import DemoArguments, check_hub_target, run_demo
-from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
 from .file_utils import atomic_write_text
-from .hub.convert import add_convert_arguments
-from .hub.model_card import RealmModelCardData, pretraining_card_data, update_card_from_metrics
-from .hub.publish import load_document_embedder, load_realm, publish_realm
-from .inference import answer_questions
-from .logging import disable_progress_bars
-from .modeling_realm import RealmForOpenQA
-from .retrieval.index import build_index
-from .retrieval.search import check_index_factory
-from .training.corpus_pretraining import CorpusArguments, corpus_pretraining_parser, load_corpus, pretrain_on_corpus
-from .training.index_builder import run_index_builder
-from .training.question_finetuning import REPORT_FILE as FINETUNE_REPORT_FILE
-from .training.question_finetuning import finetune_on_questions, question_finetuning_parser
 from .version import __version__
+
+
+if TYPE_CHECKING:
+    from .hub.model_card import RealmModelCardData
+
+# The library's modules are imported by the commands that use them, so that `realm-hf --help` does not load torch.
+
+_COMMAND_HELP = {
+    "pretrain": "REALM pre-training: the demo on the embedded synthetic world, or your documents with --corpus.",
+    "finetune": "Open-domain QA fine-tuning: any REALM checkpoint on your questions, or a `realm-hf pretrain` run.",
+    "convert": "Convert a legacy REALM checkpoint.",
+    "ask": "Answer questions with a REALM open-QA model (local dir or repo id).",
+    "index": "Build a knowledge index: documents -> blocks -> document-tower embeddings -> RealmIndex on disk.",
+    "index-builder": "The separate index builder: re-embed the corpus with each new document tower a training run "
+    "exports.",
+}
 
 
 def _dataclass_from(args: argparse.Namespace, cls: type):
@@ -49,11 +51,13 @@ def _dataclass_from(args: argparse.Namespace, cls: type):
 
 
 def _add_pretrain_arguments(subparsers) -> None:
+    from .demo.job import DemoArguments
+    from .training.corpus_pretraining import CorpusArguments
 
     parser = subparsers.add_parser(
         "pretrain",
         dataclass_types=[DemoArguments, CorpusArguments],
-        help="REALM pre-training: the demo on the embedded synthetic world, or your documents with --corpus.",
+        help=_COMMAND_HELP["pretrain"],
         description="REALM pre-training. Without --corpus: the embedded demo (a generated world of invented people, "
         "warm starts, REALM pre-training, a report of retrieval before / after), with the options below: every "
         "option of RealmPreTrainingArguments (so of TrainingArguments) with the demo's defaults, and the generated "
@@ -77,6 +81,8 @@ def _given(args: argparse.Namespace, cls: type, names) -> list[str]:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
+    from .demo.job import DemoArguments, run_demo
+    from .training.corpus_pretraining import CorpusArguments
 
     demo_args = _dataclass_from(args, DemoArguments)
     corpus_only = _given(args, CorpusArguments, [f.name for f in dataclasses.fields(CorpusArguments)])
@@ -93,6 +99,11 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
 
 def _run_pretrain_on_corpus(argv: list[str]) -> int:
+    from .demo.job import check_hub_target
+    from .hub.publish import publish_realm
+    from .logging import disable_progress_bars
+    from .training.corpus_pretraining import corpus_pretraining_parser, pretrain_on_corpus
+
     parser = corpus_pretraining_parser(prog="realm-hf pretrain --corpus CORPUS")
     corpus_args, model_args, train_args, unknown = parser.parse_args_into_dataclasses(
         argv, return_remaining_strings=True
@@ -134,6 +145,10 @@ def _run_pretrain_on_corpus(argv: list[str]) -> int:
 
 def _run_finetune_on_questions(argv: list[str]) -> int:
     """`realm-hf finetune MODEL --train_file Q.jsonl [--eval_file Q2.jsonl] [TrainingArguments options]`."""
+    from .logging import disable_progress_bars
+    from .training.question_finetuning import REPORT_FILE as FINETUNE_REPORT_FILE
+    from .training.question_finetuning import finetune_on_questions, question_finetuning_parser
+
     if argv and not argv[0].startswith("-"):
         argv = ["--model_name_or_path", *argv]  # MODEL, positionally
     parser = question_finetuning_parser(prog="realm-hf finetune MODEL --train_file QUESTIONS")
@@ -163,6 +178,8 @@ def _hub_id(name: str | None) -> str | None:
 def _corpus_card(corpus_args, train_args, history: list[dict]) -> RealmModelCardData:
     """The card of a `pretrain --corpus` run: its base model and dataset (when they are Hub ids), its settings, its
     logs, and its last measured masked-LM accuracy as a `model-index` result on the corpus."""
+    from .hub.model_card import pretraining_card_data, update_card_from_metrics
+
     card = pretraining_card_data(
         f"REALM pre-trained by `realm-hf pretrain --corpus` on {corpus_args.corpus} for {train_args.max_steps} steps "
         "(marginal masked-LM loss through retrieval).",
@@ -179,10 +196,12 @@ def _corpus_card(corpus_args, train_args, history: list[dict]) -> RealmModelCard
 
 
 def _add_finetune_arguments(subparsers) -> None:
+    from .demo.openqa import FinetuneArguments
+
     parser = subparsers.add_parser(
         "finetune",
         dataclass_types=FinetuneArguments,
-        help="Open-domain QA fine-tuning: any REALM checkpoint on your questions, or a `realm-hf pretrain` run.",
+        help=_COMMAND_HELP["finetune"],
         description="Open-domain QA fine-tuning. With --train_file: `realm-hf finetune MODEL --train_file Q.jsonl "
         "[--eval_file Q2.jsonl]` fine-tunes MODEL (a RealmForOpenQA with its index, or a RealmForPreTraining "
         "checkpoint; a directory or Hub id) on your questions (JSON lines / JSON / CSV / Parquet, a datasets directory "
@@ -194,6 +213,8 @@ def _add_finetune_arguments(subparsers) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
+    from .demo.openqa import REPORT_FILE, FinetuneArguments, run_finetune
+
     finetune_args = _dataclass_from(args, FinetuneArguments)
     report = run_finetune(finetune_args)
     summary = {k: report[k] for k in ("init", "num_train_questions", "num_eval_questions", "before", "after")}
@@ -206,7 +227,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
 def _add_ask_arguments(subparsers) -> None:
     parser = subparsers.add_parser(
         "ask",
-        help="Answer questions with a REALM open-QA model (local dir or repo id).",
+        help=_COMMAND_HELP["ask"],
         description="Answers questions with a RealmForOpenQA and the index saved with it (a local directory or a Hub "
         "repository written by save_pretrained / push_to_hub / save_realm): one JSON line per question with the "
         "answer, its score and the evidence block.",
@@ -230,6 +251,9 @@ def _add_ask_arguments(subparsers) -> None:
 
 
 def _run_ask(args: argparse.Namespace) -> int:
+    from .hub.publish import load_realm
+    from .inference import answer_questions
+    from .modeling_realm import RealmForOpenQA
 
     questions = list(args.questions)
     if args.questions_file:
@@ -264,7 +288,7 @@ def _run_ask(args: argparse.Namespace) -> int:
 def _add_index_arguments(subparsers) -> None:
     parser = subparsers.add_parser(
         "index",
-        help="Build a knowledge index: documents -> blocks -> document-tower embeddings -> RealmIndex on disk.",
+        help=_COMMAND_HELP["index"],
     )
     parser.add_argument(
         "model",
@@ -322,6 +346,13 @@ def _end_distributed(accelerator) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from .hub.publish import load_document_embedder
+    from .retrieval.index import build_index
+    from .retrieval.search import check_index_factory
+    from .training.corpus_pretraining import CorpusArguments, load_corpus
+
     accelerator = _distributed_accelerator()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     embedder = load_document_embedder(args.model)
@@ -358,7 +389,7 @@ def _run_index(args: argparse.Namespace) -> int:
 def _add_index_builder_arguments(subparsers) -> None:
     parser = subparsers.add_parser(
         "index-builder",
-        help="The separate index builder: re-embed the corpus with each new document tower a training run exports.",
+        help=_COMMAND_HELP["index-builder"],
         description="Watches a REALM pre-training run with index_refresh_mode='external' (train_realm, "
         "examples/pretrain_realm.py): for each newest export of its document tower (OUTPUT_DIR/indexes/exports/"
         "step-N) it embeds the corpus and publishes OUTPUT_DIR/indexes/step-N, which the trainer swaps in. Run it on "
@@ -374,6 +405,8 @@ def _add_index_builder_arguments(subparsers) -> None:
 
 
 def _run_index_builder(args: argparse.Namespace) -> int:
+    from .training.index_builder import run_index_builder
+
     accelerator = _distributed_accelerator()  # several processes: each embeds a share of the blocks
     built = run_index_builder(
         args.watch,
@@ -389,9 +422,32 @@ def _run_index_builder(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `realm-hf` parser with every sub-command; options of the plain sub-commands take both spellings
-    (`--batch-size` and `--batch_size`), as the dataclass-backed ones (`pretrain`, `finetune`) do."""
+def _add_convert_arguments(subparsers) -> None:
+    from .hub.convert import add_convert_arguments
+
+    add_convert_arguments(subparsers)
+
+
+_ADD_COMMAND = {
+    "pretrain": _add_pretrain_arguments,
+    "finetune": _add_finetune_arguments,
+    "convert": _add_convert_arguments,
+    "ask": _add_ask_arguments,
+    "index": _add_index_arguments,
+    "index-builder": _add_index_builder_arguments,
+}
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The `realm-hf` parser. Options of the plain sub-commands take both spellings (`--batch-size` and
+    `--batch_size`), as the dataclass-backed ones (`pretrain`, `finetune`) do.
+
+    Args:
+        commands (`Iterable[str]`, *optional*):
+            The sub-commands to build with their options (default: all). The others are listed with their one-line
+            help only, which is all `realm-hf --help` shows, and need none of the library's heavy imports.
+    """
+    full = set(_ADD_COMMAND if commands is None else commands) & set(_ADD_COMMAND)
     parser = argparse.ArgumentParser(
         prog="realm-hf",
         description="REALM for transformers 5: pre-train, fine-tune, index, convert and ask. `realm-hf pretrain` runs "
@@ -401,13 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="Show the full traceback of an error (default: one line, exit code 2)."
     )
-    subparsers = parser.add_subparsers(dest="command", parser_class=HfArgumentParser, metavar="COMMAND")
-    _add_pretrain_arguments(subparsers)
-    _add_finetune_arguments(subparsers)
-    add_convert_arguments(subparsers)
-    _add_ask_arguments(subparsers)
-    _add_index_arguments(subparsers)
-    _add_index_builder_arguments(subparsers)
+    parser_class = argparse.ArgumentParser
+    if full & {"pretrain", "finetune"}:  # the options of a dataclass (transformers' parser imports torch)
+        from transformers import HfArgumentParser
+
+        parser_class = HfArgumentParser
+    subparsers = parser.add_subparsers(dest="command", parser_class=parser_class, metavar="COMMAND")
+    for name, add_command in _ADD_COMMAND.items():
+        if name in full:
+            add_command(subparsers)
+        else:
+            subparsers.add_parser(name, help=_COMMAND_HELP[name])
     for name, subparser in subparsers.choices.items():
         subparser.prog = f"realm-hf {name}"
         _accept_both_spellings(subparser)
@@ -427,28 +487,41 @@ def _accept_both_spellings(parser: argparse.ArgumentParser) -> None:
                 parser._option_string_actions[other] = action
 
 
+def _register() -> None:
+    """What `import realm_hf` does outside this command (see the package's docstring): the Auto classes and the
+    pipeline task, before a command loads a checkpoint."""
+    from .auto_registration import register_realm
+
+    register_realm()
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `realm-hf` command. Errors are one line, `realm-hf <command>: error: <message>`, with exit code 2 (the
     traceback with `--debug`); a bare `realm-hf` prints the help."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
-    parser = build_parser()
+    parser = build_parser(argv[:1])  # only the command that runs is built with its options
     if not argv:
         parser.print_help()
         return 0
     command = argv[0]
     try:
         if command == "pretrain" and _names_corpus(argv[1:]):
+            _register()
             return _run_pretrain_on_corpus(argv[1:])
         if command == "finetune" and any(a.split("=")[0] in ("--train_file", "--train-file") for a in argv[1:]):
+            _register()
             return _run_finetune_on_questions(argv[1:])
         args = parser.parse_args(argv)
+        _register()
         if (
             getattr(args, "no_progress", False)
             or getattr(args, "disable_tqdm", False)
             or not getattr(args, "show_progress", True)
         ):
+            from .logging import disable_progress_bars
+
             disable_progress_bars()  # one switch for every bar the command shows, datasets' and transformers' too
         return args.func(args)
     except (KeyboardInterrupt, SystemExit):

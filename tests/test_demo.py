@@ -1,6 +1,9 @@
 """The embedded demo (`realm-hf pretrain`) at a tiny size: it runs end to end and reports what it measured."""
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,6 +184,38 @@ def test_every_command_prints_its_help(command, capsys):
         main(command)
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_help_and_version_load_no_model_code_in_a_fresh_process():
+    """`realm-hf --help`, `--version` and the help of the plain commands import neither torch nor transformers (the
+    console script registers with the Auto classes only when it runs a command); the time it takes is in
+    `benchmarks/bench_cli_help.py`."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['realm-hf', *sys.argv[1:]]  # what the console script's process has\n"
+        "from realm_hf.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = [name for name in ('torch', 'transformers', 'datasets', 'realm_hf.modeling_realm') if name in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    for args in ([], ["--help"], ["--version"], ["ask", "--help"], ["index", "--help"], ["index-builder", "--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "realm-hf" in done.stdout, args
+    console_script = shutil.which("realm-hf")
+    if console_script is not None:  # the installed entry point (an editable or wheel install)
+        done = subprocess.run([console_script, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0 and "index-builder" in done.stdout
+
+
+def test_top_level_help_is_the_same_with_every_command_built():
+    """The one-line help `realm-hf --help` shows without building the commands is the one each command declares."""
+    from realm_hf.cli import build_parser
+
+    assert build_parser([]).format_help() == build_parser().format_help()
 
 
 def test_cli_conventions(tmp_path, capsys):

@@ -2,6 +2,9 @@
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -543,3 +546,39 @@ def test_public_names_are_exported_sorted_and_importable():
 
     assert realm_hf.__all__ == sorted(realm_hf.__all__)
     assert all(hasattr(realm_hf, name) for name in realm_hf.__all__)
+
+
+def test_lazy_exports_match_the_type_checking_imports():
+    """`realm_hf/__init__.py` names each public object twice: in `_LAZY_IMPORTS` (what `__getattr__` loads) and in its
+    `TYPE_CHECKING` imports (what type checkers and IDEs read); the two agree."""
+    import ast
+
+    import realm_hf
+
+    tree = ast.parse(Path(realm_hf.__file__).read_text())
+    block = next(
+        node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+    )
+    static = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1
+        if node.module is not None:
+            static[node.module] = tuple(alias.name for alias in node.names)
+    assert static == realm_hf._LAZY_IMPORTS
+
+
+def test_importing_the_package_registers_with_the_auto_classes_in_a_fresh_process():
+    """`import realm_hf` alone (no attribute used) registers the Auto classes and the pipeline task, and loads no
+    module it does not need for that (the others come with the first use of one of their names)."""
+    code = (
+        "import sys, realm_hf\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert type(AutoConfig.for_model('realm')).__name__ == 'RealmConfig'\n"
+        "assert 'realm-open-qa' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "assert 'realm_hf.training.mlm_head' not in sys.modules\n"
+        "realm_hf.fit_masked_lm_head\n"
+        "assert 'realm_hf.training.mlm_head' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

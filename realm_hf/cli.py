@@ -243,7 +243,12 @@ def _add_ask_arguments(subparsers) -> None:
         help="Blocks retrieved per question (default: the model's searcher_beam_size).",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="Questions per forward pass.")
-    parser.add_argument("--device", default=None, help="Device to answer on, e.g. 'cuda' (default: the CPU).")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="Device to answer on, e.g. 'cuda' (default: the CPU; under `accelerate launch` / torchrun each process "
+        "answers a share of the questions on its own device, and the main one writes them in order).",
+    )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the model.")
     parser.add_argument("--allow-pickle", action="store_true", help="Read a legacy pickled block_records.npy.")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
@@ -272,16 +277,32 @@ def _run_ask(args: argparse.Namespace) -> int:
     if args.top_k is not None:
         model.config.searcher_beam_size = args.top_k
         model.config.reader_beam_size = min(model.config.reader_beam_size, args.top_k)
-    if args.device is not None:
+    accelerator = _distributed_accelerator()  # several processes: each answers a contiguous share of the questions
+    if accelerator is not None:
+        model.to(accelerator.device)
+    elif args.device is not None:
         model.to(args.device)
-    answers = answer_questions(
-        model, tokenizer, questions, batch_size=args.batch_size, show_progress=not args.no_progress
-    )
-    lines = [json.dumps(answer.to_dict(), ensure_ascii=False) for answer in answers]
-    if args.output:
-        atomic_write_text(args.output, "".join(f"{line}\n" for line in lines))
+    if accelerator is None:
+        answers = answer_questions(
+            model, tokenizer, questions, batch_size=args.batch_size, show_progress=not args.no_progress
+        )
+        rows = [answer.to_dict() for answer in answers]
     else:
-        print("\n".join(lines))
+        from accelerate.utils import gather_object
+
+        with accelerator.split_between_processes(questions) as share:
+            answers = answer_questions(
+                model, tokenizer, share, batch_size=args.batch_size,
+                show_progress=not args.no_progress and accelerator.is_main_process,
+            )  # fmt: skip
+        rows = gather_object([answer.to_dict() for answer in answers])  # in process order: the questions' order
+    if accelerator is None or accelerator.is_main_process:
+        lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+        if args.output:
+            atomic_write_text(args.output, "".join(f"{line}\n" for line in lines))
+        else:
+            print("\n".join(lines))
+    _end_distributed(accelerator)
     return 0
 
 

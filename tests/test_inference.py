@@ -99,3 +99,25 @@ def test_cli_index_over_two_processes_builds_the_single_process_index(tmp_path, 
     one, two = RealmIndex.from_pretrained(tmp_path / "one"), RealmIndex.from_pretrained(tmp_path / "two")
     np.testing.assert_allclose(np.asarray(two.embeddings), np.asarray(one.embeddings), atol=1e-5)
     assert list(two.corpus["text"]) == list(one.corpus["text"])
+
+
+@pytest.mark.distributed
+def test_cli_ask_over_two_processes_writes_the_single_process_answers_in_order(tmp_path, openqa_tokenizer, blocks):
+    """`torchrun --nproc_per_node 2 -m realm_hf.cli ask ...`: each process answers a share of the questions (3: an
+    uneven split), the main one prints them all once, in the questions' order, as one process would."""
+    model = _model(openqa_tokenizer, blocks)
+    save_realm(tmp_path / "model", model, openqa_tokenizer, model.retriever)
+    questions = [q["question"] for q in json.loads((REFERENCE / "openqa" / "expected.json").read_text())["questions"]]
+    questions_file = tmp_path / "questions.txt"
+    questions_file.write_text("".join(f"{q}\n" for q in questions[:3]))
+    args = ["ask", str(tmp_path / "model"), "--questions-file", str(questions_file), "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "one.jsonl")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "realm_hf.cli", *args]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]  # printed once
+    assert [row["question"] for row in two] == questions[:3]
+    assert [row["answer"] for row in two] == [row["answer"] for row in one]
+    assert [row["block_id"] for row in two] == [row["block_id"] for row in one]

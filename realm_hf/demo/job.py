@@ -50,11 +50,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from huggingface_hub.utils import get_token, validate_repo_id
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..configuration_realm import RealmConfig
 from ..evaluation.reading import first_blocks, read_with_documents, rows_of_documents
@@ -76,7 +75,7 @@ from ..training.collators import (
 )
 from ..training.ict import InverseClozeTaskArguments, train_inverse_cloze_task
 from ..training.masking import tag_salient_spans
-from ..training.optimization import parameter_groups
+from ..training.mlm_head import MaskedLMHeadFitting, fit_masked_lm_head
 from ..training.pretraining import RealmPreTrainingArguments, train_realm
 from .synthetic import SyntheticKnowledge, make_synthetic_knowledge
 
@@ -335,66 +334,42 @@ def reading_worlds(args: DemoArguments, target: SyntheticKnowledge) -> Iterator[
 _READING_PEOPLE, _READING_NAME_POOL, _READING_ENTITY_SEED = 2000, 100, 10_000
 
 
+def _shift_doc_ids(dataset: datasets.Dataset, offset: int) -> datasets.Dataset:
+    return dataset.map(lambda row: {"doc_id": row["doc_id"] + offset}) if offset else dataset
+
+
 def train_reading_warm_start(model, tokenizer, worlds, args: DemoArguments) -> list[dict]:
-    """Teaches the knowledge-augmented encoder to read: masked sentences of `worlds` with their evidence document
-    as the only candidate (plain masked-LM through the encoder; the embedders are untouched). Single process.
+    """Teaches the knowledge-augmented encoder to read (`fit_masked_lm_head` with `train_encoder`): masked sentences
+    of `worlds`, each read beside the *other* document of its person (where the masked fact is also stated; the
+    embedders are untouched). Takes as many worlds as `reading_steps` batches need, so no sentence is read twice.
+    Single process.
 
-    Returns the logged history (`step`, `loss`, `reading_accuracy`).
+    Returns the logged history (`step`, `loss`, `masked_lm_accuracy` every 50 steps).
     """
-
-    config = model.config
+    needed = args.reading_steps * args.per_device_train_batch_size
+    documents, sentences, offset = [], [], 0
+    while sum(len(part) for part in sentences) < needed:
+        world = next(worlds)
+        tagged = tag_salient_spans(world.documents, tokenizer)  # people's documents are 0 .. 2 * people - 1
+        tagged = tagged.filter(lambda row: len(row["salient_spans"]) > 0 and row["doc_id"] < 2 * _READING_PEOPLE)
+        documents.append(_shift_doc_ids(world.documents, offset))
+        sentences.append(_shift_doc_ids(tagged, offset))
+        offset += len(world.documents)  # even: a person's documents stay 2p and 2p + 1
+    corpus = tokenize_blocks(datasets.concatenate_datasets(documents), tokenizer)
+    # Served through a retriever for its input formats; the placeholder index is never searched.
+    placeholder = RealmIndex.build(corpus, np.zeros((len(corpus), model.config.retriever_proj_size), np.float32))
+    settings = MaskedLMHeadFitting(
+        max_steps=args.reading_steps, batch_size=args.per_device_train_batch_size,
+        learning_rate=args.reading_learning_rate, train_encoder=True, weight_decay=0.01, lr_scheduler_type="linear",
+        warmup_steps=min(20, args.reading_steps), max_grad_norm=1.0, logging_steps=50, seed=args.seed,
+        disable_tqdm=args.disable_tqdm,
+    )  # fmt: skip
     collator = DataCollatorForRealmPreTraining(tokenizer, masking="salient_span", max_length=48, seed=args.seed)
-    parameters = [p for p in model.encoder.parameters() if p.requires_grad]
-    # BERT's parameter groups, as every loop of the library (no weight decay on biases and layer norms).
-    groups = parameter_groups(model.encoder, args.reading_learning_rate, weight_decay=0.01)
-    optimizer = torch.optim.AdamW(groups, lr=args.reading_learning_rate, eps=1e-6)
-    warmup = min(20, args.reading_steps)
-    # Not transformers' linear schedule: this one (warm-up times the linear decay) is the one the README's runs used.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.reading_steps)
-    )
-    generator = torch.Generator().manual_seed(args.seed)
-    progress = tqdm(total=args.reading_steps, desc="Reading warm start", disable=args.disable_tqdm)
-    history, window, step = [], [], 0
-    model.train()
-    for world in worlds:
-        corpus = tokenize_blocks(world.documents, tokenizer)
-        sentences = tag_salient_spans(world.documents, tokenizer)  # people's documents are 0 .. 2 * people - 1
-        sentences = sentences.filter(lambda row: len(row["salient_spans"]) > 0 and row["doc_id"] < 2 * _READING_PEOPLE)
-        # Served through a retriever for its input formats; the placeholder index is never searched.
-        placeholder = RealmIndex.build(corpus, np.zeros((len(corpus), config.retriever_proj_size), np.float32))
-        retriever = RealmRetriever(placeholder, tokenizer)
-        row_of_doc = first_blocks(corpus["doc_id"])
-        loader = DataLoader(
-            sentences,
-            batch_size=args.per_device_train_batch_size,
-            shuffle=True,
-            collate_fn=collator,
-            generator=generator,
-        )
-        for batch in loader:
-            # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
-            evidence = rows_of_documents(row_of_doc, [int(doc) ^ 1 for doc in batch["doc_ids"]])
-            out = read_with_documents(model, retriever, batch, evidence)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update(1)
-            window.append((out.loss.item(), out.masked_lm_correct.float().mean().item()))
-            if step % 50 == 0 or step == args.reading_steps:
-                losses, accuracies = zip(*window)
-                history.append(
-                    {"step": step, "loss": float(np.mean(losses)), "reading_accuracy": float(np.mean(accuracies))}
-                )
-                window = []
-            if step >= args.reading_steps:
-                progress.close()
-                model.zero_grad(set_to_none=True)
-                return history
-    return history
+    # The two documents of a person are 2p and 2p + 1: each is the other's evidence.
+    return fit_masked_lm_head(
+        model, RealmRetriever(placeholder, tokenizer), datasets.concatenate_datasets(sentences), collator, settings,
+        evidence=lambda doc_ids: [doc ^ 1 for doc in doc_ids],
+    )  # fmt: skip
 
 
 def held_out_split(num_people: int, fraction: float, seed: int) -> set[int]:

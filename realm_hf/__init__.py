@@ -205,7 +205,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (a test keeps th
 def _run_by_the_realm_hf_command() -> bool:
     """Whether this process is the `realm-hf` console script, whose `main` registers before it runs a command."""
     argv = getattr(sys, "argv", None) or [""]
-    return os.path.basename(argv[0]).split(".")[0] == "realm-hf"
+    return os.path.basename(argv[0]) in ("realm-hf", "realm-hf.exe")
 
 
 if not _run_by_the_realm_hf_command():

@@ -174,6 +174,21 @@ def load_data(args):
     }
 
 
+def span_redundancy(data, sample: int = 1000) -> dict:
+    """How often a REALM sentence's first masked salient span also occurs (as text, lower-cased) in a passage other
+    than its own: the sentences whose span another passage could supply, the only ones through which the masked-LM
+    signal can reward retrieving something when the own passage is excluded."""
+    tokenizer, sentences = data["tokenizer"], data["realm_sentences"]
+    passages = [text.lower() for text in data["passages"]["text"]]
+    rows = np.random.default_rng(0).choice(len(sentences), min(sample, len(sentences)), replace=False)
+    found = []
+    for row in (sentences[int(r)] for r in rows):
+        start, end = row["salient_spans"][0]
+        span = tokenizer.decode(row["token_ids"][start:end]).strip().lower()
+        found.append(any(span in text for doc, text in enumerate(passages) if doc != row["doc_id"]))
+    return {"sentences": len(found), "span_in_another_passage": float(np.mean(found))}
+
+
 def measure(model, data, batches, recall: bool = True) -> dict:
     """Zero-shot gold-passage recall of the dev questions and masked-LM reading, both against one index of the corpus
     embedded by the model's current document tower."""
@@ -410,6 +425,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.merge:
         result = merge(args.merge)
+        result["corpus"].setdefault("masked_spans", span_redundancy(load_data(args)))
         print(markdown_table(result["runs"]))
         return write_results(args.output, result)
     threads = set_threads(args.threads)
@@ -431,6 +447,7 @@ def main(argv=None) -> dict:
             "realm_sentences": len(data["realm_sentences"]),
             "reading_sentences": len(data["reading_sentences"]),
             "eval_sentences": len(data["eval_sentences"]),
+            "masked_spans": span_redundancy(data),
         },  # fmt: skip
         **summarise(runs),
         "runs": runs,

@@ -364,6 +364,7 @@ def summarise(runs: list[dict]) -> dict:
             continue
         summary[arm] = {f"zero_shot_recall_at_{k}": per_seed([s["zero_shot"][f"gold_recall_at_{k}"] for s in stages])
                         for k in (1, 5, 20)}  # fmt: skip
+        summary[arm]["seeds"] = per_seed([run["seed"] for run in runs if arm in run])
         if all("finetuned" in s for s in stages):
             summary[arm]["finetuned_exact_match"] = per_seed([s["finetuned"]["exact_match"] for s in stages])
             summary[arm]["finetuned_f1"] = per_seed([s["finetuned"]["f1"] for s in stages])
@@ -401,7 +402,9 @@ def merge(paths: list[Path]) -> dict:
     """One result from the files of separate runs (one seed each, say): their runs side by side, the summary over all
     of them; refused if their settings differ in anything but the seeds."""
     results = [json.loads(path.read_text()) for path in paths]
-    settings = [{k: v for k, v in result["settings"].items() if k != "seeds"} for result in results]
+    # An option a file predates ran with its default.
+    defaults = {k: v for k, v in vars(parse_args([])).items() if k not in ("output", "merge")}
+    settings = [{k: v for k, v in {**defaults, **result["settings"]}.items() if k != "seeds"} for result in results]
     if any(other != settings[0] for other in settings[1:]):
         raise ValueError(f"{paths} were run with different settings; only their seeds may differ.")
     runs = [run for result in results for run in result["runs"]]

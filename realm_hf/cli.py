@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -529,22 +530,22 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0]
     try:
         if command == "pretrain" and _names_corpus(argv[1:]):
-            _register()
-            return _run_pretrain_on_corpus(argv[1:])
-        if command == "finetune" and any(a.split("=")[0] in ("--train_file", "--train-file") for a in argv[1:]):
-            _register()
-            return _run_finetune_on_questions(argv[1:])
-        args = parser.parse_args(argv)
-        _register()
-        if (
-            getattr(args, "no_progress", False)
-            or getattr(args, "disable_tqdm", False)
-            or not getattr(args, "show_progress", True)
-        ):
-            from .logging import disable_progress_bars
+            run = functools.partial(_run_pretrain_on_corpus, argv[1:])
+        elif command == "finetune" and any(a.split("=")[0] in ("--train_file", "--train-file") for a in argv[1:]):
+            run = functools.partial(_run_finetune_on_questions, argv[1:])
+        else:
+            args = parser.parse_args(argv)  # `--help` exits here, before anything heavy is imported
+            if (
+                getattr(args, "no_progress", False)
+                or getattr(args, "disable_tqdm", False)
+                or not getattr(args, "show_progress", True)
+            ):
+                from .logging import disable_progress_bars
 
-            disable_progress_bars()  # one switch for every bar the command shows, datasets' and transformers' too
-        return args.func(args)
+                disable_progress_bars()  # one switch for every bar the command shows, datasets' and transformers' too
+            run = functools.partial(args.func, args)
+        _register()
+        return run()
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:

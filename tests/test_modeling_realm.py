@@ -483,9 +483,6 @@ def test_init_from_bert_from_a_masked_lm_checkpoint_copies_its_head_quietly(tmp_
     """A `BertForMaskedLM` checkpoint: the trunks and the encoder's masked-LM head come from it, and transformers'
     load report (which would call the head's weights unexpected for the trunk) is not printed (a fresh process, as a
     user sees it)."""
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
     from transformers import BertForMaskedLM
 

@@ -11,7 +11,6 @@ frozen word embeddings), so the body's reading is what the checkpoint brings, an
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -82,7 +81,7 @@ class MaskedLMHeadFitting:
     def training_arguments(self) -> TrainingArguments:
         """The `TrainingArguments` that [`make_optimizer`] and [`make_scheduler`] read."""
         return TrainingArguments(
-            output_dir=tempfile.gettempdir(), max_steps=self.max_steps, learning_rate=self.learning_rate,
+            max_steps=self.max_steps, learning_rate=self.learning_rate,
             weight_decay=self.weight_decay, lr_scheduler_type=self.lr_scheduler_type, warmup_steps=self.warmup_steps,
             report_to="none",
         )  # fmt: skip

@@ -428,7 +428,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.merge:
         result = merge(args.merge)
-        result["corpus"].setdefault("masked_spans", span_redundancy(load_data(args)))
+        if "masked_spans" not in result["corpus"]:  # files written before it was measured
+            result["corpus"]["masked_spans"] = span_redundancy(load_data(args))
         print(markdown_table(result["runs"]))
         return write_results(args.output, result)
     threads = set_threads(args.threads)
